@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Prepares this machine for building and running the project, idempotently:
+# the Debian packages SPDK, PMDK and bindgen need, Rust's components for CI,
+# and hugepages for SPDK's environment layer. Needs root (or sudo).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup-host: run as root or install sudo" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+# Build: SPDK 20.07 + DPDK 20.05 (meson, ninja, nasm), PMDK's pmem bdev, bindgen (libclang).
+# Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in.
+PACKAGES=(
+  build-essential pkg-config python3 meson ninja-build nasm
+  libclang-dev clang
+  libpmemblk-dev libpmem-dev libaio-dev libnuma-dev uuid-dev libssl-dev libncurses-dev libcunit1-dev
+  libibverbs-dev librdmacm-dev
+  xz-utils ca-certificates debian-archive-keyring procps util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
+# Hugepages: SPDK's initiators (perf, identify, bdevperf) and the target by default use them.
+want=${SPDK_PMEM_HUGEPAGES:-1024}
+have=$(cat /proc/sys/vm/nr_hugepages)
+if [ "$have" -lt "$want" ]; then
+  echo "$want" | $SUDO tee /proc/sys/vm/nr_hugepages >/dev/null
+  have=$(cat /proc/sys/vm/nr_hugepages)
+  [ "$have" -ge "$want" ] || echo "setup-host: warning: only $have of $want hugepages could be reserved" >&2
+fi
+if ! mountpoint -q /dev/hugepages; then
+  $SUDO mkdir -p /dev/hugepages
+  $SUDO mount -t hugetlbfs nodev /dev/hugepages
+fi
+echo "setup-host: packages present, $(cat /proc/sys/vm/nr_hugepages) hugepages, hugetlbfs at /dev/hugepages"

@@ -1,0 +1,586 @@
+//! The SPDK application framework (`spdk_app_start`): environment, reactors,
+//! subsystems and the JSON-RPC server, configured by [`AppOptions`].
+//!
+//! ```no_run
+//! use spdk_pmem::app::{self, AppOptions};
+//!
+//! let code = AppOptions::new("example")
+//!     .reactor_mask("0x1")
+//!     .rpc_addr("/var/tmp/example.sock")
+//!     .run(|| {
+//!         println!("SPDK is up");
+//!         app::stop(0);
+//!     })
+//!     .expect("options are valid");
+//! std::process::exit(code);
+//! ```
+
+use std::any::Any;
+use std::cell::Cell;
+use std::ffi::{c_void, CString};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// Options of an SPDK application: the fields of `spdk_app_opts`, plus `--no-huge`.
+/// Unset options keep SPDK's defaults (`spdk_app_opts_init`).
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    name: String,
+    config_file: Option<PathBuf>,
+    json_config_file: Option<PathBuf>,
+    json_config_ignore_errors: bool,
+    rpc_addr: Option<String>,
+    reactor_mask: Option<String>,
+    tpoint_group_mask: Option<String>,
+    shm_id: Option<i32>,
+    enable_coredump: bool,
+    mem_channel: Option<i32>,
+    master_core: Option<i32>,
+    mem_size_mb: Option<i32>,
+    no_pci: bool,
+    hugepage_single_segments: bool,
+    unlink_hugepage: bool,
+    hugedir: Option<PathBuf>,
+    silence_noticelog: bool,
+    iova_mode: Option<String>,
+    wait_for_rpc: bool,
+    num_trace_entries: Option<u64>,
+    base_virtaddr: Option<u64>,
+    no_huge: bool,
+    log_flags: Vec<String>,
+    pci_blocked: Vec<String>,
+    pci_allowed: Vec<String>,
+}
+
+/// Memory reserved with `--no-huge` when no size is given: DPDK's own default
+/// (64 MiB) is too small for the NVMe-oF TCP transport's buffer pool.
+const NO_HUGE_DEFAULT_MEM_MB: i32 = 1024;
+
+impl AppOptions {
+    /// Options with SPDK's defaults and the given application name.
+    pub fn new(name: &str) -> Self {
+        AppOptions {
+            name: name.to_string(),
+            config_file: None,
+            json_config_file: None,
+            json_config_ignore_errors: false,
+            rpc_addr: None,
+            reactor_mask: None,
+            tpoint_group_mask: None,
+            shm_id: None,
+            enable_coredump: true,
+            mem_channel: None,
+            master_core: None,
+            mem_size_mb: None,
+            no_pci: false,
+            hugepage_single_segments: false,
+            unlink_hugepage: false,
+            hugedir: None,
+            silence_noticelog: false,
+            iova_mode: None,
+            wait_for_rpc: false,
+            num_trace_entries: None,
+            base_virtaddr: None,
+            no_huge: false,
+            log_flags: Vec::new(),
+            pci_blocked: Vec::new(),
+            pci_allowed: Vec::new(),
+        }
+    }
+
+    /// Legacy INI configuration file (`-c`).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+    /// JSON configuration file (`--json`), e.g. the output of `save_config`.
+    pub fn json_config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.json_config_file = Some(path.into());
+        self
+    }
+    /// Keep going when a JSON configuration entry fails (`--json-ignore-init-errors`).
+    pub fn json_config_ignore_errors(mut self, yes: bool) -> Self {
+        self.json_config_ignore_errors = yes;
+        self
+    }
+    /// JSON-RPC listen address: a Unix socket path or `IP:port` (`-r`).
+    pub fn rpc_addr(mut self, addr: &str) -> Self {
+        self.rpc_addr = Some(addr.to_string());
+        self
+    }
+    /// Reactor core mask, e.g. `0x1` or `[0,1]` (`-m`).
+    pub fn reactor_mask(mut self, mask: &str) -> Self {
+        self.reactor_mask = Some(mask.to_string());
+        self
+    }
+    /// Tracepoint group mask (`-e`).
+    pub fn tpoint_group_mask(mut self, mask: &str) -> Self {
+        self.tpoint_group_mask = Some(mask.to_string());
+        self
+    }
+    /// Shared-memory id: processes with the same id share hugepage files (`-i`).
+    pub fn shm_id(mut self, id: i32) -> Self {
+        self.shm_id = Some(id);
+        self
+    }
+    /// Whether a crash may write a full core dump (`-d` turns it off).
+    pub fn enable_coredump(mut self, yes: bool) -> Self {
+        self.enable_coredump = yes;
+        self
+    }
+    /// Memory channels (`-n`).
+    pub fn mem_channel(mut self, n: i32) -> Self {
+        self.mem_channel = Some(n);
+        self
+    }
+    /// The main reactor's core (`-p`).
+    pub fn master_core(mut self, core: i32) -> Self {
+        self.master_core = Some(core);
+        self
+    }
+    /// Memory to reserve, in MiB (`-s`).
+    pub fn mem_size_mb(mut self, mb: i32) -> Self {
+        self.mem_size_mb = Some(mb);
+        self
+    }
+    /// Do not touch PCI devices (`-u`).
+    pub fn no_pci(mut self, yes: bool) -> Self {
+        self.no_pci = yes;
+        self
+    }
+    /// One hugepage file per segment list (`-g`).
+    pub fn hugepage_single_segments(mut self, yes: bool) -> Self {
+        self.hugepage_single_segments = yes;
+        self
+    }
+    /// Unlink hugepage files after mapping them (`-R`).
+    pub fn unlink_hugepage(mut self, yes: bool) -> Self {
+        self.unlink_hugepage = yes;
+        self
+    }
+    /// Where hugetlbfs is mounted (`--huge-dir`).
+    pub fn hugedir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.hugedir = Some(dir.into());
+        self
+    }
+    /// Print warnings and errors only (`--silence-noticelog`).
+    pub fn silence_noticelog(mut self, yes: bool) -> Self {
+        self.silence_noticelog = yes;
+        self
+    }
+    /// DPDK IOVA mode, `pa` or `va` (`--iova-mode`).
+    pub fn iova_mode(mut self, mode: &str) -> Self {
+        self.iova_mode = Some(mode.to_string());
+        self
+    }
+    /// Start only the RPC server and wait for `framework_start_init` (`--wait-for-rpc`).
+    pub fn wait_for_rpc(mut self, yes: bool) -> Self {
+        self.wait_for_rpc = yes;
+        self
+    }
+    /// Trace entries per core, a power of two (`--num-trace-entries`).
+    pub fn num_trace_entries(mut self, n: u64) -> Self {
+        self.num_trace_entries = Some(n);
+        self
+    }
+    /// Base virtual address for DPDK's memory map (`--base-virtaddr`).
+    pub fn base_virtaddr(mut self, addr: u64) -> Self {
+        self.base_virtaddr = Some(addr);
+        self
+    }
+    /// Run from ordinary memory instead of hugepages (`--no-huge`): DPDK gets
+    /// `--no-huge`, IOVA mode `va`, and 1 GiB unless a memory size is given.
+    /// SPDK's own NVMe-oF TCP target serves I/O like this; PCI devices cannot be used.
+    pub fn no_huge(mut self, yes: bool) -> Self {
+        self.no_huge = yes;
+        self
+    }
+    /// Enable a debug log flag (`-L`); effective in debug builds of SPDK.
+    pub fn log_flag(mut self, flag: &str) -> Self {
+        self.log_flags.push(flag.to_string());
+        self
+    }
+    /// Block a PCI address, `domain:bus:device.function` (`-B`).
+    pub fn pci_block(mut self, bdf: &str) -> Self {
+        self.pci_blocked.push(bdf.to_string());
+        self
+    }
+    /// Allow only listed PCI addresses (`-W`).
+    pub fn pci_allow(mut self, bdf: &str) -> Self {
+        self.pci_allowed.push(bdf.to_string());
+        self
+    }
+
+    /// The RPC listen address in effect (SPDK's default `/var/tmp/spdk.sock` if unset).
+    pub fn effective_rpc_addr(&self) -> &str {
+        self.rpc_addr.as_deref().unwrap_or("/var/tmp/spdk.sock")
+    }
+
+    /// Checks the options that SPDK would otherwise reject with a page of usage text.
+    fn validate(&self) -> Result<()> {
+        if !self.pci_blocked.is_empty() && !self.pci_allowed.is_empty() {
+            return Err(Error::InvalidArgument(
+                "-B (PCI block list) and -W (PCI allow list) cannot be used at the same time"
+                    .into(),
+            ));
+        }
+        if self.config_file.is_some() && self.json_config_file.is_some() {
+            return Err(Error::InvalidArgument(
+                "a legacy config (-c) and a JSON config (--json) can't be used together".into(),
+            ));
+        }
+        if self.json_config_file.is_some() && self.wait_for_rpc {
+            return Err(Error::InvalidArgument(
+                "a JSON configuration (--json) can't be used together with --wait-for-rpc".into(),
+            ));
+        }
+        if let Some(n) = self.num_trace_entries {
+            if n == 0 || !n.is_power_of_two() {
+                return Err(Error::InvalidArgument(format!(
+                    "num-trace-entries must be a power of 2, not {n}"
+                )));
+            }
+        }
+        for path in self.json_config_file.iter().chain(&self.config_file) {
+            if let Err(e) = std::fs::File::open(path) {
+                return Err(Error::InvalidArgument(format!(
+                    "can't read configuration file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        if !self.no_huge {
+            check_hugepages(self.hugedir.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Starts SPDK, calls `start` on the main reactor once the subsystems are
+    /// up, and blocks until the application stops ([`stop`], SIGINT, SIGTERM).
+    /// Returns the application's exit code (0 after a clean shutdown).
+    ///
+    /// A panic in `start` or in any callback of this crate stops the
+    /// application and is resumed here, after SPDK has shut down.
+    pub fn run<F: FnOnce()>(&self, start: F) -> Result<i32> {
+        self.validate()?;
+        if APP_RUNNING.swap(true, Ordering::SeqCst) {
+            return Err(Error::InvalidArgument(
+                "an SPDK application is already running in this process".into(),
+            ));
+        }
+        let result = self.run_inner(start);
+        APP_RUNNING.store(false, Ordering::SeqCst);
+        let code = result?;
+        if let Some(payload) = take_panic() {
+            panic::resume_unwind(payload);
+        }
+        Ok(code)
+    }
+
+    fn run_inner<F: FnOnce()>(&self, start: F) -> Result<i32> {
+        let cstr = |what: &str, s: &str| {
+            CString::new(s)
+                .map_err(|_| Error::InvalidArgument(format!("{what} contains a NUL byte")))
+        };
+        let cpath = |what: &str, p: &Path| cstr(what, &p.to_string_lossy());
+        let name = cstr("name", &self.name)?;
+        let config_file = self
+            .config_file
+            .as_deref()
+            .map(|p| cpath("config file", p))
+            .transpose()?;
+        let json = self
+            .json_config_file
+            .as_deref()
+            .map(|p| cpath("JSON config", p))
+            .transpose()?;
+        let rpc_addr = self
+            .rpc_addr
+            .as_deref()
+            .map(|s| cstr("RPC address", s))
+            .transpose()?;
+        let mask = self
+            .reactor_mask
+            .as_deref()
+            .map(|s| cstr("core mask", s))
+            .transpose()?;
+        let tpoint = self
+            .tpoint_group_mask
+            .as_deref()
+            .map(|s| cstr("tracepoint mask", s))
+            .transpose()?;
+        let hugedir = self
+            .hugedir
+            .as_deref()
+            .map(|p| cpath("hugepage dir", p))
+            .transpose()?;
+        let iova = match (&self.iova_mode, self.no_huge) {
+            (Some(mode), _) => Some(cstr("IOVA mode", mode)?),
+            (None, true) => Some(cstr("IOVA mode", "va")?),
+            (None, false) => None,
+        };
+        let env_context = cstr("env context", "--no-huge")?;
+
+        // SAFETY: spdk_app_opts_init fills every field of a zeroed struct we own.
+        let mut opts: sys::spdk_app_opts = unsafe { std::mem::zeroed() };
+        // SAFETY: `opts` is a valid, writable spdk_app_opts.
+        unsafe { sys::spdk_app_opts_init(&mut opts) };
+        let ptr_of = |c: &Option<CString>| c.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        opts.name = name.as_ptr();
+        opts.config_file = ptr_of(&config_file);
+        opts.json_config_file = ptr_of(&json);
+        opts.json_config_ignore_errors = self.json_config_ignore_errors;
+        if rpc_addr.is_some() {
+            opts.rpc_addr = ptr_of(&rpc_addr);
+        }
+        if mask.is_some() {
+            opts.reactor_mask = ptr_of(&mask);
+        }
+        opts.tpoint_group_mask = ptr_of(&tpoint);
+        if let Some(id) = self.shm_id {
+            opts.shm_id = id;
+        }
+        opts.enable_coredump = self.enable_coredump;
+        if let Some(n) = self.mem_channel {
+            opts.mem_channel = n;
+        }
+        if let Some(core) = self.master_core {
+            opts.master_core = core;
+        }
+        match (self.mem_size_mb, self.no_huge) {
+            (Some(mb), _) => opts.mem_size = mb,
+            (None, true) => opts.mem_size = NO_HUGE_DEFAULT_MEM_MB,
+            (None, false) => {}
+        }
+        opts.no_pci = self.no_pci || self.no_huge;
+        opts.hugepage_single_segments = self.hugepage_single_segments;
+        opts.unlink_hugepage = self.unlink_hugepage;
+        opts.hugedir = ptr_of(&hugedir);
+        if self.silence_noticelog {
+            opts.print_level = sys::SPDK_LOG_WARN;
+        }
+        opts.iova_mode = ptr_of(&iova);
+        opts.delay_subsystem_init = self.wait_for_rpc;
+        if let Some(n) = self.num_trace_entries {
+            opts.num_entries = n;
+        }
+        if let Some(addr) = self.base_virtaddr {
+            opts.base_virtaddr = addr;
+        }
+        if self.no_huge {
+            // 20.07 passes env_context to DPDK as exactly one argument.
+            opts.env_context = env_context.as_ptr() as *mut c_void;
+        }
+        for flag in &self.log_flags {
+            let c = cstr("log flag", flag)?;
+            // SAFETY: `c` is a valid C string for the duration of the call.
+            if unsafe { sys::spdk_log_set_flag(c.as_ptr()) } != 0 {
+                return Err(Error::InvalidArgument(format!("unknown log flag {flag:?}")));
+            }
+            opts.print_level = sys::SPDK_LOG_DEBUG;
+        }
+        let (list, addrs) = if self.pci_allowed.is_empty() {
+            (&mut opts.pci_blacklist, &self.pci_blocked)
+        } else {
+            (&mut opts.pci_whitelist, &self.pci_allowed)
+        };
+        if !addrs.is_empty() {
+            *list = pci_addr_array(addrs)?;
+            opts.num_pci_addr = addrs.len();
+        }
+
+        let context = StartContext {
+            start: Cell::new(Some(Box::new(start) as Box<dyn FnOnce() + '_>)),
+        };
+        // SAFETY: every pointer in `opts` refers to a CString above, which lives
+        // until spdk_app_start returns; `context` outlives the call too, since
+        // spdk_app_start blocks until the application has stopped. SPDK frees
+        // the PCI lists (malloc'ed by pci_addr_array) itself.
+        let rc = unsafe {
+            sys::spdk_app_start(
+                &mut opts,
+                Some(start_trampoline),
+                &context as *const StartContext<'_> as *mut c_void,
+            )
+        };
+        // SAFETY: spdk_app_fini releases what spdk_app_start set up; it is
+        // called once after every spdk_app_start, as SPDK's apps do.
+        unsafe { sys::spdk_app_fini() };
+        Ok(rc)
+    }
+}
+
+/// Parses PCI addresses into a malloc'ed array, which SPDK frees after use.
+fn pci_addr_array(addrs: &[String]) -> Result<*mut sys::spdk_pci_addr> {
+    // SAFETY: calloc of a count and element size; checked for NULL below.
+    let array = unsafe { libc::calloc(addrs.len(), std::mem::size_of::<sys::spdk_pci_addr>()) }
+        as *mut sys::spdk_pci_addr;
+    if array.is_null() {
+        return Err(Error::spdk(
+            "allocating the PCI address list",
+            -libc::ENOMEM,
+        ));
+    }
+    for (i, bdf) in addrs.iter().enumerate() {
+        let parsed = CString::new(bdf.as_str()).ok().filter(|c| {
+            // SAFETY: `array` has `addrs.len()` elements and `i` is in range.
+            unsafe { sys::spdk_pci_addr_parse(array.add(i), c.as_ptr()) == 0 }
+        });
+        if parsed.is_none() {
+            // SAFETY: `array` came from calloc and is not shared yet.
+            unsafe { libc::free(array as *mut c_void) };
+            return Err(Error::InvalidArgument(format!(
+                "invalid PCI address {bdf:?} (expected domain:bus:device.function)"
+            )));
+        }
+    }
+    Ok(array)
+}
+
+/// Hugepages are where SPDK gets DMA-able memory; without them DPDK prints a
+/// page of usage text. Say what to run instead.
+fn check_hugepages(hugedir: Option<&Path>) -> Result<()> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let free = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let fix =
+        "run `echo 1024 > /proc/sys/vm/nr_hugepages && mount -t hugetlbfs nodev /dev/hugepages` \
+               as root (scripts/setup-host.sh does both), or start with --no-huge";
+    if free == 0 {
+        return Err(Error::Environment(format!(
+            "no free hugepages (HugePages_Free: 0 in /proc/meminfo): {fix}"
+        )));
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let dir = f.nth(1);
+        let fstype = f.next();
+        fstype == Some("hugetlbfs")
+            && hugedir.is_none_or(|want| dir == Some(&*want.to_string_lossy()))
+    });
+    if !mounted {
+        let where_ = hugedir.map_or("any directory".to_string(), |d| d.display().to_string());
+        return Err(Error::Environment(format!(
+            "hugetlbfs is not mounted at {where_}: {fix}"
+        )));
+    }
+    Ok(())
+}
+
+static APP_RUNNING: AtomicBool = AtomicBool::new(false);
+static PANIC: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
+
+struct StartContext<'a> {
+    start: Cell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+extern "C" fn start_trampoline(arg: *mut c_void) {
+    // SAFETY: `arg` is the StartContext that run_inner passed to spdk_app_start,
+    // alive until spdk_app_start returns; SPDK calls this once, on its main thread.
+    let context = unsafe { &*(arg as *const StartContext<'_>) };
+    if let Some(start) = context.start.take() {
+        catch_panic(start);
+    }
+}
+
+/// Runs `f`, catching a panic so it never unwinds into C: the panic is kept,
+/// the application is told to stop, and [`AppOptions::run`] resumes it.
+pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            let mut slot = PANIC.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(payload);
+            }
+            drop(slot);
+            if APP_RUNNING.load(Ordering::SeqCst) {
+                stop(-1);
+            }
+            None
+        }
+    }
+}
+
+fn take_panic() -> Option<Box<dyn Any + Send>> {
+    PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Asks the running application to shut down; [`AppOptions::run`] then returns `code`.
+/// Callable from any SPDK thread.
+pub fn stop(code: i32) {
+    // SAFETY: spdk_app_stop only records the code and sends a message to the
+    // app thread; it is meant to be called from SPDK threads at any time.
+    unsafe { sys::spdk_app_stop(code) }
+}
+
+/// Starts the same clean shutdown as SIGINT: subsystems finish, then the app stops with 0.
+pub fn shutdown() {
+    // SAFETY: spdk_app_start_shutdown is SPDK's own SIGINT/SIGTERM path.
+    unsafe { sys::spdk_app_start_shutdown() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicting_options_are_refused_before_spdk_starts() {
+        let err = AppOptions::new("t")
+            .pci_block("0000:01:00.0")
+            .pci_allow("0000:02:00.0")
+            .no_huge(true)
+            .run(|| {})
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be used at the same time"),
+            "{err}"
+        );
+
+        let err = AppOptions::new("t")
+            .num_trace_entries(1000)
+            .no_huge(true)
+            .run(|| {})
+            .unwrap_err();
+        assert!(err.to_string().contains("power of 2"), "{err}");
+
+        let err = AppOptions::new("t")
+            .json_config_file("/nonexistent/config.json")
+            .no_huge(true)
+            .run(|| {})
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/config.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_hugetlbfs_mount_names_the_fix() {
+        let err = check_hugepages(Some(Path::new("/nonexistent-hugedir"))).unwrap_err();
+        let text = err.to_string();
+        // With no free hugepages the first check fires; either way the fix is named.
+        assert!(
+            text.contains("--no-huge") && text.contains("nr_hugepages"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn caught_panic_is_kept_for_run_to_resume() {
+        assert!(catch_panic(|| panic!("boom")).is_none());
+        let payload = take_panic().expect("panic recorded");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+        assert_eq!(catch_panic(|| 7), Some(7));
+    }
+}

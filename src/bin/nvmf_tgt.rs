@@ -1,0 +1,34 @@
+//! `nvmf_tgt`: a drop-in for SPDK 20.07's C NVMe-oF target. Same flags, same
+//! JSON-RPC socket; SPDK's `scripts/rpc.py` configures it unchanged.
+
+use clap::Parser;
+use spdk_pmem::cli::{spdk_version_string, Args};
+
+fn main() {
+    let args = Args::parse();
+    if args.version {
+        println!("{}", spdk_version_string());
+        return;
+    }
+    if args.max_delay.is_some() {
+        eprintln!(
+            "Deprecation warning: The maximum allowed latency parameter is no longer supported."
+        );
+    }
+    let options = match args.app_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("nvmf_tgt: {e}");
+            std::process::exit(2);
+        }
+    };
+    // The C nvmf_tgt's start callback does nothing: the nvmf subsystem and the
+    // RPC server, both started by spdk_app_start, do the work.
+    match options.run(|| {}) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("nvmf_tgt: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Persistent memory served as NVMe over Fabrics block storage, from Rust, with
+//! real SPDK (v20.07) and PMDK's libpmemblk.
+//!
+//! One module per concept:
+//! - [`app`]: the SPDK application (environment, reactors, RPC server);
+//! - [`cli`]: the command line of SPDK's `nvmf_tgt`;
+//! - [`error`]: the crate's error type.
+//!
+//! The raw bindings are re-exported as [`sys`] (SPDK) and [`pmemblk_sys`].
+
+pub mod app;
+pub mod cli;
+pub mod error;
+
+pub use error::{Error, Result};
+pub use pmemblk_sys;
+pub use spdk_sys as sys;
+
+/// Where the SPDK tree of this build lives (its C `nvmf_tgt`, `perf`,
+/// `identify`, `bdevperf` and `scripts/rpc.py`), as recorded at build time.
+pub const SPDK_ROOT: &str = env!("SPDK_ROOT");
