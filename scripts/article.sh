@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The workflow of the 2018 article "Accessing Remote Persistent Memory with
+# Block Semantics Using SPDK and PMDK", end to end, with our nvmf_tgt:
+#   libpmemblk pool -> pmem bdev pmdk0 -> NVMe-oF subsystem (serial SPDK0001,
+#   any host) -> listener -> namespace -> a real NVMe-oF initiator (SPDK's
+#   identify and perf) connects over the fabric and does I/O.
+# Set-up (packages, hugepages, SPDK source and build) happens first, idempotently.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+
+usage() {
+  cat <<USAGE
+usage: scripts/article.sh [options]
+  --pool PATH         libpmemblk pool file (default /dev/shm/pmdk0.pool; reused if it exists)
+  --blocks N          blocks in a new pool (default 8192)
+  --block-size N      block size in bytes (default 4096)
+  --nqn NQN           subsystem NQN (default nqn.2016-06.io.spdk:cnode1)
+  --serial S          serial number (default SPDK0001)
+  --transport T       tcp or rdma (default: rdma when an RDMA device exists, else tcp)
+  --addr A            listener address (default 127.0.0.1)
+  --port P            listener port (default 4420)
+  --io-seconds N      length of the perf run (default 5)
+  --no-setup          skip scripts/setup.sh (packages, hugepages, build)
+USAGE
+}
+
+pool=/dev/shm/pmdk0.pool
+blocks=8192
+bsize=4096
+nqn=nqn.2016-06.io.spdk:cnode1
+serial=SPDK0001
+transport=""
+addr=127.0.0.1
+port=4420
+io_seconds=5
+setup=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --pool) pool=$2; shift 2 ;;
+    --blocks) blocks=$2; shift 2 ;;
+    --block-size) bsize=$2; shift 2 ;;
+    --nqn) nqn=$2; shift 2 ;;
+    --serial) serial=$2; shift 2 ;;
+    --transport) transport=$(echo "$2" | tr '[:upper:]' '[:lower:]'); shift 2 ;;
+    --addr) addr=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --io-seconds) io_seconds=$2; shift 2 ;;
+    --no-setup) setup=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "article: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+cd "$top"
+if [ "$setup" = 1 ]; then
+  bash scripts/setup.sh --release >/tmp/spdk-pmem-setup.log 2>&1 ||
+    { tail -n 30 /tmp/spdk-pmem-setup.log >&2; echo "article: set-up failed (log: /tmp/spdk-pmem-setup.log)" >&2; exit 1; }
+fi
+tgt="$top/target/release/nvmf_tgt"
+[ -x "$tgt" ] || cargo build --release --locked --bin nvmf_tgt
+spdk=$(readlink -f "$top/target/spdk/current")
+rpc() { python3 "$spdk/scripts/rpc.py" -s "$sock" "$@"; }
+
+if [ -z "$transport" ]; then
+  if ls /sys/class/infiniband/* >/dev/null 2>&1; then transport=rdma; else transport=tcp; fi
+fi
+trtype=$(echo "$transport" | tr '[:lower:]' '[:upper:]')
+case "$trtype" in TCP|RDMA) ;; *) echo "article: transport must be tcp or rdma" >&2; exit 2 ;; esac
+if [ $(( blocks * bsize % 1048576 )) -ne 0 ]; then
+  echo "article: blocks x block size must be a whole number of MiB (rpc.py takes the pool size in MiB)" >&2
+  exit 2
+fi
+
+work=$(mktemp -d /tmp/spdk-pmem-article.XXXXXX)
+sock="$work/rpc.sock"
+tgt_pid=""
+cleanup() {
+  if [ -n "$tgt_pid" ] && kill -0 "$tgt_pid" 2>/dev/null; then
+    kill -INT "$tgt_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$tgt_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$tgt_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+show() { printf '   $ %s\n' "$*"; }
+
+step "Starting nvmf_tgt on core 0 (RPC socket $sock)"
+"$tgt" -m 0x1 -r "$sock" >"$work/target.log" 2>&1 &
+tgt_pid=$!
+for _ in $(seq 300); do
+  [ -S "$sock" ] && rpc -t 2 spdk_get_version >/dev/null 2>&1 && break
+  kill -0 "$tgt_pid" 2>/dev/null || { cat "$work/target.log" >&2; echo "article: nvmf_tgt exited" >&2; exit 1; }
+  sleep 0.2
+done
+rpc spdk_get_version | python3 -c 'import json,sys; print("   " + json.load(sys.stdin)["version"])'
+
+step "Persistent memory pool: $pool"
+if [ -e "$pool" ]; then
+  show "rpc.py bdev_pmem_get_pool_info $pool   # reusing the existing pool"
+  if ! info=$(rpc bdev_pmem_get_pool_info "$pool" 2>&1); then
+    echo "article: $pool exists but is not a usable libpmemblk pool:" >&2
+    echo "$info" >&2
+    echo "article: move it away or pass --pool with another path; it was left untouched." >&2
+    exit 1
+  fi
+else
+  mkdir -p "$(dirname "$pool")"
+  mib=$(( blocks * bsize / 1048576 ))
+  show "rpc.py bdev_pmem_create_pool $pool $mib $bsize   # $blocks blocks of $bsize bytes"
+  rpc bdev_pmem_create_pool "$pool" "$mib" "$bsize"
+  info=$(rpc bdev_pmem_get_pool_info "$pool")
+fi
+echo "$info" | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print("   pool: %d blocks of %d bytes usable (BTT metadata takes the rest)" % (p["num_blocks"], p["block_size"]))'
+
+step "pmem bdev pmdk0"
+show "rpc.py bdev_pmem_create -n pmdk0 $pool"
+rpc bdev_pmem_create -n pmdk0 "$pool" >/dev/null
+
+step "NVMe-oF subsystem $nqn"
+show "rpc.py nvmf_create_transport -t $trtype"
+rpc nvmf_create_transport -t "$trtype"
+show "rpc.py nvmf_create_subsystem $nqn -a -s $serial"
+rpc nvmf_create_subsystem "$nqn" -a -s "$serial"
+show "rpc.py nvmf_subsystem_add_listener $nqn -t $trtype -a $addr -s $port"
+rpc nvmf_subsystem_add_listener "$nqn" -t "$trtype" -a "$addr" -s "$port"
+show "rpc.py nvmf_subsystem_add_ns $nqn pmdk0"
+rpc nvmf_subsystem_add_ns "$nqn" pmdk0 >/dev/null
+
+trid="trtype:$trtype adrfam:IPv4 traddr:$addr trsvcid:$port subnqn:$nqn"
+step "SPDK identify over the fabric ($trid)"
+"$spdk/build/examples/identify" -r "$trid" -p 1 >"$work/identify.txt" 2>&1 ||
+  { cat "$work/identify.txt" >&2; echo "article: identify failed" >&2; exit 1; }
+python3 - "$work/identify.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def grab(pattern):
+    m = re.search(pattern, text, re.M)
+    return m.group(1).strip() if m else "?"
+lbas = grab(r"^Size \(in LBAs\):\s+(\d+)")
+fmt = grab(r"^Current LBA Format:\s+LBA Format #(\d+)")
+size = grab(r"^LBA Format #%s: Data Size:\s+(\d+)" % fmt) if fmt != "?" else "?"
+print("   serial number:  " + grab(r"^Serial Number:\s+(.*)$"))
+print("   model number:   " + grab(r"^Model Number:\s+(.*)$"))
+print("   namespace 1:    %s blocks of %s bytes = %.1f MiB" % (lbas, size, int(lbas) * int(size) / 1048576 if lbas.isdigit() and size.isdigit() else 0))
+PY
+
+step "SPDK perf over the fabric: 4 KiB random 50/50 read/write, QD 32, ${io_seconds} s, core 1"
+"$spdk/build/examples/perf" -r "$trid" -q 32 -o 4096 -w randrw -M 50 -t "$io_seconds" -c 0x2 >"$work/perf.txt" 2>&1 ||
+  { cat "$work/perf.txt" >&2; echo "article: perf failed" >&2; exit 1; }
+awk '/^Total/ { printf "   IOPS %s, %s MiB/s, latency avg %s us (min %s, max %s)\n", $3, $4, $5, $6, $7 }' "$work/perf.txt"
+
+step "Shutting down"
+kill -INT "$tgt_pid"
+wait "$tgt_pid" && echo "   nvmf_tgt exited cleanly" || { echo "article: nvmf_tgt exited with $?" >&2; exit 1; }
+tgt_pid=""
+echo "   the pool stays at $pool ($(du -h "$pool" | cut -f1)); the next run reuses it"
+
+step "A Linux host with nvme-cli would connect with:"
+echo "   nvme connect -t $transport -n $nqn -a $addr -s $port"
