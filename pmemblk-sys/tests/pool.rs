@@ -39,10 +39,8 @@ fn create_write_read_close_reopen() {
     let written: Vec<u8> = (0..BLOCK).map(|i| (i * 7 % 251) as u8).collect();
     let last = (nblock - 1) as i64;
     // SAFETY: `written` holds bsize bytes; block `last` is in range.
-    assert_eq!(
-        unsafe { pmemblk_write(pool, written.as_ptr() as *const c_void, last) },
-        0
-    );
+    let rc = unsafe { pmemblk_write(pool, written.as_ptr() as *const c_void, last) };
+    assert_eq!(rc, 0);
     // SAFETY: the pool is open; closing it once.
     unsafe { pmemblk_close(pool) };
 
@@ -51,24 +49,18 @@ fn create_write_read_close_reopen() {
     assert!(!pool.is_null(), "pmemblk_open: {}", errormsg());
     let mut read = vec![0u8; BLOCK];
     // SAFETY: `read` holds bsize bytes; block `last` is in range.
-    assert_eq!(
-        unsafe { pmemblk_read(pool, read.as_mut_ptr() as *mut c_void, last) },
-        0
-    );
+    let rc = unsafe { pmemblk_read(pool, read.as_mut_ptr() as *mut c_void, last) };
+    assert_eq!(rc, 0);
     assert_eq!(read, written);
     // A block never written reads as zeros.
     // SAFETY: as above, block 0 is in range.
-    assert_eq!(
-        unsafe { pmemblk_read(pool, read.as_mut_ptr() as *mut c_void, 0) },
-        0
-    );
+    let rc = unsafe { pmemblk_read(pool, read.as_mut_ptr() as *mut c_void, 0) };
+    assert_eq!(rc, 0);
     assert!(read.iter().all(|b| *b == 0));
     // Out of range: EINVAL, not a crash.
     // SAFETY: the library checks the block number itself.
-    assert_eq!(
-        unsafe { pmemblk_read(pool, read.as_mut_ptr() as *mut c_void, nblock as i64) },
-        -1
-    );
+    let rc = unsafe { pmemblk_read(pool, read.as_mut_ptr() as *mut c_void, nblock as i64) };
+    assert_eq!(rc, -1);
     assert_eq!(errno(), libc::EINVAL);
     // SAFETY: closing the open pool once.
     unsafe { pmemblk_close(pool) };
