@@ -4,13 +4,15 @@
 //! One module per concept:
 //! - [`app`]: the SPDK application (environment, reactors, RPC server);
 //! - [`cli`]: the command line of SPDK's `nvmf_tgt`;
-//! - [`error`]: the crate's error type.
+//! - [`error`]: the crate's error type;
+//! - [`pmem`]: a safe libpmemblk pool.
 //!
 //! The raw bindings are re-exported as [`sys`] (SPDK) and [`pmemblk_sys`].
 
 pub mod app;
 pub mod cli;
 pub mod error;
+pub mod pmem;
 
 pub use error::{Error, Result};
 pub use pmemblk_sys;
