@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{self, Command, Stdio};
 
 /// Bump when the way SPDK is built changes in a way the key does not see.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 const BUILT_STAMP: &str = ".spdk-pmem-built";
 
 fn main() {
@@ -246,6 +246,11 @@ fn build_tree(
     });
     let mut make = Command::new("make");
     make.arg(format!("-j{jobs}")).current_dir(root);
+    // SPDK stamps its version string with `git describe` of the enclosing
+    // repository: stop git at the SPDK tree so our own commits never leak in.
+    if let Some(parent) = root.parent() {
+        make.env("GIT_CEILING_DIRECTORIES", parent);
+    }
     // Cargo's jobserver and flags are for Rust code, not for SPDK's own build.
     for var in [
         "MAKEFLAGS",

@@ -5,14 +5,20 @@
 //! - [`app`]: the SPDK application (environment, reactors, RPC server);
 //! - [`cli`]: the command line of SPDK's `nvmf_tgt`;
 //! - [`error`]: the crate's error type;
-//! - [`pmem`]: a safe libpmemblk pool.
+//! - [`pmem`]: a safe libpmemblk pool;
+//! - [`thread`]: SPDK threads, pollers, and awaiting C completions;
+//! - [`bdev`]: the pmem bdev and bdev lookups;
+//! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces.
 //!
 //! The raw bindings are re-exported as [`sys`] (SPDK) and [`pmemblk_sys`].
 
 pub mod app;
+pub mod bdev;
 pub mod cli;
 pub mod error;
+pub mod nvmf;
 pub mod pmem;
+pub mod thread;
 
 pub use error::{Error, Result};
 pub use pmemblk_sys;

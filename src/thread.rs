@@ -1,0 +1,358 @@
+//! SPDK threads: sending closures to them, pollers, and awaiting C completion
+//! callbacks.
+//!
+//! SPDK objects belong to the SPDK thread that made them, and SPDK reports
+//! the end of an operation by calling a C function pointer. [`Completion`] is
+//! the one bridge for that: the C call is started exactly once, when the
+//! operation is created, and the returned future resolves when C calls back.
+//! [`spawn_local`] runs such futures on the current SPDK thread, driven by
+//! SPDK's own message queue (no extra poller, no busy waiting).
+//!
+//! ```no_run
+//! use spdk_pmem::{app::{self, AppOptions}, nvmf, thread};
+//!
+//! AppOptions::new("example").run(|| {
+//!     thread::spawn_local(async {
+//!         let target = nvmf::Target::default_target().expect("nvmf subsystem is up");
+//!         match target.add_transport(nvmf::TransportKind::Tcp).await {
+//!             Ok(()) => println!("TCP transport added"),
+//!             Err(e) => eprintln!("{e}"),
+//!         }
+//!         app::stop(0);
+//!     });
+//! })?;
+//! # Ok::<(), spdk_pmem::Error>(())
+//! ```
+
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::app::catch_panic;
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// A handle to an SPDK thread (`struct spdk_thread`). SPDK threads live until
+/// the application stops; messages may be sent to them from any thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thread(NonNull<sys::spdk_thread>);
+
+// SAFETY: the only operation on another thread's handle is
+// spdk_thread_send_msg, which SPDK documents as callable from any thread.
+unsafe impl Send for Thread {}
+// SAFETY: as for Send; the handle itself is an immutable pointer.
+unsafe impl Sync for Thread {}
+
+impl Thread {
+    /// The SPDK thread the caller runs on, if any.
+    pub fn current() -> Option<Thread> {
+        // SAFETY: spdk_get_thread only reads a thread-local.
+        NonNull::new(unsafe { sys::spdk_get_thread() }).map(Thread)
+    }
+
+    /// The application's main thread, where RPCs and subsystem set-up run.
+    pub fn app_thread() -> Option<Thread> {
+        // SAFETY: reads SPDK's global app thread pointer.
+        NonNull::new(unsafe { sys::spdk_thread_get_by_id(1) }).map(Thread)
+    }
+
+    /// The raw pointer, for calls into SPDK.
+    pub fn as_ptr(&self) -> *mut sys::spdk_thread {
+        self.0.as_ptr()
+    }
+
+    /// Runs `f` on this thread, later (from its message queue).
+    pub fn send<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<()> {
+        let boxed: Box<Box<dyn FnOnce() + Send>> = Box::new(Box::new(f));
+        let arg = Box::into_raw(boxed) as *mut c_void;
+        // SAFETY: `arg` is a leaked Box that msg_trampoline reclaims exactly
+        // once; the thread handle is valid while the app runs.
+        let rc = unsafe { sys::spdk_thread_send_msg(self.as_ptr(), Some(msg_trampoline), arg) };
+        if rc != 0 {
+            // SAFETY: SPDK refused the message, so the Box was not handed over.
+            drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });
+            return Err(Error::spdk("spdk_thread_send_msg", rc));
+        }
+        Ok(())
+    }
+}
+
+extern "C" fn msg_trampoline(arg: *mut c_void) {
+    // SAFETY: `arg` came from Thread::send's Box::into_raw and SPDK delivers
+    // each message once.
+    let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
+    catch_panic(f);
+}
+
+/// A poller on the current SPDK thread: calls the closure every `period_us`
+/// microseconds (0: every reactor iteration) until dropped.
+pub struct Poller<'a> {
+    poller: NonNull<sys::spdk_poller>,
+    closure: *mut Box<dyn FnMut() -> bool + 'a>,
+    _thread_bound: PhantomData<*mut ()>,
+}
+
+impl<'a> Poller<'a> {
+    /// Registers `f`; it returns `true` when it did work (SPDK's busy/idle accounting).
+    pub fn register<F: FnMut() -> bool + 'a>(period_us: u64, f: F) -> Result<Poller<'a>> {
+        if Thread::current().is_none() {
+            return Err(Error::InvalidArgument(
+                "pollers can only be registered on an SPDK thread".into(),
+            ));
+        }
+        let closure: *mut Box<dyn FnMut() -> bool + 'a> = Box::into_raw(Box::new(Box::new(f)));
+        // SAFETY: `closure` stays valid until Drop unregisters the poller and
+        // frees it; the poller runs only on this thread.
+        let raw = unsafe {
+            sys::spdk_poller_register(Some(poller_trampoline), closure as *mut c_void, period_us)
+        };
+        match NonNull::new(raw) {
+            Some(poller) => Ok(Poller {
+                poller,
+                closure,
+                _thread_bound: PhantomData,
+            }),
+            None => {
+                // SAFETY: registration failed; the closure was not handed over.
+                drop(unsafe { Box::from_raw(closure) });
+                Err(Error::spdk("spdk_poller_register", -libc::ENOMEM))
+            }
+        }
+    }
+}
+
+extern "C" fn poller_trampoline(arg: *mut c_void) -> i32 {
+    // SAFETY: `arg` is the closure Poller::register leaked; it lives until the
+    // poller is unregistered, and pollers run on one thread only.
+    let f = unsafe { &mut *(arg as *mut Box<dyn FnMut() -> bool>) };
+    match catch_panic(f) {
+        Some(true) => sys::SPDK_POLLER_BUSY as i32,
+        _ => sys::SPDK_POLLER_IDLE as i32,
+    }
+}
+
+impl Drop for Poller<'_> {
+    fn drop(&mut self) {
+        let mut raw = self.poller.as_ptr();
+        // SAFETY: unregistering our own poller on its thread; SPDK will not
+        // call it again, so the closure can be freed.
+        unsafe {
+            sys::spdk_poller_unregister(&mut raw);
+            drop(Box::from_raw(self.closure));
+        }
+    }
+}
+
+struct CompletionState<T> {
+    value: Option<T>,
+    completed: bool,
+    abandoned: bool,
+    waker: Option<Waker>,
+}
+
+/// The C side of a completion: handed to C as `cb_arg` through
+/// [`Completer::into_raw`], turned back with [`Completer::from_raw`] in the
+/// callback, and completed with the callback's result.
+pub struct Completer<T>(Arc<Mutex<CompletionState<T>>>);
+
+/// A future for a C operation's callback; created together with its
+/// [`Completer`] by [`completion`].
+pub struct Completion<T> {
+    state: Arc<Mutex<CompletionState<T>>>,
+    op: &'static str,
+}
+
+/// A linked completer/completion pair for one C call. `op` names the call in
+/// the error if C never calls back.
+pub fn completion<T>(op: &'static str) -> (Completer<T>, Completion<T>) {
+    let state = Arc::new(Mutex::new(CompletionState {
+        value: None,
+        completed: false,
+        abandoned: false,
+        waker: None,
+    }));
+    (Completer(state.clone()), Completion { state, op })
+}
+
+impl<T> Completer<T> {
+    /// Gives the result to the waiting future.
+    pub fn complete(self, value: T) {
+        let waker = {
+            let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            s.value = Some(value);
+            s.completed = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Hands ownership to C as a `cb_arg`.
+    pub fn into_raw(self) -> *mut c_void {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: moves the Arc out of a ManuallyDrop that is never used again,
+        // so its reference passes to C without running Drop.
+        let state = unsafe { std::ptr::read(&this.0) };
+        Arc::into_raw(state) as *mut c_void
+    }
+
+    /// Takes ownership back from a `cb_arg`, in the callback or when the C
+    /// call failed synchronously and will never call back.
+    ///
+    /// # Safety
+    /// `arg` must come from [`Completer::into_raw`] of the same `T`, and be
+    /// turned back at most once.
+    pub unsafe fn from_raw(arg: *mut c_void) -> Completer<T> {
+        // SAFETY: per the contract, `arg` is an Arc::into_raw of this type.
+        Completer(unsafe { Arc::from_raw(arg as *const Mutex<CompletionState<T>>) })
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    fn drop(&mut self) {
+        // Dropped without a value: C will never call back (it failed
+        // synchronously, or the trampoline was not reached).
+        let waker = {
+            let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if s.completed {
+                return;
+            }
+            s.abandoned = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Future for Completion<T> {
+    type Output = Result<T>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = s.value.take() {
+            return Poll::Ready(Ok(v));
+        }
+        if s.abandoned {
+            return Poll::Ready(Err(Error::spdk(
+                format!("{} (callback never called)", self.op),
+                -libc::ECANCELED,
+            )));
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A future pinned to the SPDK thread it was spawned on.
+struct Task {
+    thread: Thread,
+    future: UnsafeCell<Option<Pin<Box<dyn Future<Output = ()>>>>>,
+}
+
+// SAFETY: `future` is only touched by poll_task, which runs on `thread` (wake
+// sends a message there), and by Drop, which leaks the future rather than
+// drop it on another thread. The rest is a Send thread handle.
+unsafe impl Send for Task {}
+// SAFETY: as for Send: no &Task method touches `future` off its thread.
+unsafe impl Sync for Task {}
+
+impl Task {
+    fn poll_here(self: &Arc<Self>) {
+        if Thread::current() != Some(self.thread) {
+            return;
+        }
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: we are on the task's thread (checked above) and SPDK runs
+        // one message at a time per thread, so no other &mut exists.
+        let slot = unsafe { &mut *self.future.get() };
+        if let Some(fut) = slot.as_mut() {
+            if catch_panic(|| fut.as_mut().poll(&mut cx)) != Some(Poll::Pending) {
+                *slot = None;
+            }
+        }
+    }
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        let task = self.clone();
+        // A failed send means the thread is exiting; the task is dropped with it.
+        let _ = self.thread.send(move || task.poll_here());
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if Thread::current() != Some(self.thread) {
+            if let Some(fut) = self.future.get_mut().take() {
+                std::mem::forget(fut);
+            }
+        }
+    }
+}
+
+/// Runs `future` on the current SPDK thread: polled now, and again each time
+/// a [`Completion`] it awaits is completed. A panic inside stops the app.
+pub fn spawn_local<F: Future<Output = ()> + 'static>(future: F) -> Result<()> {
+    let thread = Thread::current().ok_or_else(|| {
+        Error::InvalidArgument("spawn_local must be called on an SPDK thread".into())
+    })?;
+    let task = Arc::new(Task {
+        thread,
+        future: UnsafeCell::new(Some(Box::pin(future))),
+    });
+    task.poll_here();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct Flag(Mutex<bool>);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            *self.0.lock().unwrap() = true;
+        }
+    }
+
+    #[test]
+    fn completion_resolves_when_the_completer_fires_through_a_raw_pointer() {
+        let (completer, mut fut) = completion::<i32>("op");
+        let flag = Arc::new(Flag(Mutex::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        let raw = completer.into_raw();
+        // SAFETY: `raw` came from into_raw above and is reclaimed once.
+        unsafe { Completer::<i32>::from_raw(raw) }.complete(-17);
+        assert!(*flag.0.lock().unwrap());
+        assert!(matches!(
+            Pin::new(&mut fut).poll(&mut cx),
+            Poll::Ready(Ok(-17))
+        ));
+    }
+
+    #[test]
+    fn a_completer_reclaimed_without_a_value_fails_the_future() {
+        let (completer, mut fut) = completion::<()>("spdk_x");
+        let raw = completer.into_raw();
+        // SAFETY: as if the C call failed synchronously: reclaimed once.
+        drop(unsafe { Completer::<()>::from_raw(raw) });
+        let waker = Waker::from(Arc::new(Flag(Mutex::new(false))));
+        let mut cx = Context::from_waker(&waker);
+        match Pin::new(&mut fut).poll(&mut cx) {
+            Poll::Ready(Err(e)) => assert!(e.to_string().contains("spdk_x"), "{e}"),
+            _ => panic!("expected an error"),
+        }
+    }
+}
