@@ -47,15 +47,23 @@ struct Args {
 async fn configure(args: &Args) -> anyhow::Result<()> {
     let bdev = bdev::create_pmem_bdev(&args.pool, "pmdk0").context("pmem bdev")?;
     let target = Target::default_target().context("the nvmf subsystem has no target")?;
-    target.add_transport(TransportKind::Tcp).await.context("TCP transport")?;
+    target
+        .add_transport(TransportKind::Tcp)
+        .await
+        .context("TCP transport")?;
     let config = SubsystemConfig::new(&args.nqn)
         .serial_number("SPDK0001")
         .model_number("spdk-pmem embedded")
         .allow_any_host(true);
     let subsystem = target.create_subsystem(&config).context("subsystem")?;
     let listen = ListenAddress::tcp(&args.addr, args.port);
-    subsystem.add_listener(target, &listen).await.context("listener")?;
-    let nsid = subsystem.add_namespace(&bdev.name(), None).context("namespace")?;
+    subsystem
+        .add_listener(target, &listen)
+        .await
+        .context("listener")?;
+    let nsid = subsystem
+        .add_namespace(&bdev.name(), None)
+        .context("namespace")?;
     subsystem.start().await.context("starting the subsystem")?;
     println!(
         "serving {} namespace {nsid} ({} blocks of {} bytes, {}) on {listen}; Ctrl-C stops",
@@ -72,7 +80,11 @@ fn main() -> anyhow::Result<()> {
     if !args.pool.exists() {
         let pool = Pool::create_with_blocks(&args.pool, 4096, 8192, 0o600)
             .with_context(|| format!("creating pool {}", args.pool.display()))?;
-        println!("created {} ({} blocks)", args.pool.display(), pool.block_count());
+        println!(
+            "created {} ({} blocks)",
+            args.pool.display(),
+            pool.block_count()
+        );
     }
     let options = AppOptions::new("embedded_target")
         .reactor_mask(&args.cpumask)

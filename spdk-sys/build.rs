@@ -173,6 +173,7 @@ fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String
             root.display()
         );
         build_tree(&source, &root, &patches, &flags)?;
+        remove_stale_trees(&cache, &root);
     }
     update_current_link(&cache, &root);
     Ok(root)
@@ -191,6 +192,21 @@ fn build_cache_dir(out_dir: &Path) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out_dir.join("../../../.."))
         .join("spdk")
+}
+
+/// Each tree is about 1 GB: once a new one is built, older ones (other
+/// patches or flags) go. We hold the cache lock, so none is being built.
+fn remove_stale_trees(cache: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_tree = entry.file_name().to_string_lossy().starts_with("spdk-");
+        if is_tree && path != keep && path.is_dir() {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// `<cache>/current` points at the tree last used, so scripts find SPDK's tools.

@@ -255,6 +255,10 @@ impl AppOptions {
                 )));
             }
         }
+        if let Some(mask) = &self.reactor_mask {
+            check_core_mask(mask)?;
+        }
+        check_rpc_socket_free(self.effective_rpc_addr())?;
         if !self.no_huge {
             check_hugepages(self.hugedir.as_deref())?;
         }
@@ -443,6 +447,106 @@ fn pci_addr_array(addrs: &[String]) -> Result<*mut sys::spdk_pci_addr> {
     Ok(array)
 }
 
+/// The cores of a core mask in SPDK's forms: hex (`0x3`, `3`) or a list
+/// (`[0,2-3]`).
+pub fn parse_core_mask(mask: &str) -> Result<Vec<usize>> {
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "invalid core mask {mask:?}: use hex (0x3) or a list ([0,2-3])"
+        ))
+    };
+    let m = mask.trim();
+    let mut cores = Vec::new();
+    if let Some(list) = m.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        for part in list.split(',') {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                ),
+                None => {
+                    let c: usize = part.trim().parse().map_err(|_| bad())?;
+                    (c, c)
+                }
+            };
+            if lo > hi || hi >= 1024 {
+                return Err(bad());
+            }
+            cores.extend(lo..=hi);
+        }
+    } else {
+        let hex = m
+            .strip_prefix("0x")
+            .or_else(|| m.strip_prefix("0X"))
+            .unwrap_or(m);
+        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        for (i, digit) in hex.chars().rev().enumerate() {
+            let v = digit.to_digit(16).unwrap_or(0);
+            for bit in 0..4 {
+                if v & (1 << bit) != 0 {
+                    cores.push(i * 4 + bit);
+                }
+            }
+        }
+    }
+    cores.sort_unstable();
+    cores.dedup();
+    if cores.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "core mask {mask:?} selects no core"
+        )));
+    }
+    Ok(cores)
+}
+
+/// SPDK 20.07 logs "socket in use" and then runs on without its RPC server,
+/// unreachable; refuse to start instead when another server answers there.
+fn check_rpc_socket_free(addr: &str) -> Result<()> {
+    if !addr.starts_with('/') {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(addr).is_ok() {
+        return Err(Error::InvalidArgument(format!(
+            "RPC socket {addr} is in use by another SPDK application: stop it, or pass -r with another path"
+        )));
+    }
+    Ok(())
+}
+
+/// The cores this process may run on.
+fn usable_cores() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is writable and its size is passed along.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    }
+    // SAFETY: CPU_ISSET reads the set filled above; the index is below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// A core mask naming cores the machine lacks makes DPDK print its usage text;
+/// say which core is missing and which exist instead.
+fn check_core_mask(mask: &str) -> Result<()> {
+    let usable = usable_cores();
+    let missing: Vec<usize> = parse_core_mask(mask)?
+        .into_iter()
+        .filter(|c| !usable.contains(c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "core mask {mask} selects core(s) {missing:?}, which this machine does not have for this process; \
+         usable cores: {usable:?} (e.g. -m 0x1)"
+    )))
+}
+
 /// Hugepages are where SPDK gets DMA-able memory; without them DPDK prints a
 /// page of usage text. Say what to run instead.
 fn check_hugepages(hugedir: Option<&Path>) -> Result<()> {
@@ -563,6 +667,38 @@ mod tests {
             err.to_string().contains("/nonexistent/config.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_rpc_socket_with_a_server_on_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.sock");
+        let path = path.to_str().unwrap();
+        assert!(check_rpc_socket_free(path).is_ok());
+        let _server = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let err = check_rpc_socket_free(path).unwrap_err().to_string();
+        assert!(err.contains("in use") && err.contains("-r"), "{err}");
+    }
+
+    #[test]
+    fn core_masks_parse_in_spdks_forms() {
+        assert_eq!(parse_core_mask("0x1").unwrap(), vec![0]);
+        assert_eq!(parse_core_mask("0x5").unwrap(), vec![0, 2]);
+        assert_eq!(parse_core_mask("30").unwrap(), vec![4, 5]);
+        assert_eq!(parse_core_mask("[0,2-3]").unwrap(), vec![0, 2, 3]);
+        assert!(parse_core_mask("0x0").is_err());
+        assert!(parse_core_mask("zz").is_err());
+        assert!(parse_core_mask("[3-1]").is_err());
+    }
+
+    #[test]
+    fn a_core_the_machine_lacks_is_named() {
+        let err = check_core_mask("[1000]").unwrap_err().to_string();
+        assert!(
+            err.contains("[1000]") && err.contains("usable cores"),
+            "{err}"
+        );
+        assert!(check_core_mask("0x1").is_ok());
     }
 
     #[test]

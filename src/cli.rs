@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 #[command(
     name = "nvmf_tgt",
     disable_version_flag = true,
+    // getopt semantics: a repeated flag overrides the earlier one.
+    args_override_self = true,
     about = "SPDK NVMe-oF target (drop-in for SPDK 20.07's nvmf_tgt), configured over JSON-RPC with scripts/rpc.py"
 )]
 pub struct Args {
@@ -292,6 +294,12 @@ mod tests {
                 && c.single_file_segments
                 && c.limit_coredump
         );
+    }
+
+    #[test]
+    fn a_repeated_flag_overrides_as_with_getopt() {
+        let a = parse(&["-r", "/tmp/a.sock", "-r", "/tmp/b.sock"]).unwrap();
+        assert_eq!(a.rpc_socket, "/tmp/b.sock");
     }
 
     #[test]

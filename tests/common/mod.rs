@@ -195,3 +195,128 @@ impl Drop for Target {
         }
     }
 }
+
+/// The article's set-up through rpc.py: pool (created if missing) → pmem bdev
+/// `pmdk0` → TCP transport → subsystem `nqn` (serial SPDK0001, any host) →
+/// listener 127.0.0.1:`port` → namespace.
+pub fn configure_article(t: &Target, pool: &Path, nqn: &str, port: u16) {
+    let pool_s = pool.to_str().unwrap();
+    if !pool.exists() {
+        t.rpc_ok(&["bdev_pmem_create_pool", pool_s, "32", "4096"]);
+    }
+    t.rpc_ok(&["bdev_pmem_create", "-n", "pmdk0", pool_s]);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", "SPDK0001"]);
+    let port_s = port.to_string();
+    t.rpc_ok(&[
+        "nvmf_subsystem_add_listener",
+        nqn,
+        "-t",
+        "TCP",
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port_s,
+    ]);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, "pmdk0"]);
+}
+
+/// The transport ID string SPDK's initiators take.
+pub fn trid(nqn: &str, port: u16) -> String {
+    format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{nqn}")
+}
+
+/// Runs one of SPDK's programs to completion; panics with its output if it fails.
+pub fn run_tool(rel: &str, args: &[&str]) -> String {
+    let out = Command::new(spdk_tool(rel))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {rel}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{rel} {args:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+/// SPDK's identify over the fabric, on core 1.
+pub fn identify(nqn: &str, port: u16) -> String {
+    run_tool(
+        "build/examples/identify",
+        &["-r", &trid(nqn, port), "-p", "1"],
+    )
+}
+
+/// The value after `key:` on identify's first line that has it.
+pub fn identify_field(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(key))
+        .map(|v| v.trim_start_matches(':').trim().to_string())
+        .unwrap_or_else(|| panic!("{key} not in identify output:\n{text}"))
+}
+
+/// The data size of the namespace's current LBA format, from identify's output.
+pub fn identify_block_size(text: &str) -> u64 {
+    let format = identify_field(text, "Current LBA Format");
+    let number = format.trim_start_matches("LBA Format #").to_string();
+    let key = format!("LBA Format #{number}: Data Size");
+    identify_field(text, &key)
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no data size for format {number}:\n{text}"))
+}
+
+/// SPDK's perf over the fabric on core 1; returns (IOPS, average latency in us).
+pub fn perf(nqn: &str, port: u16, workload: &str, seconds: u32) -> (f64, f64) {
+    let t = seconds.to_string();
+    let trid = trid(nqn, port);
+    let mut args = vec![
+        "-r", &trid, "-q", "32", "-o", "4096", "-w", workload, "-t", &t, "-c", "0x2",
+    ];
+    if workload.ends_with("rw") {
+        args.extend(["-M", "50"]);
+    }
+    let text = run_tool("build/examples/perf", &args);
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("Total"))
+        .unwrap_or_else(|| panic!("no Total line in perf output:\n{text}"));
+    let cols: Vec<f64> = total
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    (cols[0], cols[2])
+}
+
+/// A JSON config for SPDK apps (spdk_dd, bdevperf) attaching the target's
+/// subsystem as bdev `Nvme0n1` over TCP.
+pub fn nvme_bdev_config(dir: &Path, nqn: &str, port: u16) -> PathBuf {
+    let config = serde_json::json!({
+        "subsystems": [{
+            "subsystem": "bdev",
+            "config": [{
+                "method": "bdev_nvme_attach_controller",
+                "params": {
+                    "name": "Nvme0", "trtype": "tcp", "adrfam": "ipv4",
+                    "traddr": "127.0.0.1", "trsvcid": port.to_string(), "subnqn": nqn
+                }
+            }]
+        }]
+    });
+    let path = dir.join("initiator.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+/// A free TCP port on 127.0.0.1 for this test process.
+pub fn test_port() -> u16 {
+    unique_ids().1
+}
