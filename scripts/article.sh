@@ -97,37 +97,20 @@ for _ in $(seq 300); do
 done
 rpc spdk_get_version | python3 -c 'import json,sys; print("   " + json.load(sys.stdin)["version"])'
 
-step "Persistent memory pool: $pool"
+step "Pool $pool, pmem bdev pmdk0, subsystem $nqn (the article's rpc.py sequence)"
 if [ -e "$pool" ]; then
-  show "rpc.py bdev_pmem_get_pool_info $pool   # reusing the existing pool"
+  echo "   reusing the existing pool"
   if ! info=$(rpc bdev_pmem_get_pool_info "$pool" 2>&1); then
     echo "article: $pool exists but is not a usable libpmemblk pool:" >&2
     echo "$info" >&2
     echo "article: move it away or pass --pool with another path; it was left untouched." >&2
     exit 1
   fi
-else
-  mkdir -p "$(dirname "$pool")"
-  mib=$(( blocks * bsize / 1048576 ))
-  show "rpc.py bdev_pmem_create_pool $pool $mib $bsize   # $blocks blocks of $bsize bytes"
-  rpc bdev_pmem_create_pool "$pool" "$mib" "$bsize"
-  info=$(rpc bdev_pmem_get_pool_info "$pool")
 fi
-echo "$info" | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print("   pool: %d blocks of %d bytes usable (BTT metadata takes the rest)" % (p["num_blocks"], p["block_size"]))'
-
-step "pmem bdev pmdk0"
-show "rpc.py bdev_pmem_create -n pmdk0 $pool"
-rpc bdev_pmem_create -n pmdk0 "$pool" >/dev/null
-
-step "NVMe-oF subsystem $nqn"
-show "rpc.py nvmf_create_transport -t $trtype"
-rpc nvmf_create_transport -t "$trtype"
-show "rpc.py nvmf_create_subsystem $nqn -a -s $serial"
-rpc nvmf_create_subsystem "$nqn" -a -s "$serial"
-show "rpc.py nvmf_subsystem_add_listener $nqn -t $trtype -a $addr -s $port"
-rpc nvmf_subsystem_add_listener "$nqn" -t "$trtype" -a "$addr" -s "$port"
-show "rpc.py nvmf_subsystem_add_ns $nqn pmdk0"
-rpc nvmf_subsystem_add_ns "$nqn" pmdk0 >/dev/null
+SPDK_RPC_PY="$spdk/scripts/rpc.py" bash "$top/scripts/article-rpc.sh" -s "$sock" --pool "$pool" \
+  --mib $(( blocks * bsize / 1048576 )) --block-size "$bsize" --nqn "$nqn" --serial "$serial" \
+  --transport "$trtype" --addr "$addr" --port "$port"
+rpc bdev_get_bdevs -b pmdk0 | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]; print("   bdev pmdk0: %d blocks of %d bytes (the BTT metadata takes the rest of the pool)" % (b["num_blocks"], b["block_size"]))'
 
 trid="trtype:$trtype adrfam:IPv4 traddr:$addr trsvcid:$port subnqn:$nqn"
 step "SPDK identify over the fabric ($trid)"

@@ -1,0 +1,28 @@
+//! `--no-huge` (not a flag of SPDK 20.07): the target runs from ordinary
+//! memory and still serves NVMe-oF over TCP; SIGTERM shuts it down cleanly.
+
+mod common;
+use common::*;
+
+#[test]
+fn no_huge_target_serves_io_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool");
+    let port = test_port();
+    let nqn = "nqn.2016-06.io.spdk:nohuge";
+    let mut t = Target::start(&our_nvmf_tgt(), &["--no-huge"]);
+    assert!(t.log_text().contains("--no-huge"), "{}", t.log_text());
+    assert!(
+        !t.log_text().contains("--match-allocations"),
+        "{}",
+        t.log_text()
+    );
+    configure_article(&t, &pool, nqn, port);
+    let (iops, _) = perf(nqn, port, "randread", 1);
+    assert!(iops > 0.0);
+    let mut child = t.child.take().unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", t.log_text());
+}
