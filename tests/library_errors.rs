@@ -1,0 +1,155 @@
+//! The library's typed errors against real SPDK, in one spdk_app (one per
+//! process): a duplicate bdev, an invalid NQN, a duplicate subsystem, a serial
+//! number SPDK refuses, a namespace on a missing bdev, a bad address and a
+//! port in use. After each, nothing half-created remains, and the target
+//! still serves a namespace that SPDK's identify sees.
+
+mod common;
+use common::*;
+
+use std::sync::{Arc, Mutex};
+
+use spdk_pmem::app::{self, AppOptions};
+use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
+use spdk_pmem::pmem::Pool;
+use spdk_pmem::{bdev, thread, Error};
+
+const NQN: &str = "nqn.2016-06.io.spdk:lib";
+
+async fn exercise(pool: std::path::PathBuf, free_port: u16, busy_port: u16) -> Result<(), String> {
+    let fail = |what: &str, e: &dyn std::fmt::Debug| format!("{what}: {e:?}");
+    let b = bdev::create_pmem_bdev(&pool, "pmdk0").map_err(|e| fail("pmem bdev", &e))?;
+    if b.block_size() != 4096 || b.product_name() != "pmemblk disk" {
+        return Err(format!(
+            "bdev properties: {} {}",
+            b.block_size(),
+            b.product_name()
+        ));
+    }
+    match bdev::create_pmem_bdev(&pool, "pmdk0") {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        other => return Err(fail("duplicate bdev", &other)),
+    }
+
+    let target = Target::default_target().ok_or("no default target")?;
+    target
+        .add_transport(TransportKind::Tcp)
+        .await
+        .map_err(|e| fail("transport", &e))?;
+    match target.add_transport(TransportKind::Tcp).await {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        other => return Err(fail("duplicate transport", &other)),
+    }
+
+    match target.create_subsystem(&SubsystemConfig::new("not-an-nqn")) {
+        Err(Error::InvalidArgument(m)) if m.contains("invalid NQN") => {}
+        other => return Err(fail("invalid NQN", &other)),
+    }
+    let too_long = SubsystemConfig::new(NQN).serial_number("a serial number far too long for NVMe");
+    match target.create_subsystem(&too_long) {
+        Err(Error::InvalidArgument(m)) if m.contains("serial number") => {}
+        other => return Err(fail("long serial", &other)),
+    }
+    let bad_host = SubsystemConfig::new(NQN).host("not-a-host-nqn");
+    match target.create_subsystem(&bad_host) {
+        Err(e) if e.errno() == Some(libc::EINVAL) => {}
+        other => return Err(fail("bad host NQN", &other)),
+    }
+    if target.find_subsystem(NQN).is_some() {
+        return Err("a refused subsystem was left behind".into());
+    }
+
+    let config = SubsystemConfig::new(NQN)
+        .serial_number("SPDK0001")
+        .model_number("library test")
+        .allow_any_host(true)
+        .host("nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555")
+        .max_namespaces(4);
+    let subsystem = target
+        .create_subsystem(&config)
+        .map_err(|e| fail("subsystem", &e))?;
+    match target.create_subsystem(&config) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        other => return Err(fail("duplicate subsystem", &other)),
+    }
+    match subsystem.add_namespace("no_such_bdev", None) {
+        Err(e) if e.errno() == Some(libc::ENODEV) => {}
+        other => return Err(fail("missing bdev", &other)),
+    }
+    match subsystem
+        .add_listener(target, &ListenAddress::tcp("not-an-address", free_port))
+        .await
+    {
+        Err(Error::InvalidArgument(m)) if m.contains("not an IP address") => {}
+        other => return Err(fail("bad address", &other)),
+    }
+    match subsystem
+        .add_listener(target, &ListenAddress::tcp("127.0.0.1", busy_port))
+        .await
+    {
+        Err(Error::Spdk { .. }) => {}
+        other => return Err(fail("port in use", &other)),
+    }
+
+    subsystem
+        .add_listener(target, &ListenAddress::tcp("127.0.0.1", free_port))
+        .await
+        .map_err(|e| fail("listener", &e))?;
+    let nsid = subsystem
+        .add_namespace("pmdk0", None)
+        .map_err(|e| fail("namespace", &e))?;
+    if nsid != 1 || subsystem.serial_number() != "SPDK0001" || subsystem.nqn() != NQN {
+        return Err(format!("nsid {nsid}, sn {}", subsystem.serial_number()));
+    }
+    subsystem.start().await.map_err(|e| fail("start", &e))?;
+    subsystem.pause().await.map_err(|e| fail("pause", &e))?;
+    subsystem.resume().await.map_err(|e| fail("resume", &e))?;
+    Ok(())
+}
+
+#[test]
+fn library_errors_are_typed_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool");
+    drop(Pool::create_with_blocks(&pool, 4096, 8192, 0o600).unwrap());
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let (shm_id, free_port) = unique_ids();
+
+    let outcome: Arc<Mutex<Option<Result<String, String>>>> = Arc::default();
+    let result = outcome.clone();
+    let code = AppOptions::new("library_errors")
+        .reactor_mask("0x1")
+        .shm_id(shm_id)
+        .rpc_addr(dir.path().join("rpc.sock").to_str().unwrap())
+        .run(move || {
+            thread::spawn_local(async move {
+                let configured = exercise(pool, free_port, busy_port).await;
+                let checked = match configured {
+                    // identify blocks; run it off the reactor and stop when done.
+                    Ok(()) => {
+                        let app_thread = thread::Thread::current().unwrap();
+                        std::thread::spawn(move || {
+                            let id = std::panic::catch_unwind(|| identify(NQN, free_port))
+                                .map_err(|_| "identify failed".to_string());
+                            *result.lock().unwrap() = Some(id);
+                            app_thread.send(|| app::stop(0)).unwrap();
+                        });
+                        return;
+                    }
+                    Err(e) => Err(e),
+                };
+                *result.lock().unwrap() = Some(checked);
+                app::stop(1);
+            })
+            .unwrap();
+        })
+        .expect("valid options");
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let outcome = outcome.lock().unwrap().take().expect("the test ran");
+    let id = outcome.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 0);
+    assert_eq!(identify_field(&id, "Serial Number"), "SPDK0001");
+    assert_eq!(identify_field(&id, "Model Number"), "library test");
+    assert!(id.contains("Namespace ID:1"), "{id}");
+}
