@@ -8,7 +8,10 @@
 //! - [`pmem`]: a safe libpmemblk pool;
 //! - [`thread`]: SPDK threads, pollers, and awaiting C completions;
 //! - [`bdev`]: the pmem bdev and bdev lookups;
-//! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces.
+//! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces;
+//! - [`rpc`]: JSON-RPC methods in Rust and a filter in front of SPDK's dispatch;
+//! - [`rpc_compat`]: newer SPDK clients' fields against 20.07's methods;
+//! - [`legacy`]: the 2018 `construct_nvmf_subsystem`.
 //!
 //! The raw bindings are re-exported as [`sys`] (SPDK) and [`pmemblk_sys`].
 
@@ -16,8 +19,11 @@ pub mod app;
 pub mod bdev;
 pub mod cli;
 pub mod error;
+pub mod legacy;
 pub mod nvmf;
 pub mod pmem;
+pub mod rpc;
+pub mod rpc_compat;
 pub mod thread;
 
 pub use error::{Error, Result};

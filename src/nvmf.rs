@@ -538,6 +538,20 @@ impl Subsystem {
         }
     }
 
+    /// Stops listening on `address` for this subsystem (inactive or paused),
+    /// and at the target level (SPDK counts users of a shared listener).
+    pub fn remove_listener(&self, target: Target, address: &ListenAddress) -> Result<()> {
+        let mut trid = address.transport_id()?;
+        // SAFETY: subsystem, target and trid are valid.
+        let rc = unsafe { sys::spdk_nvmf_subsystem_remove_listener(self.as_ptr(), &trid) };
+        // SAFETY: as above; undoes the spdk_nvmf_tgt_listen of add_listener.
+        unsafe { sys::spdk_nvmf_tgt_stop_listen(target.as_ptr(), &mut trid) };
+        check_rc(
+            &format!("removing listener {address} from {}", self.nqn()),
+            rc,
+        )
+    }
+
     fn change_state(
         &self,
         op: &'static str,

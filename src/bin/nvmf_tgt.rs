@@ -22,6 +22,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Beyond 20.07's RPC vocabulary: newer clients' default-valued fields and
+    // the article's construct_nvmf_subsystem.
+    spdk_pmem::rpc::set_filter(Box::new(spdk_pmem::rpc_compat::filter));
+    if let Err(e) = spdk_pmem::legacy::register() {
+        eprintln!("nvmf_tgt: {e}");
+        std::process::exit(1);
+    }
     // The C nvmf_tgt's start callback does nothing: the nvmf subsystem and the
     // RPC server, both started by spdk_app_start, do the work.
     match options.run(|| {}) {

@@ -1,0 +1,433 @@
+//! JSON-RPC methods defined in Rust, served by SPDK's own RPC server next to
+//! its C methods, and a filter in front of SPDK's dispatch (our patch
+//! `vendor/patches/0005`) that lets clients of other SPDK versions in.
+//!
+//! ```no_run
+//! use spdk_pmem::rpc::{self, RpcError, RpcStates};
+//! use serde_json::json;
+//!
+//! rpc::register_method("example_echo", RpcStates::Runtime, |params| {
+//!     match params {
+//!         Some(p) => Ok(json!({ "echo": p })),
+//!         None => Err(RpcError::invalid_params("example_echo needs params")),
+//!     }
+//! })?;
+//! # Ok::<(), spdk_pmem::Error>(())
+//! ```
+//!
+//! Handlers run on SPDK's RPC thread. A panic in a handler becomes an
+//! "internal error" reply; it never reaches C and the target keeps serving.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr, CString};
+use std::future::Future;
+use std::os::raw::c_char;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::thread;
+
+/// A JSON-RPC error reply: code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    /// JSON-RPC error code (e.g. -32602 invalid params).
+    pub code: i32,
+    /// What went wrong, for the client to read.
+    pub message: String,
+}
+
+impl RpcError {
+    /// JSON-RPC "invalid params" (-32602) with a message naming the problem.
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        RpcError {
+            code: sys::SPDK_JSONRPC_ERROR_INVALID_PARAMS,
+            message: message.into(),
+        }
+    }
+    /// JSON-RPC "internal error" (-32603).
+    pub fn internal(message: impl Into<String>) -> Self {
+        RpcError {
+            code: sys::SPDK_JSONRPC_ERROR_INTERNAL_ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for RpcError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(m) => RpcError::invalid_params(m),
+            other => RpcError {
+                code: other
+                    .errno()
+                    .map_or(sys::SPDK_JSONRPC_ERROR_INTERNAL_ERROR, |e| -e),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// When a method may be called: before subsystems start (`--wait-for-rpc`),
+/// after, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcStates {
+    /// Only while waiting for `framework_start_init`.
+    Startup,
+    /// Only once the subsystems run.
+    Runtime,
+    /// Either.
+    Both,
+}
+
+impl RpcStates {
+    fn mask(self) -> u32 {
+        match self {
+            RpcStates::Startup => sys::SPDK_RPC_STARTUP,
+            RpcStates::Runtime => sys::SPDK_RPC_RUNTIME,
+            RpcStates::Both => sys::SPDK_RPC_STARTUP | sys::SPDK_RPC_RUNTIME,
+        }
+    }
+}
+
+/// The outcome a handler's future resolves to.
+pub type RpcResult = std::result::Result<Value, RpcError>;
+type BoxedReply = Pin<Box<dyn Future<Output = RpcResult>>>;
+type Handler = Arc<dyn Fn(Option<Value>) -> BoxedReply + Send + Sync>;
+
+/// What the dispatch filter does with a request to a C method.
+pub enum Filtered {
+    /// Dispatch as it came.
+    Unchanged,
+    /// Dispatch with these params instead.
+    Rewritten(Value),
+    /// Refuse with this error.
+    Refused(RpcError),
+}
+
+/// A filter over requests to SPDK's C methods: method name and params in,
+/// decision out.
+pub type Filter = dyn Fn(&str, Option<&Value>) -> Filtered + Send + Sync;
+
+fn registry() -> &'static Mutex<HashMap<String, Handler>> {
+    static METHODS: OnceLock<Mutex<HashMap<String, Handler>>> = OnceLock::new();
+    METHODS.get_or_init(Mutex::default)
+}
+
+fn filter_slot() -> &'static Mutex<Option<Arc<Filter>>> {
+    static FILTER: OnceLock<Mutex<Option<Arc<Filter>>>> = OnceLock::new();
+    FILTER.get_or_init(Mutex::default)
+}
+
+thread_local! {
+    /// The Rust method the hook saw last on this thread; SPDK calls
+    /// method_trampoline (which has no context argument) right after.
+    static CURRENT_METHOD: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_hook() {
+    // SAFETY: dispatch_hook matches spdk_rpc_dispatch_hook_fn and lives forever.
+    unsafe { sys::spdk_rpc_set_dispatch_hook(Some(dispatch_hook)) };
+}
+
+/// Registers a JSON-RPC method whose reply is computed at once.
+pub fn register_method<F>(name: &str, states: RpcStates, handler: F) -> Result<()>
+where
+    F: Fn(Option<Value>) -> RpcResult + Send + Sync + 'static,
+{
+    register_async_method(name, states, move |params| {
+        let reply = handler(params);
+        async move { reply }
+    })
+}
+
+/// Registers a JSON-RPC method whose reply comes from a future, run on the
+/// RPC thread (see [`thread::spawn_local`]): for methods that wait on SPDK.
+pub fn register_async_method<F, Fut>(name: &str, states: RpcStates, handler: F) -> Result<()>
+where
+    F: Fn(Option<Value>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = RpcResult> + 'static,
+{
+    let c_name = CString::new(name)
+        .map_err(|_| Error::InvalidArgument(format!("method name {name:?} contains a NUL byte")))?;
+    let mut methods = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if methods.contains_key(name) {
+        return Err(Error::spdk(
+            format!("registering RPC method {name}: it exists"),
+            -libc::EEXIST,
+        ));
+    }
+    let handler: Handler = Arc::new(move |params| Box::pin(handler(params)) as BoxedReply);
+    methods.insert(name.to_string(), handler);
+    drop(methods);
+    // SAFETY: SPDK copies the name (strdup); method_trampoline matches
+    // spdk_rpc_method_handler. SPDK refuses (and logs) a duplicate C name.
+    unsafe {
+        sys::spdk_rpc_register_method(c_name.as_ptr(), Some(method_trampoline), states.mask())
+    };
+    install_hook();
+    Ok(())
+}
+
+/// Sets the filter applied to every request for a C method (replacing any
+/// earlier one).
+pub fn set_filter(filter: Box<Filter>) {
+    *filter_slot().lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(filter));
+    install_hook();
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+extern "C" fn dispatch_hook(
+    request: *mut sys::spdk_jsonrpc_request,
+    method: *const c_char,
+    params: *const sys::spdk_json_val,
+) -> bool {
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: SPDK passes a NUL-terminated method name valid for this call.
+        let name = unsafe { CStr::from_ptr(method) }
+            .to_string_lossy()
+            .into_owned();
+        if registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&name)
+        {
+            CURRENT_METHOD.with(|m| *m.borrow_mut() = Some(name));
+            return false;
+        }
+        let filter = filter_slot()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(filter) = filter else {
+            return false;
+        };
+        // SAFETY: `params` is SPDK's parsed request, valid for this call.
+        let value = match unsafe { params_to_value(params) } {
+            Ok(v) => v,
+            Err(e) => {
+                // SAFETY: `request` is the live request this hook answers.
+                unsafe { respond(request, Err(RpcError::invalid_params(e))) };
+                return true;
+            }
+        };
+        match filter(&name, value.as_ref()) {
+            Filtered::Unchanged => false,
+            Filtered::Refused(e) => {
+                // SAFETY: as above.
+                unsafe { respond(request, Err(e)) };
+                true
+            }
+            Filtered::Rewritten(new) => {
+                // SAFETY: as above; the method name is a valid C string.
+                if let Err(e) = unsafe { dispatch_with(request, method, &new) } {
+                    // SAFETY: dispatch failed before SPDK saw the request.
+                    unsafe { respond(request, Err(RpcError::internal(e))) };
+                }
+                true
+            }
+        }
+    }));
+    match result {
+        Ok(handled) => handled,
+        Err(payload) => {
+            let msg = format!(
+                "internal error in the RPC filter: {}",
+                panic_message(&*payload)
+            );
+            // SAFETY: the request has not been answered (the panic came first).
+            unsafe { respond(request, Err(RpcError::internal(msg))) };
+            true
+        }
+    }
+}
+
+extern "C" fn method_trampoline(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    let name = CURRENT_METHOD.with(|m| m.borrow_mut().take());
+    let result = panic::catch_unwind(AssertUnwindSafe(|| -> std::result::Result<(), RpcError> {
+        let name = name.ok_or_else(|| {
+            RpcError::internal("Rust RPC method called without the dispatch hook")
+        })?;
+        let handler = registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| RpcError::internal(format!("no Rust handler for {name}")))?;
+        // SAFETY: `params` is SPDK's parsed request, valid for this call.
+        let value = unsafe { params_to_value(params) }.map_err(RpcError::invalid_params)?;
+        let reply = handler(value);
+        let request_addr = request as usize;
+        thread::spawn_local(async move {
+            let outcome = match futures_catch(reply).await {
+                Ok(r) => r,
+                Err(msg) => Err(RpcError::internal(format!(
+                    "internal error in {name}: {msg}"
+                ))),
+            };
+            // SAFETY: SPDK keeps the request alive until it is answered, once, here.
+            unsafe { respond(request_addr as *mut sys::spdk_jsonrpc_request, outcome) };
+        })
+        .map_err(|e| RpcError::internal(e.to_string()))
+    }));
+    let failure = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(payload) => RpcError::internal(format!("internal error: {}", panic_message(&*payload))),
+    };
+    // SAFETY: the handler never started, so the request is still unanswered.
+    unsafe { respond(request, Err(failure)) };
+}
+
+/// Polls `fut`, turning a panic inside it into an error message.
+async fn futures_catch(fut: BoxedReply) -> std::result::Result<RpcResult, String> {
+    struct CatchUnwind(BoxedReply);
+    impl Future for CatchUnwind {
+        type Output = std::result::Result<RpcResult, String>;
+        fn poll(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            match panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+                Ok(std::task::Poll::Ready(r)) => std::task::Poll::Ready(Ok(r)),
+                Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+                Err(payload) => std::task::Poll::Ready(Err(panic_message(&*payload))),
+            }
+        }
+    }
+    CatchUnwind(fut).await
+}
+
+extern "C" fn collect_json(ctx: *mut c_void, data: *const c_void, size: usize) -> i32 {
+    // SAFETY: `ctx` is the Vec params_to_value passed; SPDK gives `size` bytes at `data`.
+    unsafe {
+        let buf = &mut *(ctx as *mut Vec<u8>);
+        buf.extend_from_slice(std::slice::from_raw_parts(data as *const u8, size));
+    }
+    0
+}
+
+/// SPDK's parsed params as a serde_json value (None when absent).
+///
+/// # Safety
+/// `params` must be null or point at a valid parsed spdk_json_val array.
+unsafe fn params_to_value(
+    params: *const sys::spdk_json_val,
+) -> std::result::Result<Option<Value>, String> {
+    if params.is_null() {
+        return Ok(None);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    // SAFETY: collect_json appends to `buf`, which outlives the writer.
+    let w = unsafe {
+        sys::spdk_json_write_begin(
+            Some(collect_json),
+            &mut buf as *mut Vec<u8> as *mut c_void,
+            0,
+        )
+    };
+    if w.is_null() {
+        return Err("out of memory reading params".into());
+    }
+    // SAFETY: `w` is a live writer and `params` valid per the contract.
+    let rc = unsafe { sys::spdk_json_write_val(w, params) };
+    // SAFETY: ends the writer created above.
+    let end = unsafe { sys::spdk_json_write_end(w) };
+    if rc != 0 || end != 0 {
+        return Err("params could not be read".into());
+    }
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| format!("params are not valid JSON: {e}"))
+}
+
+/// Hands `params` to SPDK's dispatch for `method`, as if the request carried them.
+///
+/// # Safety
+/// `request` must be a live, unanswered request; `method` a valid C string.
+unsafe fn dispatch_with(
+    request: *mut sys::spdk_jsonrpc_request,
+    method: *const c_char,
+    params: &Value,
+) -> std::result::Result<(), String> {
+    let mut text = serde_json::to_vec(params).map_err(|e| e.to_string())?;
+    text.push(0);
+    let mut end: *mut c_void = std::ptr::null_mut();
+    let len = text.len() - 1;
+    // SAFETY: counting pass over our own buffer; no values are written.
+    let count = unsafe {
+        sys::spdk_json_parse(
+            text.as_mut_ptr() as *mut c_void,
+            len,
+            std::ptr::null_mut(),
+            0,
+            &mut end,
+            0,
+        )
+    };
+    if count <= 0 {
+        return Err("rewritten params did not parse".into());
+    }
+    // SAFETY: spdk_json_val is plain data; zeroed entries are overwritten by the parse.
+    let mut values: Vec<sys::spdk_json_val> = vec![unsafe { std::mem::zeroed() }; count as usize];
+    // SAFETY: `values` has room for `count` entries; strings are decoded in
+    // place inside `text`, which outlives the dispatch below.
+    let parsed = unsafe {
+        sys::spdk_json_parse(
+            text.as_mut_ptr() as *mut c_void,
+            len,
+            values.as_mut_ptr(),
+            values.len(),
+            &mut end,
+            sys::SPDK_JSON_PARSE_FLAG_DECODE_IN_PLACE,
+        )
+    };
+    if parsed != count {
+        return Err("rewritten params did not parse".into());
+    }
+    // SAFETY: SPDK's C handlers decode params before returning, so `values`
+    // and `text` may go once this call returns.
+    unsafe { sys::spdk_rpc_dispatch(request, method, values.as_ptr()) };
+    Ok(())
+}
+
+/// Answers a request with a result or an error.
+///
+/// # Safety
+/// `request` must be a live request not answered yet; it is answered here.
+unsafe fn respond(request: *mut sys::spdk_jsonrpc_request, outcome: RpcResult) {
+    match outcome {
+        Ok(value) => {
+            let text = serde_json::to_vec(&value).unwrap_or_else(|_| b"null".to_vec());
+            // SAFETY: per the contract; the writer is ended by end_result.
+            unsafe {
+                let w = sys::spdk_jsonrpc_begin_result(request);
+                if w.is_null() {
+                    return;
+                }
+                sys::spdk_json_write_val_raw(w, text.as_ptr() as *const c_void, text.len());
+                sys::spdk_jsonrpc_end_result(request, w);
+            }
+        }
+        Err(e) => {
+            let msg = CString::new(e.message.replace('\0', " ")).unwrap_or_default();
+            // SAFETY: per the contract; SPDK copies the message.
+            unsafe { sys::spdk_jsonrpc_send_error_response(request, e.code, msg.as_ptr()) };
+        }
+    }
+}
