@@ -13,7 +13,7 @@ fi
 # Build: SPDK 20.07 + DPDK 20.05 (meson, ninja, nasm), PMDK's pmem bdev, bindgen (libclang).
 # Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in.
 PACKAGES=(
-  build-essential pkg-config python3 meson ninja-build nasm
+  build-essential pkg-config python3 python3-venv meson ninja-build nasm
   libclang-dev clang
   libpmemblk-dev libpmem-dev libaio-dev libnuma-dev uuid-dev libssl-dev libncurses-dev libcunit1-dev
   libibverbs-dev librdmacm-dev

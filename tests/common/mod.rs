@@ -320,3 +320,97 @@ pub fn nvme_bdev_config(dir: &Path, nqn: &str, port: u16) -> PathBuf {
 pub fn test_port() -> u16 {
     unique_ids().1
 }
+
+/// Today's SPDK Python client (PyPI `spdk` 26.x), installed by scripts/setup.sh.
+pub fn spdk_rpc_26() -> PathBuf {
+    match std::env::var_os("SPDK_PMEM_SPDK_RPC_26") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spdk-rpc-venv/bin/spdk-rpc"),
+    }
+}
+
+impl Target {
+    /// Runs spdk-rpc 26.x against this target.
+    pub fn rpc26(&self, args: &[&str]) -> Output {
+        let client = spdk_rpc_26();
+        assert!(
+            client.exists(),
+            "{} missing: run scripts/setup.sh",
+            client.display()
+        );
+        Command::new(client)
+            .arg("-s")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .expect("running spdk-rpc")
+    }
+
+    /// Sends one raw JSON-RPC 2.0 request and returns the whole response object.
+    pub fn jsonrpc(&self, method: &str, params: Option<serde_json::Value>) -> serde_json::Value {
+        use std::io::Write;
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.sock)
+            .expect("connecting to the RPC socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method});
+        if let Some(p) = params {
+            request["params"] = p;
+        }
+        stream
+            .write_all(&serde_json::to_vec(&request).unwrap())
+            .unwrap();
+        let mut values =
+            serde_json::Deserializer::from_reader(stream).into_iter::<serde_json::Value>();
+        values.next().expect("a response").expect("a JSON response")
+    }
+
+    /// A raw JSON-RPC call that must fail; returns the error message.
+    pub fn jsonrpc_err(&self, method: &str, params: serde_json::Value) -> String {
+        let response = self.jsonrpc(method, Some(params.clone()));
+        let message = response["error"]["message"].as_str();
+        assert!(
+            message.is_some(),
+            "{method} {params} should have failed: {response}"
+        );
+        message.unwrap().to_string()
+    }
+
+    /// A raw JSON-RPC call that must succeed; returns its result.
+    pub fn jsonrpc_ok(&self, method: &str, params: Option<serde_json::Value>) -> serde_json::Value {
+        let response = self.jsonrpc(method, params.clone());
+        assert!(
+            response.get("error").is_none(),
+            "{method} {params:?} failed: {response}\n{}",
+            self.log_text()
+        );
+        response["result"].clone()
+    }
+}
+
+/// nvmf_get_subsystems without what differs from run to run by design:
+/// namespace UUIDs and the listener's port.
+pub fn normalised_subsystems(mut v: serde_json::Value) -> serde_json::Value {
+    for subsystem in v.as_array_mut().unwrap() {
+        if let Some(nss) = subsystem
+            .get_mut("namespaces")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for ns in nss {
+                let ns = ns.as_object_mut().unwrap();
+                ns.remove("uuid");
+                ns.remove("nguid");
+            }
+        }
+        if let Some(ls) = subsystem
+            .get_mut("listen_addresses")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for l in ls {
+                l["trsvcid"] = serde_json::Value::from("PORT");
+            }
+        }
+    }
+    v
+}
