@@ -83,6 +83,19 @@ impl Target {
         }
     }
 
+    /// A handle on an RPC socket some other code serves (an in-process app),
+    /// for the rpc helpers; it owns no process.
+    pub fn attach(sock: &Path) -> Target {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Target {
+            child: None,
+            sock: sock.to_path_buf(),
+            shm_id: -1,
+            log: dir.path().join("none.log"),
+            _dir: dir,
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
