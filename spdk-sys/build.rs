@@ -53,6 +53,7 @@ fn run() -> Result<(), String> {
 
     emit_link_line(&root, &out_dir)?;
     write_build_info(&root, &out_dir)?;
+    extract_rpc_params(&root, &manifest_dir, &out_dir)?;
     generate_bindings(&root, &manifest_dir, &out_dir)?;
 
     // Published to dependents' build scripts as DEP_SPDK_ROOT: the tree holding
@@ -340,6 +341,32 @@ fn write_build_info(root: &Path, out_dir: &Path) -> Result<(), String> {
     );
     fs::write(out_dir.join("build_info.rs"), info)
         .map_err(|e| format!("writing build_info.rs: {e}"))
+}
+
+/// The parameter names each RPC method of this SPDK accepts, read from its JSON
+/// decoder tables: the RPC compatibility filter needs them at run time.
+fn extract_rpc_params(root: &Path, manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
+    let script = manifest_dir.join("rpc_params.py");
+    println!("cargo:rerun-if-changed={}", script.display());
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(root)
+        .output()
+        .map_err(|e| {
+            format!(
+                "running python3 {}: {e} (apt-get install python3)",
+                script.display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    fs::write(out_dir.join("rpc_params.json"), &output.stdout)
+        .map_err(|e| format!("writing rpc_params.json: {e}"))
 }
 
 /// Asks SPDK's own makefiles for the link line of the C `nvmf_tgt`, so that our

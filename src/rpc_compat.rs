@@ -4,11 +4,18 @@
 //! `namespace.no_auto_visible: false`, `md_interleave: false`, ...), and
 //! 20.07's decoders refuse the whole request as "Invalid parameters".
 //!
-//! [`filter`] checks requests to the methods below against 20.07's parameter
-//! lists. A newer field whose value asks for what 20.07 does anyway is
-//! dropped; any other value is refused with an error naming the field. A
-//! field of the wrong type, a missing required field or an unknown field gets
-//! an error that names it, where 20.07 would say only "Invalid parameters".
+//! [`filter`] checks every request against the parameter names 20.07's own
+//! decoders accept (extracted from its source at build time,
+//! `spdk_sys::RPC_PARAMS_JSON`). A field 20.07 does not know is dropped when
+//! its value asks for what 20.07 does anyway: `false` (a newer feature left
+//! off) or a listed default such as `min_cntlid: 1`; any other value is
+//! refused with an error naming the field. For the methods of this project
+//! (nvmf, pmem, framework) typed schemas also name a field of the wrong type, a
+//! missing required field or an unknown field, where 20.07 would say only
+//! "Invalid parameters"; they cover nested objects (`namespace.no_auto_visible`).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
@@ -63,8 +70,8 @@ const NAMESPACE: &[Field] = &[
     opt("uuid", Str),
 ];
 
-/// 20.07's parameters per method (from its JSON decoders), and the newer
-/// fields it does not know, each with the value that means "as 20.07 does".
+/// 20.07's parameters per method (from its JSON decoders), typed, and the
+/// newer fields whose non-`false` default means "as 20.07 does".
 struct Schema {
     methods: &'static [&'static str],
     fields: &'static [Field],
@@ -95,16 +102,7 @@ fn schemas() -> &'static [Schema] {
                 opt("acceptor_backlog", Num),
                 opt("abort_timeout_sec", Num),
             ],
-            newer: || {
-                vec![
-                    ("zcopy", json!(false)),
-                    ("no_wr_batching", json!(false)),
-                    ("disable_mappable_bar0", json!(false)),
-                    ("disable_adaptive_irq", json!(false)),
-                    ("disable_shadow_doorbells", json!(false)),
-                    ("disable_command_passthru", json!(false)),
-                ]
-            },
+            newer: Vec::new,
         },
         Schema {
             methods: &["nvmf_create_subsystem", "nvmf_subsystem_create"],
@@ -116,15 +114,7 @@ fn schemas() -> &'static [Schema] {
                 opt("max_namespaces", Num),
                 opt("allow_any_host", Bool),
             ],
-            newer: || {
-                vec![
-                    ("ana_reporting", json!(false)),
-                    ("passthrough", json!(false)),
-                    ("enable_nssr", json!(false)),
-                    ("min_cntlid", json!(1)),
-                    ("max_cntlid", json!(0xffef)),
-                ]
-            },
+            newer: || vec![("min_cntlid", json!(1)), ("max_cntlid", json!(0xffef))],
         },
         Schema {
             methods: &[
@@ -136,7 +126,7 @@ fn schemas() -> &'static [Schema] {
                 req("listen_address", Obj(LISTEN_ADDRESS)),
                 opt("tgt_name", Str),
             ],
-            newer: || vec![("secure_channel", json!(false))],
+            newer: Vec::new,
         },
         Schema {
             methods: &["nvmf_subsystem_add_ns"],
@@ -145,7 +135,7 @@ fn schemas() -> &'static [Schema] {
                 req("namespace", Obj(NAMESPACE)),
                 opt("tgt_name", Str),
             ],
-            newer: || vec![("namespace.no_auto_visible", json!(false))],
+            newer: Vec::new,
         },
         Schema {
             methods: &["nvmf_subsystem_remove_ns"],
@@ -179,12 +169,7 @@ fn schemas() -> &'static [Schema] {
                 req("num_blocks", Num),
                 req("block_size", Num),
             ],
-            newer: || {
-                vec![
-                    ("md_interleave", json!(false)),
-                    ("dif_is_head_of_md", json!(false)),
-                ]
-            },
+            newer: Vec::new,
         },
         Schema {
             methods: &["bdev_pmem_create_pool", "create_pmem_pool"],
@@ -203,7 +188,7 @@ fn schemas() -> &'static [Schema] {
         Schema {
             methods: &["framework_get_config"],
             fields: &[req("name", Str)],
-            newer: || vec![("with_batches", json!(false))],
+            newer: Vec::new,
         },
         Schema {
             methods: &["rpc_get_methods", "get_rpc_methods"],
@@ -262,21 +247,9 @@ fn check_object(
                     type_name(value)
                 )));
             }
-        } else if let Some((_, accepted)) = newer.iter().find(|(p, _)| *p == path) {
-            if object[&key] == *accepted {
-                object.remove(&key);
-                *changed = true;
-            } else {
-                return Err(RpcError::invalid_params(format!(
-                    "{method}: field {path}={} is not supported by this target (SPDK 20.07); \
-                     omit it or send {accepted}",
-                    object[&key]
-                )));
-            }
         } else {
-            return Err(RpcError::invalid_params(format!(
-                "{method}: unknown field {path}"
-            )));
+            drop_newer_field(method, &path, object, &key, newer)?;
+            *changed = true;
         }
     }
     for field in fields.iter().filter(|f| f.required) {
@@ -290,16 +263,113 @@ fn check_object(
     Ok(())
 }
 
-/// The filter for [`crate::rpc::set_filter`]: checks and adapts params of the
-/// methods above; leaves every other method to SPDK.
-pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
-    let Some(schema) = schemas().iter().find(|s| s.methods.contains(&method)) else {
+/// A field 20.07's decoder lacks: dropped if its value asks for what 20.07
+/// does anyway (`false`, or the listed default), refused by name otherwise.
+fn drop_newer_field(
+    method: &str,
+    path: &str,
+    object: &mut Map<String, Value>,
+    key: &str,
+    newer: &[(&str, Value)],
+) -> Result<(), RpcError> {
+    let value = &object[key];
+    let listed = newer.iter().find(|(p, _)| *p == path).map(|(_, v)| v);
+    if *value == Value::Bool(false) || listed == Some(value) {
+        object.remove(key);
+        return Ok(());
+    }
+    let hint = match listed {
+        Some(default) => format!("omit it or send {default}"),
+        None => "omit it".to_string(),
+    };
+    if listed.is_some() || value.is_boolean() {
+        Err(RpcError::invalid_params(format!(
+            "{method}: field {path}={value} is not supported by this target (SPDK 20.07); {hint}"
+        )))
+    } else {
+        Err(RpcError::invalid_params(format!(
+            "{method}: unknown field {path} (SPDK 20.07 does not have it); {hint}"
+        )))
+    }
+}
+
+/// The parameter names 20.07's decoder for `method` accepts, if it has one.
+pub fn accepted_by_2007(method: &str) -> Option<&'static [String]> {
+    params_2007().get(method)?.as_deref()
+}
+
+/// Parameter names per method as 20.07's decoders accept them.
+fn params_2007() -> &'static HashMap<String, Option<Vec<String>>> {
+    static PARAMS: OnceLock<HashMap<String, Option<Vec<String>>>> = OnceLock::new();
+    PARAMS.get_or_init(|| serde_json::from_str(crate::sys::RPC_PARAMS_JSON).unwrap_or_default())
+}
+
+/// Fields later SPDKs renamed, translated to 20.07's: (method, newer name,
+/// 20.07 name, factor).
+const RENAMED: &[(&str, &str, &str, u64)] = &[
+    ("bdev_lvol_create", "size_in_mib", "size", 1 << 20),
+    ("bdev_lvol_resize", "size_in_mib", "size", 1 << 20),
+];
+
+/// Applies RENAMED; true if anything changed.
+fn rename_fields(method: &str, params: &mut Value) -> bool {
+    let Some(o) = params.as_object_mut() else {
+        return false;
+    };
+    let mut renamed = false;
+    for (m, newer, old, factor) in RENAMED {
+        if *m == method && !o.contains_key(*old) {
+            if let Some(v) = o.get(*newer).and_then(Value::as_u64) {
+                o.remove(*newer);
+                o.insert(old.to_string(), json!(v * factor));
+                renamed = true;
+            }
+        }
+    }
+    renamed
+}
+
+/// Without a typed schema: only 20.07's parameter names are known.
+fn filter_by_names(method: &str, mut params: Value, known: &[String], renamed: bool) -> Filtered {
+    let Some(object) = params.as_object_mut() else {
         return Filtered::Unchanged;
+    };
+    let unknown: Vec<String> = object
+        .keys()
+        .filter(|k| !known.contains(k))
+        .cloned()
+        .collect();
+    for key in &unknown {
+        if let Err(e) = drop_newer_field(method, key, object, key, &[]) {
+            return Filtered::Refused(e);
+        }
+    }
+    if unknown.is_empty() && !renamed {
+        Filtered::Unchanged
+    } else {
+        Filtered::Rewritten(params)
+    }
+}
+
+/// The filter for [`crate::rpc::set_filter`]: adapts and checks the params
+/// of every method 20.07's decoders describe; leaves the rest to SPDK.
+pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
+    let schema = schemas().iter().find(|s| s.methods.contains(&method));
+    let Some(schema) = schema else {
+        return match (params, params_2007().get(method)) {
+            (Some(p), Some(Some(known))) => {
+                let mut p = p.clone();
+                let renamed = rename_fields(method, &mut p);
+                filter_by_names(method, p, known, renamed)
+            }
+            _ => Filtered::Unchanged,
+        };
     };
     let mut params = match params {
         None => Value::Object(Map::new()),
         Some(v) => v.clone(),
     };
+    let renamed = rename_fields(method, &mut params);
     let Some(object) = params.as_object_mut() else {
         return Filtered::Refused(RpcError::invalid_params(format!(
             "{method}: params must be an object, not {}",
@@ -307,7 +377,7 @@ pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
         )));
     };
     let newer = (schema.newer)();
-    let mut changed = false;
+    let mut changed = renamed;
     match check_object(method, "", object, schema.fields, &newer, &mut changed) {
         Err(e) => Filtered::Refused(e),
         Ok(()) if changed => Filtered::Rewritten(params),

@@ -26,3 +26,9 @@ mod ffi {
 pub use ffi::*;
 
 include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
+
+/// The parameter names each JSON-RPC method of this SPDK accepts, extracted
+/// from its C decoder tables at build time: a JSON object mapping method (and
+/// alias) names to a list of names, or to null when the handler takes none
+/// through a decoder table.
+pub const RPC_PARAMS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/rpc_params.json"));
