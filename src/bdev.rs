@@ -2,10 +2,11 @@
 //!
 //! Bdevs are created and deleted on the application thread, as SPDK's RPCs do.
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 use std::path::Path;
 use std::ptr::NonNull;
 
+use crate::cstr::{from_c, to_c};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::thread::{completion, Completer, Completion};
@@ -14,18 +15,6 @@ use crate::thread::{completion, Completer, Completion};
 /// deleted, which only [`delete_pmem_bdev`] (or an RPC) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bdev(NonNull<sys::spdk_bdev>);
-
-fn c_string(what: &str, s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::InvalidArgument(format!("{what} {s:?} contains a NUL byte")))
-}
-
-fn c_str_field(p: *const std::os::raw::c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: SPDK returns NUL-terminated strings owned by the bdev.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
 
 impl Bdev {
     /// Looks a bdev up by name (or alias).
@@ -43,13 +32,13 @@ impl Bdev {
     /// The bdev's name.
     pub fn name(&self) -> String {
         // SAFETY: the bdev is registered, so its name is valid.
-        c_str_field(unsafe { sys::spdk_bdev_get_name(self.as_ptr()) })
+        unsafe { from_c(sys::spdk_bdev_get_name(self.as_ptr())) }
     }
 
     /// The module's product name, e.g. `pmemblk disk`.
     pub fn product_name(&self) -> String {
         // SAFETY: as for name().
-        c_str_field(unsafe { sys::spdk_bdev_get_product_name(self.as_ptr()) })
+        unsafe { from_c(sys::spdk_bdev_get_product_name(self.as_ptr())) }
     }
 
     /// Bytes per logical block.
@@ -86,8 +75,8 @@ pub fn create_pmem_bdev(pool: &Path, name: &str) -> Result<Bdev> {
             -libc::ENOENT,
         ));
     }
-    let c_pool = c_string("pool path", &pool.to_string_lossy())?;
-    let c_name = c_string("bdev name", name)?;
+    let c_pool = to_c("pool path", &pool.to_string_lossy())?;
+    let c_name = to_c("bdev name", name)?;
     let mut bdev: *mut sys::spdk_bdev = std::ptr::null_mut();
     // SAFETY: both strings are valid for the call; `bdev` receives the new bdev.
     let rc = unsafe { sys::create_pmem_disk(c_pool.as_ptr(), c_name.as_ptr(), &mut bdev) };

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod bdev;
 pub mod cli;
+mod cstr;
 pub mod error;
 pub mod legacy;
 pub mod nvmf;

@@ -23,12 +23,13 @@
 //! }
 //! ```
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 use std::fmt;
 use std::future::Future;
 use std::ptr::NonNull;
 
 use crate::bdev::Bdev;
+use crate::cstr::{from_c, to_c};
 use crate::error::{check_rc, Error, Result};
 use crate::sys;
 use crate::thread::{completion, Completer};
@@ -138,18 +139,6 @@ impl fmt::Display for ListenAddress {
     }
 }
 
-fn c_string(what: &str, s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::InvalidArgument(format!("{what} {s:?} contains a NUL byte")))
-}
-
-fn owned_str(p: *const std::os::raw::c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: SPDK returns NUL-terminated strings owned by the object queried.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
 /// An NVMe-oF target (`struct spdk_nvmf_tgt`). The nvmf event subsystem makes
 /// one at start-up; [`Target::create`] makes more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,12 +216,12 @@ impl Target {
     /// The target's name.
     pub fn name(&self) -> String {
         // SAFETY: the target is valid.
-        owned_str(unsafe { sys::spdk_nvmf_tgt_get_name(self.as_ptr()) })
+        unsafe { from_c(sys::spdk_nvmf_tgt_get_name(self.as_ptr())) }
     }
 
     /// Whether the target has a transport of this kind.
     pub fn has_transport(&self, kind: TransportKind) -> bool {
-        let name = c_string("transport", kind.name()).expect("static name");
+        let name = to_c("transport", kind.name()).expect("static name");
         // SAFETY: the target is valid and `name` a C string.
         !unsafe { sys::spdk_nvmf_tgt_get_transport(self.as_ptr(), name.as_ptr()) }.is_null()
     }
@@ -260,7 +249,7 @@ impl Target {
                 "this SPDK was built without RDMA (install libibverbs-dev and librdmacm-dev and rebuild)".into(),
             ));
         }
-        let name = c_string("transport", kind.name())?;
+        let name = to_c("transport", kind.name())?;
         // SAFETY: zeroed opts are filled by spdk_nvmf_transport_opts_init.
         let mut opts: sys::spdk_nvmf_transport_opts = unsafe { std::mem::zeroed() };
         // SAFETY: `name` is a C string and `opts` writable.
@@ -311,7 +300,7 @@ impl Target {
                 -libc::EEXIST,
             ));
         }
-        let nqn = c_string("NQN", &config.nqn)?;
+        let nqn = to_c("NQN", &config.nqn)?;
         // SAFETY: the target is valid; SPDK copies the NQN.
         let raw = unsafe {
             sys::spdk_nvmf_subsystem_create(
@@ -399,7 +388,7 @@ impl Subsystem {
 
     fn configure(&self, config: &SubsystemConfig) -> Result<()> {
         if let Some(sn) = &config.serial_number {
-            let c = c_string("serial number", sn)?;
+            let c = to_c("serial number", sn)?;
             // SAFETY: the subsystem is valid and `c` a C string.
             if unsafe { sys::spdk_nvmf_subsystem_set_sn(self.as_ptr(), c.as_ptr()) } != 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -408,7 +397,7 @@ impl Subsystem {
             }
         }
         if let Some(mn) = &config.model_number {
-            let c = c_string("model number", mn)?;
+            let c = to_c("model number", mn)?;
             // SAFETY: the subsystem is valid and `c` a C string.
             if unsafe { sys::spdk_nvmf_subsystem_set_mn(self.as_ptr(), c.as_ptr()) } != 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -429,22 +418,22 @@ impl Subsystem {
     /// The NQN.
     pub fn nqn(&self) -> String {
         // SAFETY: the subsystem is valid.
-        owned_str(unsafe { sys::spdk_nvmf_subsystem_get_nqn(self.as_ptr()) })
+        unsafe { from_c(sys::spdk_nvmf_subsystem_get_nqn(self.as_ptr())) }
     }
     /// The serial number.
     pub fn serial_number(&self) -> String {
         // SAFETY: the subsystem is valid.
-        owned_str(unsafe { sys::spdk_nvmf_subsystem_get_sn(self.as_ptr()) })
+        unsafe { from_c(sys::spdk_nvmf_subsystem_get_sn(self.as_ptr())) }
     }
     /// The model number.
     pub fn model_number(&self) -> String {
         // SAFETY: the subsystem is valid.
-        owned_str(unsafe { sys::spdk_nvmf_subsystem_get_mn(self.as_ptr()) })
+        unsafe { from_c(sys::spdk_nvmf_subsystem_get_mn(self.as_ptr())) }
     }
 
     /// Lets `hostnqn` connect. Call while inactive or paused.
     pub fn add_host(&self, hostnqn: &str) -> Result<()> {
-        let c = c_string("host NQN", hostnqn)?;
+        let c = to_c("host NQN", hostnqn)?;
         // SAFETY: the subsystem is valid and `c` a C string.
         check_rc(&format!("adding host {hostnqn}"), unsafe {
             sys::spdk_nvmf_subsystem_add_host(self.as_ptr(), c.as_ptr())

@@ -54,6 +54,59 @@ fn record(
     }
 }
 
+/// The configuration as command lines: rpc.py 20.07 and spdk-rpc 26.x take
+/// the same ones, pmem commands first.
+fn cli_steps(pool: &str, port: &str) -> Vec<(&'static str, Vec<String>)> {
+    let steps: [(&'static str, &[&str]); 12] = [
+        (
+            "bdev_pmem_create_pool",
+            &["bdev_pmem_create_pool", pool, "32", "4096"],
+        ),
+        (
+            "bdev_pmem_create",
+            &["bdev_pmem_create", "-n", "pmdk0", pool],
+        ),
+        (
+            "nvmf_create_transport",
+            &["nvmf_create_transport", "-t", "TCP"],
+        ),
+        (
+            "nvmf_create_subsystem",
+            &["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK0001"],
+        ),
+        (
+            "nvmf_subsystem_add_listener",
+            &[
+                "nvmf_subsystem_add_listener",
+                NQN,
+                "-t",
+                "TCP",
+                "-a",
+                "127.0.0.1",
+                "-s",
+                port,
+            ],
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            &["nvmf_subsystem_add_ns", NQN, "pmdk0"],
+        ),
+        (
+            "nvmf_subsystem_add_host",
+            &["nvmf_subsystem_add_host", NQN, HOST],
+        ),
+        ("nvmf_get_subsystems", &["nvmf_get_subsystems"]),
+        ("bdev_get_bdevs", &["bdev_get_bdevs"]),
+        ("save_config", &["save_config"]),
+        ("rpc_get_methods", &["rpc_get_methods"]),
+        ("spdk_get_version", &["spdk_get_version"]),
+    ];
+    steps
+        .iter()
+        .map(|(m, args)| (*m, args.iter().map(|a| a.to_string()).collect()))
+        .collect()
+}
+
 fn finish(t: &mut Target, port: u16) -> (Value, String) {
     let id = identify(NQN, port);
     let subsystems = normalised_subsystems(t.rpc_json(&["nvmf_get_subsystems"]));
@@ -68,51 +121,9 @@ fn via_rpc_py(table: &mut Table) -> (Value, String) {
     let port = test_port();
     let ports = port.to_string();
     let mut t = Target::start(&our_nvmf_tgt(), &[]);
-    let steps: Vec<(&'static str, Vec<&str>)> = vec![
-        (
-            "bdev_pmem_create_pool",
-            vec!["bdev_pmem_create_pool", pool, "32", "4096"],
-        ),
-        (
-            "bdev_pmem_create",
-            vec!["bdev_pmem_create", "-n", "pmdk0", pool],
-        ),
-        (
-            "nvmf_create_transport",
-            vec!["nvmf_create_transport", "-t", "TCP"],
-        ),
-        (
-            "nvmf_create_subsystem",
-            vec!["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK0001"],
-        ),
-        (
-            "nvmf_subsystem_add_listener",
-            vec![
-                "nvmf_subsystem_add_listener",
-                NQN,
-                "-t",
-                "TCP",
-                "-a",
-                "127.0.0.1",
-                "-s",
-                &ports,
-            ],
-        ),
-        (
-            "nvmf_subsystem_add_ns",
-            vec!["nvmf_subsystem_add_ns", NQN, "pmdk0"],
-        ),
-        (
-            "nvmf_subsystem_add_host",
-            vec!["nvmf_subsystem_add_host", NQN, HOST],
-        ),
-        ("nvmf_get_subsystems", vec!["nvmf_get_subsystems"]),
-        ("bdev_get_bdevs", vec!["bdev_get_bdevs"]),
-        ("save_config", vec!["save_config"]),
-        ("rpc_get_methods", vec!["rpc_get_methods"]),
-        ("spdk_get_version", vec!["spdk_get_version"]),
-    ];
-    for (method, args) in steps {
+    let steps = cli_steps(pool, &ports);
+    for (method, args) in &steps {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = outcome(&t.rpc(&args));
         record(table, RPC_PY, method, "yes", result);
     }
@@ -163,43 +174,10 @@ fn via_spdk_rpc_26(table: &mut Table) -> (Value, String) {
         result,
     );
 
-    let steps: Vec<(&'static str, Vec<&str>)> = vec![
-        (
-            "nvmf_create_transport",
-            vec!["nvmf_create_transport", "-t", "TCP"],
-        ),
-        (
-            "nvmf_create_subsystem",
-            vec!["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK0001"],
-        ),
-        (
-            "nvmf_subsystem_add_listener",
-            vec![
-                "nvmf_subsystem_add_listener",
-                NQN,
-                "-t",
-                "TCP",
-                "-a",
-                "127.0.0.1",
-                "-s",
-                &ports,
-            ],
-        ),
-        (
-            "nvmf_subsystem_add_ns",
-            vec!["nvmf_subsystem_add_ns", NQN, "pmdk0"],
-        ),
-        (
-            "nvmf_subsystem_add_host",
-            vec!["nvmf_subsystem_add_host", NQN, HOST],
-        ),
-        ("nvmf_get_subsystems", vec!["nvmf_get_subsystems"]),
-        ("bdev_get_bdevs", vec!["bdev_get_bdevs"]),
-        ("save_config", vec!["save_config"]),
-        ("rpc_get_methods", vec!["rpc_get_methods"]),
-        ("spdk_get_version", vec!["spdk_get_version"]),
-    ];
-    for (method, args) in steps {
+    // The same commands as rpc.py's, less the pmem ones done above.
+    let steps = cli_steps(pool, &ports).split_off(2);
+    for (method, args) in &steps {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // The cell says whether 26.x sent default-valued fields 20.07 lacks,
         // which the target dropped (its debug log shows every request sent).
         let out = t.rpc26(&[&["--verbose", "DEBUG"], &args[..]].concat());

@@ -147,24 +147,13 @@ impl Target {
 
     /// SIGINT, as a user's Ctrl-C, and the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("target running");
+        let child = self.child.as_ref().expect("target running");
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("target ignored SIGINT for 30 s:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_exit(Duration::from_secs(30))
     }
 
-    /// Waits for a target that is expected to exit by itself.
+    /// Waits for the target to exit (killing it after `within`).
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("target running");
         let deadline = Instant::now() + within;
