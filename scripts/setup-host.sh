@@ -17,7 +17,7 @@ PACKAGES=(
   libclang-dev clang
   libpmemblk-dev libpmem-dev libaio-dev libnuma-dev uuid-dev libssl-dev libncurses-dev libcunit1-dev
   libibverbs-dev librdmacm-dev
-  xz-utils ca-certificates debian-archive-keyring procps util-linux
+  xz-utils patch ca-certificates debian-archive-keyring procps util-linux
 )
 
 missing=()
