@@ -1,11 +1,22 @@
 //! A minimal spdk_app in this process, on hugepages: it starts, runs the start
-//! closure on the main reactor, and stops cleanly with the code given to stop().
-//! One spdk_app per process (DPDK cannot be initialised twice): one test here.
+//! closure on the main reactor, runs a poller, and stops cleanly with the code
+//! given to stop(). One spdk_app per process (DPDK cannot be initialised
+//! twice): one test here.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use spdk_pmem::app::{self, AppOptions};
+use spdk_pmem::thread::{Poller, Thread};
+
+static POLLS: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    static POLLER: RefCell<Option<Poller<'static>>> = const { RefCell::new(None) };
+}
 
 #[test]
-fn app_starts_runs_the_closure_and_stops_with_its_code() {
+fn app_starts_runs_the_closure_and_a_poller_and_stops_with_its_code() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("rpc.sock");
     let shm_id = 3000 + (std::process::id() % 1000) as i32;
@@ -15,16 +26,38 @@ fn app_starts_runs_the_closure_and_stops_with_its_code() {
         .shm_id(shm_id)
         .rpc_addr(sock.to_str().unwrap())
         .run(|| {
-            // SAFETY: called on the app's main reactor, where SPDK has a current thread.
-            ran_on_reactor = unsafe { !spdk_pmem::sys::spdk_get_thread().is_null() };
+            ran_on_reactor = Thread::current().is_some();
             assert!(
                 sock.exists(),
                 "the RPC server listens before start is called"
             );
-            app::stop(7);
+            let poller = Poller::register(1000, || {
+                if POLLS.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
+                    // A poller cannot drop itself: unregister it from a message.
+                    Thread::current()
+                        .unwrap()
+                        .send(|| {
+                            POLLER.with(|p| p.borrow_mut().take());
+                            app::stop(7);
+                        })
+                        .unwrap();
+                }
+                true
+            })
+            .expect("poller registered on the app thread");
+            POLLER.with(|p| *p.borrow_mut() = Some(poller));
         })
         .expect("valid options");
     assert!(ran_on_reactor);
     assert_eq!(code, 7);
+    assert_eq!(
+        POLLS.load(Ordering::SeqCst),
+        5,
+        "the poller ran until unregistered"
+    );
+    assert!(
+        Poller::register(0, || true).is_err(),
+        "no poller outside an SPDK thread"
+    );
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
 }
