@@ -26,7 +26,8 @@ fn app_starts_runs_the_closure_and_a_poller_and_stops_with_its_code() {
         .shm_id(shm_id)
         .rpc_addr(sock.to_str().unwrap())
         .run(|| {
-            ran_on_reactor = Thread::current().is_some() && Thread::current() == Thread::app_thread();
+            ran_on_reactor =
+                Thread::current().is_some() && Thread::current() == Thread::app_thread();
             assert!(
                 sock.exists(),
                 "the RPC server listens before start is called"
