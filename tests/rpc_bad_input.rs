@@ -8,6 +8,14 @@ use serde_json::json;
 
 const NQN: &str = "nqn.2016-06.io.spdk:bad";
 
+/// Only the discovery subsystem, and no transport.
+fn assert_nothing_created(t: &Target) {
+    let subsystems = t.jsonrpc_ok("nvmf_get_subsystems", None);
+    assert_eq!(subsystems.as_array().unwrap().len(), 1, "{subsystems}");
+    let transports = t.jsonrpc_ok("nvmf_get_transports", None);
+    assert!(transports.as_array().unwrap().is_empty(), "{transports}");
+}
+
 fn still_serving(t: &Target) {
     assert_eq!(
         t.jsonrpc_ok("spdk_get_version", None)["version"],
@@ -54,18 +62,7 @@ fn newer_fields_types_and_missing_fields_are_named() {
     );
     assert!(m.contains("unknown field colour"), "{m}");
     // None of it created anything.
-    assert_eq!(
-        t.jsonrpc_ok("nvmf_get_subsystems", None)
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(t
-        .jsonrpc_ok("nvmf_get_transports", None)
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert_nothing_created(&t);
     still_serving(&t);
 }
 
@@ -130,18 +127,7 @@ fn a_failed_construct_nvmf_subsystem_leaves_nothing_behind() {
     assert!(m.contains("cannot listen on TCP 127.0.0.1"), "{m}");
 
     // Nothing of any of them remains: no subsystem, no transport, bdev unclaimed.
-    assert_eq!(
-        t.jsonrpc_ok("nvmf_get_subsystems", None)
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(t
-        .jsonrpc_ok("nvmf_get_transports", None)
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert_nothing_created(&t);
     assert_eq!(t.jsonrpc_ok("bdev_get_bdevs", None)[0]["claimed"], false);
 
     // With the transport in place, a later failure (a second listener on the
