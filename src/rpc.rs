@@ -155,6 +155,13 @@ where
 {
     let c_name = CString::new(name)
         .map_err(|_| Error::InvalidArgument(format!("method name {name:?} contains a NUL byte")))?;
+    if crate::rpc_compat::spdk_has_method(name) {
+        // SPDK would keep its own handler and ignore ours.
+        return Err(Error::spdk(
+            format!("registering RPC method {name}: SPDK has a method of that name"),
+            -libc::EEXIST,
+        ));
+    }
     let mut methods = registry().lock().unwrap_or_else(|e| e.into_inner());
     if methods.contains_key(name) {
         return Err(Error::spdk(
@@ -429,5 +436,34 @@ unsafe fn respond(request: *mut sys::spdk_jsonrpc_request, outcome: RpcResult) {
             // SAFETY: per the contract; SPDK copies the message.
             unsafe { sys::spdk_jsonrpc_send_error_response(request, e.code, msg.as_ptr()) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_spdk_or_rust_already_use_are_refused() {
+        let err =
+            register_method("bdev_get_bdevs", RpcStates::Runtime, |_| Ok(Value::Null)).unwrap_err();
+        assert!(err.to_string().contains("SPDK has a method"), "{err}");
+        register_method("rpc_unit_test_once", RpcStates::Both, |_| Ok(Value::Null)).unwrap();
+        let err = register_method("rpc_unit_test_once", RpcStates::Both, |_| Ok(Value::Null))
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EEXIST));
+        assert!(register_method("bad\0name", RpcStates::Both, |_| Ok(Value::Null)).is_err());
+    }
+
+    #[test]
+    fn library_errors_map_to_json_rpc_errors() {
+        let e: RpcError = Error::InvalidArgument("bad nqn".into()).into();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (sys::SPDK_JSONRPC_ERROR_INVALID_PARAMS, "bad nqn")
+        );
+        let e: RpcError = Error::spdk("adding ns", -libc::ENODEV).into();
+        assert_eq!(e.code, -libc::ENODEV);
+        assert!(e.message.contains("adding ns"));
     }
 }

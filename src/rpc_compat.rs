@@ -293,6 +293,11 @@ fn drop_newer_field(
     }
 }
 
+/// Whether SPDK's own source registers a method (or alias) of this name.
+pub fn spdk_has_method(method: &str) -> bool {
+    params_2007().contains_key(method)
+}
+
 /// The parameter names 20.07's decoder for `method` accepts, if it has one.
 pub fn accepted_by_2007(method: &str) -> Option<&'static [String]> {
     params_2007().get(method)?.as_deref()
