@@ -1,5 +1,6 @@
-"""Build-time helper of spdk-sys. Reads SPDK's C source (argv[1]) and prints, for every RPC method and alias it
-registers, the top-level param names its JSON decoder accepts:
+"""Build-time helper of spdk-sys. Reads SPDK's C source (argv[1]) and
+prints, for every RPC method and alias it registers, the top-level param
+names its JSON decoder accepts:
 {"method": ["field", ...] or null when the handler decodes no object}.
 """
 import json

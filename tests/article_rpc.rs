@@ -20,11 +20,7 @@ fn run_script(t: &Target, pool: &std::path::Path, nqn: &str, port: u16) -> Strin
         .args(["--nqn", nqn, "--port", &port.to_string()])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success(),
         "article-rpc.sh failed:\n{text}\n{}",

@@ -9,22 +9,14 @@ use std::time::Duration;
 
 fn run_ours(args: &[&str]) -> (i32, String) {
     let out = Command::new(our_nvmf_tgt()).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     (out.status.code().unwrap_or(-1), text)
 }
 
 /// rpc.py that must fail; returns the JSON-RPC error's message.
 fn rpc_err(t: &Target, args: &[&str]) -> String {
     let out = t.rpc(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         !out.status.success(),
         "rpc.py {args:?} should have failed:\n{text}"

@@ -23,11 +23,7 @@ const SPDK_RPC_26: usize = 1;
 const NAMES_2018: usize = 2;
 
 fn outcome(out: &Output) -> Result<String, String> {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(out);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

@@ -131,9 +131,8 @@ impl Target {
         let out = self.rpc(args);
         assert!(
             out.status.success(),
-            "rpc.py {args:?} failed: {}{}\ntarget log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+            "rpc.py {args:?} failed: {}\ntarget log:\n{}",
+            output_text(&out),
             self.log_text()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -228,6 +227,15 @@ pub fn trid(nqn: &str, port: u16) -> String {
     format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{nqn}")
 }
 
+/// A finished command's stdout and stderr, for assertions and messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs one of SPDK's programs to completion; panics with its output if it fails.
 pub fn run_tool(rel: &str, args: &[&str]) -> String {
     let out = Command::new(spdk_tool(rel))
@@ -235,11 +243,7 @@ pub fn run_tool(rel: &str, args: &[&str]) -> String {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {rel}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success(),
         "{rel} {args:?} failed ({}):\n{text}",
