@@ -3,6 +3,8 @@
 //! `scripts/rpc.py`, and stop it (also when a test fails: `Drop`).
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,8 +33,11 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub fn unique_ids() -> (i32, u16) {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id();
-    let shm = ((pid % 2000) * 8 + n % 8) as i32 + 100;
-    let port = 20000 + ((pid % 2000) * 8 + n % 8) as u16;
+    // 64 per process: a test binary's tests run in parallel and each takes
+    // two (its target's shm id and its port) or more.
+    let slot = (pid % 600) * 64 + n % 64;
+    let shm = slot as i32 + 100;
+    let port = 20000 + slot as u16;
     (shm, port)
 }
 
@@ -69,6 +74,9 @@ impl Target {
             .arg("-r")
             .arg(&sock)
             .args(extra)
+            // A crashing target dumps core in its working directory: the
+            // temporary one, removed with it, not the repository.
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
@@ -419,4 +427,56 @@ pub fn normalised_subsystems(mut v: serde_json::Value) -> serde_json::Value {
         }
     }
     v
+}
+
+/// One JSON-RPC call (`spdk_get_version`) straight on the socket, answered
+/// within `within`: how the fuzzers tell a wedged target from a busy one
+/// without rpc.py's start-up time.
+pub fn rpc_answers(sock: &Path, within: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| format!("connect {}: {e}", sock.display()))?;
+    s.set_read_timeout(Some(within)).unwrap();
+    s.set_write_timeout(Some(within)).unwrap();
+    s.write_all(br#"{"jsonrpc":"2.0","id":1,"method":"spdk_get_version"}"#)
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return Err(format!(
+                    "connection closed after {:?}",
+                    String::from_utf8_lossy(&got)
+                ))
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("no answer within {within:?}: {e}")),
+        }
+        if serde_json::from_slice::<serde_json::Value>(&got).is_ok() {
+            return Ok(());
+        }
+    }
+}
+
+/// bdevperf's run must have succeeded: exit 0, no failed or miscompared I/O
+/// (20.07 prints "Buffer mismatch" and "... fails"), and a Total line with
+/// I/Os in it.
+pub fn check_bdevperf(status: std::process::ExitStatus, out: &str) {
+    assert!(status.success(), "bdevperf failed ({status}):\n{out}");
+    for bad in ["Buffer mismatch", " fails", "error"] {
+        assert!(!out.contains(bad), "bdevperf printed {bad:?}:\n{out}");
+    }
+    let iops = out
+        .lines()
+        .filter_map(|l| l.trim_start_matches('\r').trim().strip_prefix("Total"))
+        .filter_map(|l| {
+            l.trim_start_matches([' ', ':'])
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .next_back();
+    assert!(iops.is_some_and(|v| v > 0.0), "bdevperf did no I/O:\n{out}");
 }

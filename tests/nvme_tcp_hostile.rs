@@ -1,0 +1,467 @@
+//! Hostile NVMe/TCP hosts against the real target: the seeded protocol fuzzer
+//! while bdevperf verifies data on another subsystem of the same target.
+//!
+//! The environment sets a long run (scripts/fuzz-nvme-tcp.sh):
+//! `SPDK_PMEM_FUZZ_SEED`, `SPDK_PMEM_FUZZ_SECONDS`, `SPDK_PMEM_FUZZ_SESSIONS`,
+//! and `SPDK_PMEM_FUZZ_TARGET` (`ours`, `c`, or a path to an nvmf_tgt).
+
+mod common;
+mod nvme_tcp;
+
+use common::rng::Rng;
+use common::*;
+use nvme_tcp::fuzz::{self, Bounds, Setup, Stats};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+const VERIFY_NQN: &str = "nqn.2016-06.io.spdk:cnode1";
+const FUZZ_NQN: &str = "nqn.2016-06.io.spdk:fuzz";
+const CHECK_NQN: &str = "nqn.2016-06.io.spdk:fuzzcheck";
+
+/// The fuzzing test loads both cores and runs alone (write); the replayed
+/// sequences mostly wait for SPDK's qpair timeout and share (read).
+static LOAD: RwLock<()> = RwLock::new(());
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => {
+            let v = v.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+        }
+        Err(_) => default,
+    }
+}
+
+fn target_binary() -> PathBuf {
+    match std::env::var("SPDK_PMEM_FUZZ_TARGET").as_deref() {
+        Err(_) | Ok("ours") => our_nvmf_tgt(),
+        Ok("c") => c_nvmf_tgt(),
+        Ok(path) => PathBuf::from(path),
+    }
+}
+
+/// A directory in /dev/shm for pools (memory, so the pmem bdev is fast);
+/// removed on drop.
+fn shm_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("spdk-pmem-test")
+        .tempdir_in("/dev/shm")
+        .expect("a directory in /dev/shm")
+}
+
+/// Three subsystems on one listener: bdevperf's, the fuzzer's scratch one,
+/// and the one its checked sessions write and read back.
+fn configure(t: &Target, dir: &Path, port: u16) {
+    let port_s = port.to_string();
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    for (nqn, serial, bdev) in [
+        (VERIFY_NQN, "SPDK0001", "pmdk0"),
+        (FUZZ_NQN, "SPDK-FZ0", "fuzz0"),
+        (CHECK_NQN, "SPDK-FZ1", "check0"),
+    ] {
+        let pool = dir.join(format!("{bdev}.pool"));
+        let pool = pool.to_str().unwrap();
+        t.rpc_ok(&["bdev_pmem_create_pool", pool, "32", "4096"]);
+        t.rpc_ok(&["bdev_pmem_create", "-n", bdev, pool]);
+        t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", serial]);
+        t.rpc_ok(&[
+            "nvmf_subsystem_add_listener",
+            nqn,
+            "-t",
+            "TCP",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port_s,
+        ]);
+        t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, bdev]);
+    }
+}
+
+/// bdevperf verifying the `VERIFY_NQN` namespace for `seconds`, on core 1.
+fn start_bdevperf(dir: &Path, port: u16, seconds: u64) -> Child {
+    let config = nvme_bdev_config(dir, VERIFY_NQN, port);
+    let log = std::fs::File::create(dir.join("bdevperf.log")).unwrap();
+    Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+        .args([
+            "--json",
+            config.to_str().unwrap(),
+            "-q",
+            "8",
+            "-o",
+            "4096",
+            "-w",
+            "verify",
+        ])
+        .args(["-t", &seconds.to_string(), "-m", "0x2"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting bdevperf")
+}
+
+/// The target must be running and answer JSON-RPC within 10 s.
+fn healthy(t: &Mutex<&mut Target>, last_rpc: &Mutex<Instant>) -> Result<(), String> {
+    let mut t = t.lock().unwrap();
+    if let Some(status) = t.child.as_mut().unwrap().try_wait().unwrap() {
+        return Err(format!(
+            "the target exited ({status}); its log ends:\n{}",
+            tail(&t.log_text(), 30)
+        ));
+    }
+    let mut last = last_rpc.lock().unwrap();
+    if last.elapsed() > Duration::from_secs(2) {
+        *last = Instant::now();
+        rpc_answers(&t.sock, Duration::from_secs(10))
+            .map_err(|e| format!("the target is wedged: {e}"))?;
+    }
+    Ok(())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn fuzzed_nvme_tcp_hosts_do_not_crash_the_target_or_disturb_verified_io() {
+    let _alone = LOAD.write().unwrap_or_else(|e| e.into_inner());
+    let seed = env_u64(
+        "SPDK_PMEM_FUZZ_SEED",
+        Rng::derive(0x5eed, std::process::id() as u64) % 1_000_000,
+    );
+    let seconds = env_u64("SPDK_PMEM_FUZZ_SECONDS", 30);
+    let sessions = env_u64("SPDK_PMEM_FUZZ_SESSIONS", 3000);
+    let binary = target_binary();
+    eprintln!(
+        "NVMe/TCP fuzzing {} with seed {seed} (SPDK_PMEM_FUZZ_SEED={seed} replays it)",
+        binary.display()
+    );
+
+    let dir = shm_dir();
+    let port = test_port();
+    let mut t = Target::start(&binary, &[]);
+    configure(&t, dir.path(), port);
+    let mut bdevperf = start_bdevperf(dir.path(), port, seconds + 5);
+
+    let setup = Setup {
+        port,
+        fuzz_nqn: FUZZ_NQN.into(),
+        check_nqn: CHECK_NQN.into(),
+        block_size: 4096,
+        blocks_per_worker: 64,
+    };
+    let bounds = Bounds {
+        seed,
+        max_sessions: sessions,
+        seconds,
+        workers: 12,
+    };
+    let stats = Stats::default();
+    let last_rpc = Mutex::new(Instant::now());
+    let result = {
+        let target = Mutex::new(&mut t);
+        fuzz::run(&setup, &bounds, &stats, &|| healthy(&target, &last_rpc))
+    };
+    eprintln!("fuzzed: {}", stats.summary());
+    if let Err(f) = result {
+        let _ = bdevperf.kill();
+        let _ = bdevperf.wait();
+        std::thread::sleep(Duration::from_millis(500));
+        let state = match t.child.as_mut().unwrap().try_wait().unwrap() {
+            Some(status) => format!("the target exited: {status}"),
+            None => "the target is still running".to_string(),
+        };
+        let report = format!(
+            "{}\n{state}; its log ends:\n{}",
+            f.report(seed),
+            tail(&t.log_text(), 30)
+        );
+        let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nvme-tcp-fuzz-{seed}.txt"));
+        std::fs::write(&file, &report).unwrap();
+        panic!(
+            "{}\n(the whole report is in {})",
+            tail(&report, 40),
+            file.display()
+        );
+    }
+
+    let status = bdevperf.wait().unwrap();
+    let out = std::fs::read_to_string(dir.path().join("bdevperf.log")).unwrap();
+    check_bdevperf(status, &out);
+    // The target still serves a new host and stops cleanly.
+    let id = identify(VERIFY_NQN, port);
+    assert_eq!(identify_field(&id, "Serial Number"), "SPDK0001");
+    assert!(t.stop().success(), "{}", tail(&t.log_text(), 40));
+}
+
+/// A target with one subsystem (`FUZZ_NQN`, a pmem namespace) listening on
+/// a port of its own.
+fn small_target(dir: &Path) -> (Target, u16) {
+    let port = test_port();
+    let t = Target::start(&target_binary(), &[]);
+    let pool = dir.join("fuzz0.pool");
+    let pool = pool.to_str().unwrap();
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["bdev_pmem_create_pool", pool, "32", "4096"]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "fuzz0", pool]);
+    t.rpc_ok(&[
+        "nvmf_create_subsystem",
+        FUZZ_NQN,
+        "-a",
+        "-s",
+        "SPDK-FZ0",
+        "-m",
+        "8",
+    ]);
+    t.rpc_ok(&[
+        "nvmf_subsystem_add_listener",
+        FUZZ_NQN,
+        "-t",
+        "TCP",
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port.to_string(),
+    ]);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", FUZZ_NQN, "fuzz0"]);
+    (t, port)
+}
+
+/// After a replayed sequence: the target is alive, answers RPC and serves a
+/// new host (SPDK's identify).
+fn assert_still_serving(t: &mut Target, port: u16, what: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(status) = t.child.as_mut().unwrap().try_wait().unwrap() {
+        panic!(
+            "{what}: the target died ({status}); its log ends:\n{}",
+            tail(&t.log_text(), 20)
+        );
+    }
+    rpc_answers(&t.sock, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{what}: RPC: {e}"));
+    let id = identify(FUZZ_NQN, port);
+    assert_eq!(identify_field(&id, "Serial Number"), "SPDK-FZ0", "{what}");
+}
+
+/// A connection that has done ICReq/ICResp.
+fn negotiated(port: u16) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&nvme_tcp::wire::icreq(0, 0, Default::default(), 0).encode())
+        .unwrap();
+    let mut icresp = [0u8; 128];
+    s.read_exact(&mut icresp).expect("ICResp");
+    assert_eq!(icresp[0], nvme_tcp::wire::ICRESP);
+    s
+}
+
+/// vendor/patches/0007: a Connect capsule whose SGL says no data.
+#[test]
+fn a_connect_capsule_without_data_is_refused_not_a_crash() {
+    use nvme_tcp::wire;
+    use std::io::{Read, Write};
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let mut s = negotiated(port);
+    let (sqe, _) = wire::connect(
+        1,
+        0,
+        31,
+        0,
+        0xFFFF,
+        FUZZ_NQN,
+        "nqn.2014-08.org.nvmexpress:uuid:0",
+    );
+    let sqe = sqe.sgl(0, 0, wire::SGL_IN_CAPSULE);
+    s.write_all(&wire::capsule(&sqe.0, vec![], Default::default(), 0).encode())
+        .unwrap();
+    let mut rsp = [0u8; 24];
+    s.read_exact(&mut rsp).expect("a response to the Connect");
+    let status = u16::from_le_bytes([rsp[22], rsp[23]]) >> 1;
+    assert_eq!(rsp[0], wire::CAPSULE_RESP);
+    assert_eq!(status, 0x02, "Invalid Field in Command");
+    assert_still_serving(&mut t, port, "after a Connect without data");
+    assert!(t.stop().success());
+}
+
+/// vendor/patches/0006: refused connections that never negotiated (no
+/// receive pipe) and keep sending, queued on posix's pending list behind more
+/// than 32 stalled ones (the events one poll takes) whose pipes hold bytes
+/// the target will never parse. When SPDK's 30 s qpair timeout closes them,
+/// 20.07 left them on that list, freed: the next poll called a NULL callback.
+#[test]
+fn refused_connections_timing_out_behind_stalled_ones_do_not_crash_the_target() {
+    use std::io::{Read, Write};
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    // Refused at their ICReq (HLEN 255): no receive pipe, then more bytes.
+    let mut refused: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..20 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(&[0x00, 0x00, 0xff, 0x00, 0x80, 0x00, 0x00, 0x00])
+            .unwrap();
+        let mut term = [0u8; 8];
+        c.read_exact(&mut term).expect("C2HTermReq");
+        c.set_nonblocking(true).unwrap();
+        refused.push(c);
+    }
+    // Negotiated, then a refused PDU header with 4 KiB behind it in one
+    // write: the target reads it all into the pipe and parses no further.
+    let mut stalled: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..40 {
+        let mut c = negotiated(port);
+        let mut bytes = vec![0x04, 0x00, 0xff, 0x00, 0x48, 0x00, 0x00, 0x00];
+        bytes.resize(4096, 0x5a);
+        c.write_all(&bytes).unwrap();
+        let mut term = [0u8; 8];
+        c.read_exact(&mut term).expect("C2HTermReq");
+        stalled.push(c);
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(34);
+    while std::time::Instant::now() < until {
+        for c in &mut refused {
+            let _ = c.write(&[0u8; 16]);
+        }
+        if let Some(status) = t.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!(
+                "the target died ({status}); its log ends:\n{}",
+                tail(&t.log_text(), 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(refused);
+    drop(stalled);
+    assert_still_serving(
+        &mut t,
+        port,
+        "after refused connections timed out behind stalled ones",
+    );
+    assert!(t.stop().success());
+}
+
+/// vendor/patches/0008: a hundred connections the target refused with a
+/// C2HTermReq stay open and keep sending until SPDK's 30 s qpair timeout
+/// closes them all in one go. 20.07 recorded each removal in a 32-entry
+/// array without a bound and overwrote the socket group's epoll fd behind
+/// it: no new connection was served again ("Could not add sock to
+/// sock_group: Bad file descriptor").
+#[test]
+fn refused_connections_that_keep_sending_until_the_timeout_do_not_crash_the_target() {
+    use std::io::{Read, Write};
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let mut conns: Vec<std::net::TcpStream> = (0..100).map(|_| negotiated(port)).collect();
+    // A capsule header with HLEN 255: refused with a C2HTermReq.
+    for c in &mut conns {
+        c.write_all(&[0x04, 0x00, 0xff, 0x00, 0x48, 0x00, 0x00, 0x00])
+            .unwrap();
+        let mut term = [0u8; 8];
+        c.read_exact(&mut term).expect("C2HTermReq");
+        assert_eq!(term[0], nvme_tcp::wire::C2H_TERM_REQ);
+        c.set_nonblocking(true).unwrap();
+    }
+    // Keep them readable on the target's side past the 30 s timeout.
+    let until = std::time::Instant::now() + Duration::from_secs(36);
+    while std::time::Instant::now() < until {
+        for c in &mut conns {
+            let _ = c.write(&[0u8; 64]);
+        }
+        if let Some(status) = t.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!(
+                "the target died ({status}); its log ends:\n{}",
+                tail(&t.log_text(), 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(conns);
+    assert_still_serving(&mut t, port, "after 100 refused connections timed out");
+    assert!(t.stop().success());
+}
+
+/// Sends one capsule and returns the (status, dword 0) of its response.
+fn command(s: &mut std::net::TcpStream, sqe: nvme_tcp::wire::Sqe, data: Vec<u8>) -> (u16, u32) {
+    use nvme_tcp::wire;
+    use std::io::{Read, Write};
+    s.write_all(&wire::capsule(&sqe.0, data, Default::default(), 0).encode())
+        .unwrap();
+    let mut rsp = [0u8; 24];
+    s.read_exact(&mut rsp).expect("a capsule response");
+    assert_eq!(rsp[0], wire::CAPSULE_RESP, "{rsp:02x?}");
+    (
+        u16::from_le_bytes([rsp[22], rsp[23]]) >> 1,
+        u32::from_le_bytes(rsp[8..12].try_into().unwrap()),
+    )
+}
+
+/// A Fabrics Connect of queue `qid` (to controller `cntlid`, 0xFFFF: new)
+/// on a new connection, without keep-alive; returns it and the status and
+/// controller id of the answer.
+fn connect_queue(port: u16, qid: u16, cntlid: u16) -> (std::net::TcpStream, u16, u16) {
+    use nvme_tcp::wire;
+    let mut s = negotiated(port);
+    let (sqe, data) = wire::connect(
+        1,
+        qid,
+        31,
+        0,
+        cntlid,
+        FUZZ_NQN,
+        "nqn.2014-08.org.nvmexpress:uuid:1",
+    );
+    let (status, dw0) = command(&mut s, sqe, data);
+    (s, status, dw0 as u16)
+}
+
+/// vendor/patches/0009: a controller whose admin queue closed while an I/O
+/// queue stays (no keep-alive) kept a pointer to the freed admin queue; an
+/// I/O Connect naming it, or a namespace change, went through that pointer.
+#[test]
+fn a_controller_whose_admin_queue_is_gone_refuses_io_connects() {
+    use nvme_tcp::wire;
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    for round in 0..5 {
+        let (mut admin, status, cntlid) = connect_queue(port, 0, 0xFFFF);
+        assert_eq!(status, 0, "admin Connect");
+        let (status, _) = command(
+            &mut admin,
+            wire::property_set(2, wire::CC_OFFSET, wire::CC_ENABLE),
+            vec![],
+        );
+        assert_eq!(status, 0, "Property Set CC.EN");
+        let (_io1, status, _) = connect_queue(port, 1, cntlid);
+        assert_eq!(status, 0, "first I/O Connect");
+        drop(admin);
+        std::thread::sleep(Duration::from_millis(300));
+        let (_io2, status, _) = connect_queue(port, 2, cntlid);
+        assert_ne!(status, 0, "round {round}: an I/O Connect to controller {cntlid} without its admin queue was accepted");
+        // A namespace change visits every controller of the subsystem.
+        let pool = dir.path().join(format!("extra{round}.pool"));
+        let pool = pool.to_str().unwrap();
+        let bdev = format!("extra{round}");
+        t.rpc_ok(&["bdev_pmem_create_pool", pool, "32", "4096"]);
+        t.rpc_ok(&["bdev_pmem_create", "-n", &bdev, pool]);
+        t.rpc_ok(&["nvmf_subsystem_add_ns", FUZZ_NQN, &bdev]);
+    }
+    assert_still_serving(
+        &mut t,
+        port,
+        "after I/O Connects to controllers without admin queues",
+    );
+    assert!(t.stop().success());
+}
