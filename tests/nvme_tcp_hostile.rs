@@ -465,3 +465,119 @@ fn a_controller_whose_admin_queue_is_gone_refuses_io_connects() {
     );
     assert!(t.stop().success());
 }
+
+/// A process's open file descriptors, resident memory and hugepage memory (KiB).
+#[derive(Clone, Copy, Debug)]
+struct Footprint {
+    fds: usize,
+    rss_kib: u64,
+    huge_kib: u64,
+}
+
+fn footprint(pid: u32) -> Footprint {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Footprint {
+        fds,
+        rss_kib: kib("VmRSS:"),
+        huge_kib: kib("HugetlbPages:"),
+    }
+}
+
+/// One round of abuse, all at once: half-open connections, connections that
+/// stop after ICReq, and a connect/disconnect storm; a new host is served
+/// meanwhile. Returns the footprint at the peak.
+fn abuse_round(pid: u32, port: u16) -> Footprint {
+    use std::io::Write;
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    for i in 0..600 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        if i % 2 == 1 {
+            c.write_all(&nvme_tcp::wire::icreq(0, 0, Default::default(), 0).encode())
+                .unwrap();
+        }
+        held.push(c);
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..3000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    if i % 2 == 0 {
+                        let _ = c.write_all(
+                            &nvme_tcp::wire::icreq(0, 0, Default::default(), 0).encode(),
+                        );
+                    }
+                }
+            }
+        });
+        let id = identify(FUZZ_NQN, port);
+        assert_eq!(
+            identify_field(&id, "Serial Number"),
+            "SPDK-FZ0",
+            "a host while the abuse goes on"
+        );
+        let peak = footprint(pid);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        peak
+    })
+}
+
+/// Waits (up to SPDK's 30 s qpair timeout and a margin) for the descriptors
+/// to come back to `fds` and returns the footprint then.
+fn settled(pid: u32, fds: usize) -> Footprint {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut now = footprint(pid);
+    while Instant::now() < deadline && now.fds > fds {
+        std::thread::sleep(Duration::from_millis(500));
+        now = footprint(pid);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    footprint(pid)
+}
+
+/// 300 half-open connections, 300 that stop after ICReq and a storm of 3000
+/// connect/disconnects at once, twice: a new host is served meanwhile; after
+/// each round the descriptors come back to the baseline, and memory after the
+/// second round is no higher than after the first (DPDK keeps the hugepages
+/// its heap grew to; a leak would grow again).
+#[test]
+fn abusive_connections_do_not_exhaust_the_target_and_their_resources_come_back() {
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let pid = t.child.as_ref().unwrap().id();
+    identify(FUZZ_NQN, port);
+    std::thread::sleep(Duration::from_millis(500));
+    let base = footprint(pid);
+    let peak1 = abuse_round(pid, port);
+    let after1 = settled(pid, base.fds);
+    let peak2 = abuse_round(pid, port);
+    let after2 = settled(pid, base.fds);
+    eprintln!("abuse footprints: base {base:?}\n  round 1 peak {peak1:?}\n  after {after1:?}\n  round 2 peak {peak2:?}\n  after {after2:?}");
+    for after in [after1, after2] {
+        assert!(
+            after.fds <= base.fds,
+            "descriptors did not come back: {base:?} -> {after:?}"
+        );
+    }
+    let mem = |f: Footprint| f.rss_kib + f.huge_kib;
+    assert!(
+        mem(after2) <= mem(after1) + 8 * 1024,
+        "memory grew again in a second round: {after1:?} -> {after2:?}"
+    );
+    assert_still_serving(&mut t, port, "after the abuse");
+    assert!(t.stop().success());
+}
