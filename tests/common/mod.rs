@@ -34,8 +34,9 @@ pub fn unique_ids() -> (i32, u16) {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id();
     // 64 per process: a test binary's tests run in parallel and each takes
-    // two (its target's shm id and its port) or more.
-    let slot = (pid % 600) * 64 + n % 64;
+    // two (its target's shm id and its port) or more. Ports stay below
+    // Linux's ephemeral range (32768 and up), where clients' own sockets are.
+    let slot = (pid % 199) * 64 + n % 64;
     let shm = slot as i32 + 100;
     let port = 20000 + slot as u16;
     (shm, port)
