@@ -353,10 +353,11 @@ fn refused_connections_timing_out_behind_stalled_ones_do_not_crash_the_target() 
 
 /// vendor/patches/0008: a hundred connections the target refused with a
 /// C2HTermReq stay open and keep sending until SPDK's 30 s qpair timeout
-/// closes them all in one go. 20.07 recorded each removal in a 32-entry
-/// array without a bound and overwrote the socket group's epoll fd behind
-/// it: no new connection was served again ("Could not add sock to
-/// sock_group: Bad file descriptor").
+/// closes them. With only 0006 and 0007 applied, 20.07 stopped serving new
+/// connections after this ("Could not add sock to sock_group: Bad file
+/// descriptor": removals written past the 32-entry removed_socks array, over
+/// the socket group's epoll fd). With 0014 (and 0015) in place this sequence
+/// no longer reaches that write, so the test guards the whole set.
 #[test]
 fn refused_connections_that_keep_sending_until_the_timeout_do_not_crash_the_target() {
     use std::io::{Read, Write};
@@ -373,9 +374,9 @@ fn refused_connections_that_keep_sending_until_the_timeout_do_not_crash_the_targ
         assert_eq!(term[0], nvme_tcp::wire::C2H_TERM_REQ);
         c.set_nonblocking(true).unwrap();
     }
-    // Keep them readable on the target's side past the 30 s timeout.
-    let until = std::time::Instant::now() + Duration::from_secs(36);
-    while std::time::Instant::now() < until {
+    // Keep them readable on the target's side past SPDK's 30 s timeout.
+    let until = Instant::now() + Duration::from_secs(36);
+    while Instant::now() < until {
         for c in &mut conns {
             let _ = c.write(&[0u8; 64]);
         }
@@ -579,5 +580,116 @@ fn abusive_connections_do_not_exhaust_the_target_and_their_resources_come_back()
         "memory grew again in a second round: {after1:?} -> {after2:?}"
     );
     assert_still_serving(&mut t, port, "after the abuse");
+    assert!(t.stop().success());
+}
+
+/// Raises this process's open-file limit to its hard limit (the flood below
+/// holds thousands of sockets).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid rlimit struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// vendor/patches/0014: 3,000 connections that never send a byte. In 20.07
+/// each held about 670 KiB of hugepages from accept on and none ever timed
+/// out: about 2,400 exhausted the 2 GiB and no new host was served. Now at
+/// most 1,024 wait for a Fabrics Connect at a time, each for at most 10 s.
+#[test]
+fn a_flood_of_idle_connections_cannot_exhaust_the_hugepages() {
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    raise_fd_limit();
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let pid = t.child.as_ref().unwrap().id();
+    identify(FUZZ_NQN, port);
+    let base = footprint(pid);
+    let mut idle = Vec::new();
+    for _ in 0..3000 {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => idle.push(c),
+            Err(e) => panic!("connect {} failed: {e}", idle.len()),
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let peak = footprint(pid);
+    eprintln!("idle flood: base {base:?}, with 3000 idle connections {peak:?}");
+    // 1,024 waiting connections at about 670 KiB each, and some slack.
+    assert!(
+        peak.huge_kib <= base.huge_kib + 1024 * 800,
+        "3000 idle connections took {} MiB of hugepages",
+        (peak.huge_kib - base.huge_kib) / 1024
+    );
+    // After the deadline the idle ones are gone on the target's side (the
+    // client still holds its ends) and a new host is served.
+    std::thread::sleep(Duration::from_secs(11));
+    let after = footprint(pid);
+    assert!(
+        after.fds <= base.fds,
+        "idle connections still held: {base:?} -> {after:?}"
+    );
+    assert_still_serving(&mut t, port, "after a flood of idle connections");
+    drop(idle);
+    assert!(t.stop().success());
+}
+
+/// vendor/patches/0014: a host that sends a bad PDU header and resets the
+/// connection at once. The C2HTermReq the target answers with cannot be
+/// written, which disconnects and (with no controller yet) destroyed the
+/// queue inside its own socket callback; 20.07 then went on using it.
+#[test]
+fn a_host_resetting_right_after_a_bad_header_does_not_crash_the_target() {
+    use std::io::Write;
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    for round in 0..300 {
+        let died = |t: &mut Target| {
+            t.child.as_mut().unwrap().try_wait().unwrap().map(|status| {
+                format!(
+                    "round {round}: the target died ({status}); its log ends:\n{}",
+                    tail(&t.log_text(), 20)
+                )
+            })
+        };
+        let Ok(mut c) = std::panic::catch_unwind(|| negotiated(port)) else {
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "{}",
+                died(&mut t).unwrap_or_else(|| format!("round {round}: ICReq/ICResp failed"))
+            );
+        };
+        c.write_all(&[0x04, 0x00, 0xff, 0x00, 0x48, 0x00, 0x00, 0x00])
+            .unwrap();
+        // SO_LINGER 0: close() sends a reset instead of a FIN.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket we own, with a valid linger struct.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(c);
+        if let Some(report) = died(&mut t) {
+            panic!("{report}");
+        }
+    }
+    assert_still_serving(&mut t, port, "after hosts reset right after a bad header");
     assert!(t.stop().success());
 }
