@@ -32,14 +32,7 @@ fn configure_and_describe(binary: &std::path::Path) -> (Vec<String>, Value, Valu
     let port = test_port();
     let mut t = Target::start(binary, &[]);
     configure_article(&t, &pool, NQN, port);
-    let mut methods: Vec<String> = t
-        .rpc_json(&["rpc_get_methods"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect();
-    methods.sort();
+    let methods = method_names(&t.rpc_json(&["rpc_get_methods"]));
     let mut subsystems = without_generated(t.rpc_json(&["nvmf_get_subsystems"]));
     // The listener's port differs per run by design; normalise it.
     for s in subsystems.as_array_mut().unwrap() {

@@ -10,19 +10,11 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
-
-fn target_binary() -> PathBuf {
-    match std::env::var("SPDK_PMEM_FUZZ_TARGET").as_deref() {
-        Err(_) | Ok("ours") => our_nvmf_tgt(),
-        Ok("c") => c_nvmf_tgt(),
-        Ok(path) => PathBuf::from(path),
-    }
-}
 
 /// Runs nvme_fuzz on core 1, killed if it outlives `limit` (it waits forever
 /// for commands a target rightly never completes). Returns its output.
@@ -76,7 +68,7 @@ fn spdks_nvme_command_fuzzer_does_not_crash_the_target() {
         .tempdir_in("/dev/shm")
         .unwrap();
     let port = test_port();
-    let mut t = Target::start(&target_binary(), &[]);
+    let mut t = Target::start(&fuzz_target(), &[]);
     configure_article(&t, &shm.path().join("pmdk0.pool"), NQN, port);
     let conf = dir.path().join("nvme_fuzz.conf");
     std::fs::write(

@@ -11,7 +11,7 @@ mod nvme_tcp;
 use common::rng::Rng;
 use common::*;
 use nvme_tcp::fuzz::{self, Bounds, Setup, Stats};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -24,41 +24,9 @@ const CHECK_NQN: &str = "nqn.2016-06.io.spdk:fuzzcheck";
 /// sequences mostly wait for SPDK's qpair timeout and share (read).
 static LOAD: RwLock<()> = RwLock::new(());
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => {
-            let v = v.trim();
-            let parsed = match v.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => v.parse(),
-            };
-            parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number"))
-        }
-        Err(_) => default,
-    }
-}
-
-fn target_binary() -> PathBuf {
-    match std::env::var("SPDK_PMEM_FUZZ_TARGET").as_deref() {
-        Err(_) | Ok("ours") => our_nvmf_tgt(),
-        Ok("c") => c_nvmf_tgt(),
-        Ok(path) => PathBuf::from(path),
-    }
-}
-
-/// A directory in /dev/shm for pools (memory, so the pmem bdev is fast);
-/// removed on drop.
-fn shm_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("spdk-pmem-test")
-        .tempdir_in("/dev/shm")
-        .expect("a directory in /dev/shm")
-}
-
 /// Three subsystems on one listener: bdevperf's, the fuzzer's scratch one,
 /// and the one its checked sessions write and read back.
 fn configure(t: &Target, dir: &Path, port: u16) {
-    let port_s = port.to_string();
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
     for (nqn, serial, bdev) in [
         (VERIFY_NQN, "SPDK0001", "pmdk0"),
@@ -70,16 +38,7 @@ fn configure(t: &Target, dir: &Path, port: u16) {
         t.rpc_ok(&["bdev_pmem_create_pool", pool, "32", "4096"]);
         t.rpc_ok(&["bdev_pmem_create", "-n", bdev, pool]);
         t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", serial]);
-        t.rpc_ok(&[
-            "nvmf_subsystem_add_listener",
-            nqn,
-            "-t",
-            "TCP",
-            "-a",
-            "127.0.0.1",
-            "-s",
-            &port_s,
-        ]);
+        add_tcp_listener(t, nqn, port);
         t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, bdev]);
     }
 }
@@ -139,7 +98,7 @@ fn fuzzed_nvme_tcp_hosts_do_not_crash_the_target_or_disturb_verified_io() {
     );
     let seconds = env_u64("SPDK_PMEM_FUZZ_SECONDS", 30);
     let sessions = env_u64("SPDK_PMEM_FUZZ_SESSIONS", 3000);
-    let binary = target_binary();
+    let binary = fuzz_target();
     eprintln!(
         "NVMe/TCP fuzzing {} with seed {seed} (SPDK_PMEM_FUZZ_SEED={seed} replays it)",
         binary.display()
@@ -206,7 +165,7 @@ fn fuzzed_nvme_tcp_hosts_do_not_crash_the_target_or_disturb_verified_io() {
 /// a port of its own.
 fn small_target(dir: &Path) -> (Target, u16) {
     let port = test_port();
-    let t = Target::start(&target_binary(), &[]);
+    let t = Target::start(&fuzz_target(), &[]);
     let pool = dir.join("fuzz0.pool");
     let pool = pool.to_str().unwrap();
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
@@ -221,16 +180,7 @@ fn small_target(dir: &Path) -> (Target, u16) {
         "-m",
         "8",
     ]);
-    t.rpc_ok(&[
-        "nvmf_subsystem_add_listener",
-        FUZZ_NQN,
-        "-t",
-        "TCP",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        &port.to_string(),
-    ]);
+    add_tcp_listener(&t, FUZZ_NQN, port);
     t.rpc_ok(&["nvmf_subsystem_add_ns", FUZZ_NQN, "fuzz0"]);
     (t, port)
 }
@@ -248,6 +198,32 @@ fn assert_still_serving(t: &mut Target, port: u16, what: &str) {
     rpc_answers(&t.sock, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{what}: RPC: {e}"));
     let id = identify(FUZZ_NQN, port);
     assert_eq!(identify_field(&id, "Serial Number"), "SPDK-FZ0", "{what}");
+}
+
+/// Writes `bytes` zeros to every connection each `every` for `during`, so the
+/// target always has something to read on them; fails if the target dies.
+fn keep_sending(
+    t: &mut Target,
+    conns: &mut [std::net::TcpStream],
+    bytes: usize,
+    every: Duration,
+    during: Duration,
+) {
+    use std::io::Write;
+    let zeros = vec![0u8; bytes];
+    let until = Instant::now() + during;
+    while Instant::now() < until {
+        for c in conns.iter_mut() {
+            let _ = c.write(&zeros);
+        }
+        if let Some(status) = t.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!(
+                "the target died ({status}); its log ends:\n{}",
+                tail(&t.log_text(), 20)
+            );
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// A connection that has done ICReq/ICResp.
@@ -328,19 +304,13 @@ fn refused_connections_timing_out_behind_stalled_ones_do_not_crash_the_target() 
         c.read_exact(&mut term).expect("C2HTermReq");
         stalled.push(c);
     }
-    let until = std::time::Instant::now() + Duration::from_secs(34);
-    while std::time::Instant::now() < until {
-        for c in &mut refused {
-            let _ = c.write(&[0u8; 16]);
-        }
-        if let Some(status) = t.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!(
-                "the target died ({status}); its log ends:\n{}",
-                tail(&t.log_text(), 20)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    keep_sending(
+        &mut t,
+        &mut refused,
+        16,
+        Duration::from_millis(20),
+        Duration::from_secs(34),
+    );
     drop(refused);
     drop(stalled);
     assert_still_serving(
@@ -375,19 +345,13 @@ fn refused_connections_that_keep_sending_until_the_timeout_do_not_crash_the_targ
         c.set_nonblocking(true).unwrap();
     }
     // Keep them readable on the target's side past SPDK's 30 s timeout.
-    let until = Instant::now() + Duration::from_secs(36);
-    while Instant::now() < until {
-        for c in &mut conns {
-            let _ = c.write(&[0u8; 64]);
-        }
-        if let Some(status) = t.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!(
-                "the target died ({status}); its log ends:\n{}",
-                tail(&t.log_text(), 20)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    keep_sending(
+        &mut t,
+        &mut conns,
+        64,
+        Duration::from_millis(100),
+        Duration::from_secs(36),
+    );
     drop(conns);
     assert_still_serving(&mut t, port, "after 100 refused connections timed out");
     assert!(t.stop().success());

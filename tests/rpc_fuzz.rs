@@ -27,31 +27,13 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 const ANSWER_WITHIN: Duration = Duration::from_secs(15);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
-        })
-        .unwrap_or(default)
-}
-
-fn target_binary() -> PathBuf {
-    match std::env::var("SPDK_PMEM_FUZZ_TARGET").as_deref() {
-        Err(_) | Ok("ours") => our_nvmf_tgt(),
-        Ok("c") => c_nvmf_tgt(),
-        Ok(path) => PathBuf::from(path),
-    }
-}
 
 /// Parameter names of each method, as 20.07's decoders declare them.
 fn known_params() -> HashMap<String, Option<Vec<String>>> {
@@ -389,17 +371,11 @@ fn invalid_rpc_calls_from_many_clients_are_answered_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pool = dir.path().join("pmdk0.pool");
     let port = test_port();
-    let mut t = Target::start(&target_binary(), &[]);
+    let mut t = Target::start(&fuzz_target(), &[]);
     configure_article(&t, &pool, NQN, port);
 
     let listed = t.jsonrpc_ok("rpc_get_methods", Some(json!({"include_aliases": true})));
-    let mut methods: Vec<String> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect();
-    methods.sort();
+    let methods = method_names(&listed);
     assert!(methods.len() > 100, "{methods:?}");
     let params = known_params();
     let before = config_of(&t);
@@ -532,7 +508,7 @@ fn raw_exchange(sock: &Path, bytes: &[u8], answers: usize) -> Vec<Value> {
 
 fn small_target() -> (Target, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let t = Target::start(&target_binary(), &[]);
+    let t = Target::start(&fuzz_target(), &[]);
     let pool = dir.path().join("pmdk0.pool");
     t.rpc_ok(&[
         "bdev_pmem_create_pool",

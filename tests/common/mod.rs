@@ -206,17 +206,20 @@ impl Drop for Target {
     }
 }
 
-/// The article's set-up through rpc.py: pool (created if missing) → pmem bdev
-/// `pmdk0` → TCP transport → subsystem `nqn` (serial SPDK0001, any host) →
-/// listener 127.0.0.1:`port` → namespace.
-pub fn configure_article(t: &Target, pool: &Path, nqn: &str, port: u16) {
-    let pool_s = pool.to_str().unwrap();
-    if !pool.exists() {
-        t.rpc_ok(&["bdev_pmem_create_pool", pool_s, "32", "4096"]);
-    }
-    t.rpc_ok(&["bdev_pmem_create", "-n", "pmdk0", pool_s]);
-    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
-    t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", "SPDK0001"]);
+/// The method names of an rpc_get_methods result, sorted.
+pub fn method_names(listed: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = listed
+        .as_array()
+        .expect("rpc_get_methods returns an array")
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A TCP listener for `nqn` on 127.0.0.1:`port`.
+pub fn add_tcp_listener(t: &Target, nqn: &str, port: u16) {
     let port_s = port.to_string();
     t.rpc_ok(&[
         "nvmf_subsystem_add_listener",
@@ -228,6 +231,54 @@ pub fn configure_article(t: &Target, pool: &Path, nqn: &str, port: u16) {
         "-s",
         &port_s,
     ]);
+}
+
+/// The nvmf_tgt the hostile-input tests attack: ours, unless
+/// `SPDK_PMEM_FUZZ_TARGET` says `c` (SPDK's C one of this build) or a path.
+pub fn fuzz_target() -> PathBuf {
+    match std::env::var("SPDK_PMEM_FUZZ_TARGET").as_deref() {
+        Err(_) | Ok("ours") => our_nvmf_tgt(),
+        Ok("c") => c_nvmf_tgt(),
+        Ok(path) => PathBuf::from(path),
+    }
+}
+
+/// A whole number from the environment (decimal or 0x hex), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => {
+            let v = v.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+        }
+        Err(_) => default,
+    }
+}
+
+/// A directory in /dev/shm for pools (memory, so the pmem bdev is fast);
+/// removed on drop.
+pub fn shm_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("spdk-pmem-test")
+        .tempdir_in("/dev/shm")
+        .expect("a directory in /dev/shm")
+}
+
+/// The article's set-up through rpc.py: pool (created if missing) → pmem bdev
+/// `pmdk0` → TCP transport → subsystem `nqn` (serial SPDK0001, any host) →
+/// listener 127.0.0.1:`port` → namespace.
+pub fn configure_article(t: &Target, pool: &Path, nqn: &str, port: u16) {
+    let pool_s = pool.to_str().unwrap();
+    if !pool.exists() {
+        t.rpc_ok(&["bdev_pmem_create_pool", pool_s, "32", "4096"]);
+    }
+    t.rpc_ok(&["bdev_pmem_create", "-n", "pmdk0", pool_s]);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", "SPDK0001"]);
+    add_tcp_listener(t, nqn, port);
     t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, "pmdk0"]);
 }
 
