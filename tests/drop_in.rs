@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use std::process::{Command, Stdio};
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
@@ -97,27 +98,83 @@ fn spdk_initiators_connect_and_do_io_through_our_target() {
 
     // bdevperf through SPDK's NVMe bdev: writes, reads back and compares.
     let config = nvme_bdev_config(dir.path(), NQN, port);
-    let out = run_tool(
-        "test/bdev/bdevperf/bdevperf",
-        &[
-            "--json",
-            config.to_str().unwrap(),
-            "-q",
-            "16",
-            "-o",
-            "4096",
-            "-w",
-            "verify",
-            "-t",
-            "1",
-            "-m",
-            "0x2",
-        ],
-    );
-    assert!(
-        !out.contains("Miscompare") && out.contains("Nvme0n1"),
-        "{out}"
-    );
+    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+        .args(["--json", config.to_str().unwrap()])
+        .args([
+            "-q", "16", "-o", "4096", "-w", "verify", "-t", "1", "-m", "0x2",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running bdevperf");
+    check_bdevperf(out.status, &output_text(&out));
     assert!(t.rpc_json(&["spdk_get_version"])["version"] == "SPDK v20.07");
     assert!(t.stop().success(), "{}", t.log_text());
+}
+
+/// The I/O checks fail a run against a target whose every I/O fails: SPDK's
+/// error bdev over the pool, injecting a failure into every read and write.
+#[test]
+fn io_checks_fail_a_target_whose_io_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pmdk0.pool");
+    let port = test_port();
+    let nqn = "nqn.2016-06.io.spdk:failing";
+    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    t.rpc_ok(&[
+        "bdev_pmem_create_pool",
+        pool.to_str().unwrap(),
+        "32",
+        "4096",
+    ]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "pmdk0", pool.to_str().unwrap()]);
+    t.rpc_ok(&["bdev_error_create", "pmdk0"]);
+    t.rpc_ok(&[
+        "bdev_error_inject_error",
+        "EE_pmdk0",
+        "all",
+        "failure",
+        "-n",
+        "100000000",
+    ]);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", "SPDK0001"]);
+    add_tcp_listener(&t, nqn, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, "EE_pmdk0"]);
+
+    // perf itself exits 0 here; the check must not.
+    let text = output_text(
+        &Command::new(spdk_tool("build/examples/perf"))
+            .args([
+                "-r",
+                &trid(nqn, port),
+                "-q",
+                "8",
+                "-o",
+                "4096",
+                "-w",
+                "randread",
+            ])
+            .args(["-t", "1", "-c", "0x2"])
+            .output()
+            .unwrap(),
+    );
+    let perf_check = std::panic::catch_unwind(|| check_perf(&text));
+    assert!(perf_check.is_err(), "perf's errors went unnoticed:\n{text}");
+
+    let config = nvme_bdev_config(dir.path(), nqn, port);
+    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+        .args(["--json", config.to_str().unwrap()])
+        .args([
+            "-q", "8", "-o", "4096", "-w", "verify", "-t", "1", "-m", "0x2",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    let bdevperf_check = std::panic::catch_unwind(|| check_bdevperf(out.status, &text));
+    assert!(
+        bdevperf_check.is_err(),
+        "bdevperf's errors went unnoticed:\n{text}"
+    );
+    assert!(t.stop().success());
 }

@@ -351,6 +351,16 @@ pub fn perf(nqn: &str, port: u16, workload: &str, seconds: u32) -> (f64, f64) {
         args.extend(["-M", "50"]);
     }
     let text = run_tool("build/examples/perf", &args);
+    check_perf(&text)
+}
+
+/// perf's (IOPS, average latency in us), after making sure the run had no
+/// I/O error: 20.07's perf counts an I/O that completed with an error status
+/// as completed (printing "completed with error") and exits 0.
+pub fn check_perf(text: &str) -> (f64, f64) {
+    for bad in ["completed with error", "*ERROR*"] {
+        assert!(!text.contains(bad), "perf printed {bad:?}:\n{text}");
+    }
     let total = text
         .lines()
         .find(|l| l.starts_with("Total"))
@@ -359,6 +369,7 @@ pub fn perf(nqn: &str, port: u16, workload: &str, seconds: u32) -> (f64, f64) {
         .split_whitespace()
         .filter_map(|c| c.parse().ok())
         .collect();
+    assert!(cols.len() >= 3 && cols[0] > 0.0, "perf did no I/O:\n{text}");
     (cols[0], cols[2])
 }
 
