@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
@@ -96,17 +96,13 @@ fn spdk_initiators_connect_and_do_io_through_our_target() {
         "perf: {iops} IOPS, {latency} us"
     );
 
-    // bdevperf through SPDK's NVMe bdev: writes, reads back and compares.
-    let config = nvme_bdev_config(dir.path(), NQN, port);
-    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
-        .args(["--json", config.to_str().unwrap()])
-        .args([
-            "-q", "16", "-o", "4096", "-w", "verify", "-t", "1", "-m", "0x2",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running bdevperf");
-    check_bdevperf(out.status, &output_text(&out));
+    // bdevperf through SPDK's NVMe bdev: writes, reads back and compares,
+    // in 4 KiB I/Os (in-capsule) and 64 KiB ones (R2T and H2CData; 64 KiB is
+    // the most bdevperf verifies).
+    for io_size in [4096, 65536] {
+        let (status, out) = bdevperf_verify(dir.path(), NQN, port, io_size);
+        check_bdevperf(status, &out);
+    }
     assert!(t.rpc_json(&["spdk_get_version"])["version"] == "SPDK v20.07");
     assert!(t.stop().success(), "{}", t.log_text());
 }
@@ -161,17 +157,8 @@ fn io_checks_fail_a_target_whose_io_fails() {
     let perf_check = std::panic::catch_unwind(|| check_perf(&text));
     assert!(perf_check.is_err(), "perf's errors went unnoticed:\n{text}");
 
-    let config = nvme_bdev_config(dir.path(), nqn, port);
-    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
-        .args(["--json", config.to_str().unwrap()])
-        .args([
-            "-q", "8", "-o", "4096", "-w", "verify", "-t", "1", "-m", "0x2",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = output_text(&out);
-    let bdevperf_check = std::panic::catch_unwind(|| check_bdevperf(out.status, &text));
+    let (status, text) = bdevperf_verify(dir.path(), nqn, port, 4096);
+    let bdevperf_check = std::panic::catch_unwind(|| check_bdevperf(status, &text));
     assert!(
         bdevperf_check.is_err(),
         "bdevperf's errors went unnoticed:\n{text}"

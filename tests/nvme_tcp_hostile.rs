@@ -657,3 +657,92 @@ fn a_host_resetting_right_after_a_bad_header_does_not_crash_the_target() {
     assert_still_serving(&mut t, port, "after hosts reset right after a bad header");
     assert!(t.stop().success());
 }
+
+/// Reads `blocks` blocks at `lba` of namespace 1 on an I/O queue; returns the
+/// status (0: success) and the data that came.
+fn read_blocks(s: &mut std::net::TcpStream, cid: u16, lba: u64, blocks: u32) -> (u16, Vec<u8>) {
+    use nvme_tcp::wire;
+    use std::io::{Read, Write};
+    let len = blocks * 4096;
+    let sqe = wire::rw(
+        wire::OPC_READ,
+        cid,
+        1,
+        lba,
+        blocks,
+        len,
+        wire::SGL_TRANSPORT,
+    );
+    s.write_all(&wire::capsule(&sqe.0, vec![], Default::default(), 0).encode())
+        .unwrap();
+    let mut data = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk).expect("reading the answer");
+        assert!(n > 0, "the target closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(p) = wire::take_pdu(&mut buf).unwrap() {
+            match p.ty {
+                wire::C2H_DATA => {
+                    data.extend_from_slice(p.data(Default::default()));
+                    if p.flags & wire::FLAG_SUCCESS != 0 {
+                        return (0, data);
+                    }
+                }
+                wire::CAPSULE_RESP => return (p.cqe().1, data),
+                other => panic!("unexpected PDU type {other:#x}"),
+            }
+        }
+    }
+}
+
+/// A block libpmemblk marks unreadable (`pmemblk_set_error`) reaches the host
+/// as an NVMe error status, not as data; the blocks around it read fine.
+#[test]
+fn an_unreadable_pmem_block_reaches_the_host_as_an_error_status() {
+    use nvme_tcp::wire;
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let path = dir.path().join("bad.pool");
+    {
+        let pool = spdk_pmem::pmem::Pool::create(&path, 4096, 32 << 20, 0o600).unwrap();
+        pool.write(6, &[0x5a; 4096]).unwrap();
+        pool.set_error(7).unwrap();
+    }
+    let port = test_port();
+    let mut t = Target::start(&fuzz_target(), &[]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "bad0", path.to_str().unwrap()]);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", FUZZ_NQN, "-a", "-s", "SPDK-FZ0"]);
+    add_tcp_listener(&t, FUZZ_NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", FUZZ_NQN, "bad0"]);
+
+    let (mut admin, status, cntlid) = connect_queue(port, 0, 0xFFFF);
+    assert_eq!(status, 0);
+    let (status, _) = command(
+        &mut admin,
+        wire::property_set(2, wire::CC_OFFSET, wire::CC_ENABLE),
+        vec![],
+    );
+    assert_eq!(status, 0);
+    let (mut io, status, _) = connect_queue(port, 1, cntlid);
+    assert_eq!(status, 0);
+
+    let (status, data) = read_blocks(&mut io, 1, 6, 1);
+    assert_eq!(status, 0, "block 6");
+    assert_eq!(data, vec![0x5a; 4096], "block 6 holds what was written");
+    let (status, _) = read_blocks(&mut io, 2, 7, 1);
+    assert_ne!(status, 0, "the unreadable block 7 read as success");
+    eprintln!(
+        "unreadable block: status {status:#x} (SCT {}, SC {:#x})",
+        status >> 8,
+        status & 0xff
+    );
+    let (status, _) = read_blocks(&mut io, 3, 6, 2);
+    assert_ne!(status, 0, "a read covering block 7 read as success");
+    drop(io);
+    drop(admin);
+    assert_still_serving(&mut t, port, "after reading an unreadable block");
+    assert!(t.stop().success());
+}

@@ -393,6 +393,26 @@ pub fn nvme_bdev_config(dir: &Path, nqn: &str, port: u16) -> PathBuf {
     path
 }
 
+/// bdevperf `-w verify` for 1 s on core 1 through SPDK's NVMe bdev attached
+/// to the target's `nqn`: writes `io_size`-byte I/Os, reads them back and
+/// compares. Returns its exit status and output, for `check_bdevperf`.
+pub fn bdevperf_verify(
+    dir: &Path,
+    nqn: &str,
+    port: u16,
+    io_size: u32,
+) -> (std::process::ExitStatus, String) {
+    let config = nvme_bdev_config(dir, nqn, port);
+    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+        .args(["--json", config.to_str().unwrap()])
+        .args(["-q", "8", "-o", &io_size.to_string(), "-w", "verify"])
+        .args(["-t", "1", "-m", "0x2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running bdevperf");
+    (out.status, output_text(&out))
+}
+
 /// A free TCP port on 127.0.0.1 for this test process.
 pub fn test_port() -> u16 {
     unique_ids().1
