@@ -3,7 +3,9 @@
 # Block Semantics Using SPDK and PMDK", end to end, with our nvmf_tgt:
 #   libpmemblk pool -> pmem bdev pmdk0 -> NVMe-oF subsystem (serial SPDK0001,
 #   any host) -> listener -> namespace -> a real NVMe-oF initiator (SPDK's
-#   identify and perf) connects over the fabric and does I/O.
+#   identify, perf and bdevperf) connects over the fabric and does I/O.
+# It checks what it shows (serial, namespace size, no I/O errors, data read
+# back equal to what was written) and exits non-zero if any of it is wrong.
 # Set-up (packages, hugepages, SPDK source and build) happens first, idempotently.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -116,9 +118,10 @@ trid="trtype:$trtype adrfam:IPv4 traddr:$addr trsvcid:$port subnqn:$nqn"
 step "SPDK identify over the fabric ($trid)"
 "$spdk/build/examples/identify" -r "$trid" -p 1 >"$work/identify.txt" 2>&1 ||
   { cat "$work/identify.txt" >&2; echo "article: identify failed" >&2; exit 1; }
-python3 - "$work/identify.txt" <<'PY'
+num_blocks=$(rpc bdev_get_bdevs -b pmdk0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["num_blocks"])')
+python3 - "$work/identify.txt" "$serial" "$num_blocks" "$bsize" <<'PY' || exit 1
 import re, sys
-text = open(sys.argv[1]).read()
+text, serial, blocks, bsize = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3], sys.argv[4]
 def grab(pattern):
     m = re.search(pattern, text, re.M)
     return m.group(1).strip() if m else "?"
@@ -128,12 +131,44 @@ size = grab(r"^LBA Format #%s: Data Size:\s+(\d+)" % fmt) if fmt != "?" else "?"
 print("   serial number:  " + grab(r"^Serial Number:\s+(.*)$"))
 print("   model number:   " + grab(r"^Model Number:\s+(.*)$"))
 print("   namespace 1:    %s blocks of %s bytes = %.1f MiB" % (lbas, size, int(lbas) * int(size) / 1048576 if lbas.isdigit() and size.isdigit() else 0))
+wrong = []
+if grab(r"^Serial Number:\s+(.*)$") != serial:
+    wrong.append("serial number is not %s" % serial)
+if lbas != blocks or size != bsize:
+    wrong.append("namespace 1 is not the pool's %s blocks of %s bytes" % (blocks, bsize))
+for w in wrong:
+    print("article: identify over the fabric: " + w, file=sys.stderr)
+sys.exit(1 if wrong else 0)
 PY
 
 step "SPDK perf over the fabric: 4 KiB random 50/50 read/write, QD 32, ${io_seconds} s, core 1"
 "$spdk/build/examples/perf" -r "$trid" -q 32 -o 4096 -w randrw -M 50 -t "$io_seconds" -c 0x2 >"$work/perf.txt" 2>&1 ||
   { cat "$work/perf.txt" >&2; echo "article: perf failed" >&2; exit 1; }
-awk '/^Total/ { printf "   IOPS %s, %s MiB/s, latency avg %s us (min %s, max %s)\n", $3, $4, $5, $6, $7 }' "$work/perf.txt"
+# SPDK 20.07's perf counts I/Os that completed with an error and still exits 0.
+if grep -q "completed with error" "$work/perf.txt" || ! awk '/^Total/ && $3 > 0 { ok = 1 } END { exit !ok }' "$work/perf.txt"; then
+  grep -m 5 "completed with error" "$work/perf.txt" >&2 || tail -n 20 "$work/perf.txt" >&2
+  echo "article: perf saw I/O errors or did no I/O" >&2
+  exit 1
+fi
+awk '/^Total/ { printf "   IOPS %s, %s MiB/s, latency avg %s us (min %s, max %s), no I/O errors\n", $3, $4, $5, $6, $7 }' "$work/perf.txt"
+
+step "Data written over the fabric and read back: bdevperf verify, 4 KiB and 64 KiB, 2 s each, core 1"
+cat >"$work/initiator.json" <<JSON
+{"subsystems": [{"subsystem": "bdev", "config": [{"method": "bdev_nvme_attach_controller",
+  "params": {"name": "Nvme0", "trtype": "$transport", "adrfam": "ipv4", "traddr": "$addr",
+             "trsvcid": "$port", "subnqn": "$nqn"}}]}]}
+JSON
+for io in 4096 65536; do
+  "$spdk/test/bdev/bdevperf/bdevperf" --json "$work/initiator.json" -q 8 -o "$io" -w verify -t 2 -m 0x2 \
+    >"$work/bdevperf.txt" 2>&1 </dev/null ||
+    { tail -n 20 "$work/bdevperf.txt" >&2; echo "article: bdevperf verify ($io-byte I/Os) failed" >&2; exit 1; }
+  if grep -q "Buffer mismatch\| fails" "$work/bdevperf.txt"; then
+    grep -m 5 "Buffer mismatch\| fails" "$work/bdevperf.txt" >&2
+    echo "article: data read back over the fabric differs from what was written" >&2
+    exit 1
+  fi
+  awk -v io="$io" '{ sub(/^\r/, "") } $1 == "Total" && $2 == ":" { printf "   %s-byte I/Os: %s IOPS, every block read back equal to what was written\n", io, $3 }' "$work/bdevperf.txt"
+done
 
 step "Shutting down"
 kill -INT "$tgt_pid"
