@@ -60,14 +60,37 @@ impl Target {
         t
     }
 
+    /// Starts as `start` does, under the file-creation mask `umask`.
+    pub fn start_with_umask(binary: &Path, extra: &[&str], umask: u32) -> Target {
+        let t = Target::spawn_with(binary, extra, Some(umask));
+        t.wait_ready();
+        t
+    }
+
     /// Starts without waiting: for tests of start-up failures.
     pub fn spawn(binary: &Path, extra: &[&str]) -> Target {
+        Target::spawn_with(binary, extra, None)
+    }
+
+    fn spawn_with(binary: &Path, extra: &[&str], umask: Option<u32>) -> Target {
         let dir = tempfile::tempdir().expect("temp dir");
         let (shm_id, _) = unique_ids();
         let sock = dir.path().join("rpc.sock");
         let log = dir.path().join("target.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary)
+        let mut cmd = Command::new(binary);
+        if let Some(mask) = umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask(2) is async-signal-safe and touches nothing but
+            // the child's own mask, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("-m")
             .arg("0x1")
             .arg("-i")
