@@ -12,12 +12,14 @@ fi
 
 # Build: SPDK 20.07 + DPDK 20.05 (meson, ninja, nasm), PMDK's pmem bdev, bindgen (libclang).
 # Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in.
+# Tests: pmdk-tools' pmempool checks pools after the crash torture.
 PACKAGES=(
   build-essential pkg-config python3 python3-venv meson ninja-build nasm
   libclang-dev clang
   libpmemblk-dev libpmem-dev libaio-dev libnuma-dev uuid-dev libssl-dev libncurses-dev libcunit1-dev
   libibverbs-dev librdmacm-dev
   xz-utils patch ca-certificates debian-archive-keyring procps util-linux
+  pmdk-tools
 )
 
 missing=()

@@ -37,6 +37,7 @@ fn nvme_fuzz(dir: &Path, args: &[&str], limit: Duration) -> String {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            remove_trace_file("nvme_fuzz", child.id());
             panic!("nvme_fuzz {args:?} still running after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -11,6 +11,7 @@ mod nvme_tcp;
 use common::rng::Rng;
 use common::*;
 use nvme_tcp::fuzz::{self, Bounds, Setup, Stats};
+use nvme_tcp::host::{command, connect_as, negotiated};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, RwLock};
@@ -133,6 +134,7 @@ fn fuzzed_nvme_tcp_hosts_do_not_crash_the_target_or_disturb_verified_io() {
     if let Err(f) = result {
         let _ = bdevperf.kill();
         let _ = bdevperf.wait();
+        remove_trace_file("bdevperf", bdevperf.id());
         std::thread::sleep(Duration::from_millis(500));
         let state = match t.child.as_mut().unwrap().try_wait().unwrap() {
             Some(status) => format!("the target exited: {status}"),
@@ -224,19 +226,6 @@ fn keep_sending(
         }
         std::thread::sleep(every);
     }
-}
-
-/// A connection that has done ICReq/ICResp.
-fn negotiated(port: u16) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&nvme_tcp::wire::icreq(0, 0, Default::default(), 0).encode())
-        .unwrap();
-    let mut icresp = [0u8; 128];
-    s.read_exact(&mut icresp).expect("ICResp");
-    assert_eq!(icresp[0], nvme_tcp::wire::ICRESP);
-    s
 }
 
 /// vendor/patches/0007: a Connect capsule whose SGL says no data.
@@ -357,21 +346,6 @@ fn refused_connections_that_keep_sending_until_the_timeout_do_not_crash_the_targ
     assert!(t.stop().success());
 }
 
-/// Sends one capsule and returns the (status, dword 0) of its response.
-fn command(s: &mut std::net::TcpStream, sqe: nvme_tcp::wire::Sqe, data: Vec<u8>) -> (u16, u32) {
-    use nvme_tcp::wire;
-    use std::io::{Read, Write};
-    s.write_all(&wire::capsule(&sqe.0, data, Default::default(), 0).encode())
-        .unwrap();
-    let mut rsp = [0u8; 24];
-    s.read_exact(&mut rsp).expect("a capsule response");
-    assert_eq!(rsp[0], wire::CAPSULE_RESP, "{rsp:02x?}");
-    (
-        u16::from_le_bytes([rsp[22], rsp[23]]) >> 1,
-        u32::from_le_bytes(rsp[8..12].try_into().unwrap()),
-    )
-}
-
 /// A Fabrics Connect of queue `qid` (to controller `cntlid`, 0xFFFF: new)
 /// on a new connection, without keep-alive; returns it and the status and
 /// controller id of the answer.
@@ -383,21 +357,6 @@ fn connect_queue(port: u16, qid: u16, cntlid: u16) -> (std::net::TcpStream, u16,
         qid,
         cntlid,
     )
-}
-
-/// A Fabrics Connect to subsystem `subnqn` as host `hostnqn`.
-fn connect_as(
-    port: u16,
-    subnqn: &str,
-    hostnqn: &str,
-    qid: u16,
-    cntlid: u16,
-) -> (std::net::TcpStream, u16, u16) {
-    use nvme_tcp::wire;
-    let mut s = negotiated(port);
-    let (sqe, data) = wire::connect(1, qid, 31, 0, cntlid, subnqn, hostnqn);
-    let (status, dw0) = command(&mut s, sqe, data);
-    (s, status, dw0 as u16)
 }
 
 /// vendor/patches/0009: a controller whose admin queue closed while an I/O
@@ -667,50 +626,10 @@ fn a_host_resetting_right_after_a_bad_header_does_not_crash_the_target() {
     assert!(t.stop().success());
 }
 
-/// Reads `blocks` blocks at `lba` of namespace 1 on an I/O queue; returns the
-/// status (0: success) and the data that came.
-fn read_blocks(s: &mut std::net::TcpStream, cid: u16, lba: u64, blocks: u32) -> (u16, Vec<u8>) {
-    use nvme_tcp::wire;
-    use std::io::{Read, Write};
-    let len = blocks * 4096;
-    let sqe = wire::rw(
-        wire::OPC_READ,
-        cid,
-        1,
-        lba,
-        blocks,
-        len,
-        wire::SGL_TRANSPORT,
-    );
-    s.write_all(&wire::capsule(&sqe.0, vec![], Default::default(), 0).encode())
-        .unwrap();
-    let mut data = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk).expect("reading the answer");
-        assert!(n > 0, "the target closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some(p) = wire::take_pdu(&mut buf).unwrap() {
-            match p.ty {
-                wire::C2H_DATA => {
-                    data.extend_from_slice(p.data(Default::default()));
-                    if p.flags & wire::FLAG_SUCCESS != 0 {
-                        return (0, data);
-                    }
-                }
-                wire::CAPSULE_RESP => return (p.cqe().1, data),
-                other => panic!("unexpected PDU type {other:#x}"),
-            }
-        }
-    }
-}
-
 /// A block libpmemblk marks unreadable (`pmemblk_set_error`) reaches the host
 /// as an NVMe error status, not as data; the blocks around it read fine.
 #[test]
 fn an_unreadable_pmem_block_reaches_the_host_as_an_error_status() {
-    use nvme_tcp::wire;
     let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
     let dir = shm_dir();
     let path = dir.path().join("bad.pool");
@@ -727,28 +646,19 @@ fn an_unreadable_pmem_block_reaches_the_host_as_an_error_status() {
     add_tcp_listener(&t, FUZZ_NQN, port);
     t.rpc_ok(&["nvmf_subsystem_add_ns", FUZZ_NQN, "bad0"]);
 
-    let (mut admin, status, cntlid) = connect_queue(port, 0, 0xFFFF);
-    assert_eq!(status, 0);
-    let (status, _) = command(
-        &mut admin,
-        wire::property_set(2, wire::CC_OFFSET, wire::CC_ENABLE),
-        vec![],
-    );
-    assert_eq!(status, 0);
-    let (mut io, status, _) = connect_queue(port, 1, cntlid);
-    assert_eq!(status, 0);
-
-    let (status, data) = read_blocks(&mut io, 1, 6, 1);
+    let (admin, mut io) =
+        nvme_tcp::host::io_queue(port, FUZZ_NQN, "nqn.2014-08.org.nvmexpress:uuid:1");
+    let (status, data) = nvme_tcp::host::read_blocks(&mut io, 1, 6, 1, 4096);
     assert_eq!(status, 0, "block 6");
     assert_eq!(data, vec![0x5a; 4096], "block 6 holds what was written");
-    let (status, _) = read_blocks(&mut io, 2, 7, 1);
+    let (status, _) = nvme_tcp::host::read_blocks(&mut io, 2, 7, 1, 4096);
     assert_ne!(status, 0, "the unreadable block 7 read as success");
     eprintln!(
         "unreadable block: status {status:#x} (SCT {}, SC {:#x})",
         status >> 8,
         status & 0xff
     );
-    let (status, _) = read_blocks(&mut io, 3, 6, 2);
+    let (status, _) = nvme_tcp::host::read_blocks(&mut io, 3, 6, 2, 4096);
     assert_ne!(status, 0, "a read covering block 7 read as success");
     drop(io);
     drop(admin);

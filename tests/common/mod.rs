@@ -211,8 +211,12 @@ impl Drop for Target {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // DPDK leaves its runtime files per shm id; remove ours.
+        // DPDK leaves its runtime files per shm id, and SPDK a 135 MB trace
+        // file in /dev/shm (memory) unless it exits cleanly; remove ours.
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{}", self.shm_id));
+        if self.shm_id >= 0 {
+            let _ = std::fs::remove_file(format!("/dev/shm/nvmf_trace.{}", self.shm_id));
+        }
         for entry in std::fs::read_dir("/dev/hugepages")
             .into_iter()
             .flatten()
@@ -434,6 +438,12 @@ pub fn bdevperf_verify(
         .output()
         .expect("running bdevperf");
     (out.status, output_text(&out))
+}
+
+/// Removes the trace file SPDK app `app` (started without `-i`) left in
+/// /dev/shm when it was killed as process `pid`.
+pub fn remove_trace_file(app: &str, pid: u32) {
+    let _ = std::fs::remove_file(format!("/dev/shm/{app}_trace.pid{pid}"));
 }
 
 /// A free TCP port on 127.0.0.1 for this test process.
