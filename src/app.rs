@@ -259,6 +259,9 @@ impl AppOptions {
             check_core_mask(mask)?;
         }
         check_rpc_socket_free(self.effective_rpc_addr())?;
+        if let Some(id) = self.shm_id.filter(|&id| id >= 0) {
+            check_shm_id_free(id, Path::new("/var/run/dpdk"))?;
+        }
         if !self.no_huge {
             check_hugepages(self.hugedir.as_deref())?;
         }
@@ -510,6 +513,35 @@ fn check_rpc_socket_free(addr: &str) -> Result<()> {
     if std::os::unix::net::UnixStream::connect(addr).is_ok() {
         return Err(Error::InvalidArgument(format!(
             "RPC socket {addr} is in use by another SPDK application: stop it, or pass -r with another path"
+        )));
+    }
+    Ok(())
+}
+
+/// DPDK starts with `--proc-type=auto`: a second process on the same shared
+/// memory id does not fail, it attaches to the first one's memory as a DPDK
+/// secondary process. Refuse instead while a live process holds the lock
+/// DPDK's primary takes on its runtime config file.
+fn check_shm_id_free(shm_id: i32, runtime_dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let config = runtime_dir.join(format!("spdk{shm_id}")).join("config");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&config)
+    else {
+        return Ok(());
+    };
+    // SAFETY: a zeroed flock is a valid value to fill in.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: F_GETLK on an open descriptor, with a valid flock to fill in.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) };
+    if rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short {
+        return Err(Error::InvalidArgument(format!(
+            "shared-memory id {shm_id} is in use by another SPDK application (process {}): stop it, or pass -i with another id",
+            lock.l_pid
         )));
     }
     Ok(())
