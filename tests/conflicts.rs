@@ -17,19 +17,11 @@ use std::time::{Duration, Instant};
 const NQN: &str = "nqn.2016-06.io.spdk:conflicts";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:c0ff1c75-0000-4000-8000-000000000001";
 
-/// A target serving `pool` (created if missing) as `bdev` in `NQN`.
-fn serving(pool: &Path, bdev: &str, extra: &[&str]) -> (Target, u16) {
+/// A target serving a new pool at `pool` as `bdev` in `NQN`.
+fn serving(pool: &Path, bdev: &str) -> (Target, u16) {
     let port = test_port();
-    let t = Target::start(&our_nvmf_tgt(), extra);
-    if !pool.exists() {
-        t.rpc_ok(&[
-            "bdev_pmem_create_pool",
-            pool.to_str().unwrap(),
-            "32",
-            "4096",
-        ]);
-    }
-    t.rpc_ok(&["bdev_pmem_create", "-n", bdev, pool.to_str().unwrap()]);
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    add_pmem_bdev(&t, pool, bdev);
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
     t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK-CONFLICT"]);
     add_tcp_listener(&t, NQN, port);
@@ -64,7 +56,7 @@ fn open_fds(pid: u32) -> usize {
 fn a_pool_file_in_use_is_refused_and_its_data_kept() {
     let dir = shm_dir();
     let pool = dir.path().join("shared.pool");
-    let (mut first, port) = serving(&pool, "pmdk0", &[]);
+    let (mut first, port) = serving(&pool, "pmdk0");
     write_and_read_back(port, 3, 0xa1);
 
     let second = Target::start(&our_nvmf_tgt(), &[]);
@@ -99,7 +91,7 @@ fn a_pool_file_in_use_is_refused_and_its_data_kept() {
 #[test]
 fn a_second_target_on_the_same_shm_id_or_address_is_refused() {
     let dir = shm_dir();
-    let (first, port) = serving(&dir.path().join("a.pool"), "pmdk0", &[]);
+    let (first, port) = serving(&dir.path().join("a.pool"), "pmdk0");
 
     let shm = first.shm_id.to_string();
     let mut same_shm = Target::spawn(&our_nvmf_tgt(), &["-i", &shm]);
@@ -145,7 +137,7 @@ fn removing_what_a_host_is_using_fails_its_io_not_the_target() {
         "nvmf_subsystem_remove_listener",
     ] {
         let dir = shm_dir();
-        let (mut t, port) = serving(&dir.path().join("busy.pool"), "pmdk0", &[]);
+        let (mut t, port) = serving(&dir.path().join("busy.pool"), "pmdk0");
         let pid = t.child.as_ref().unwrap().id();
         let fds_before = open_fds(pid);
         let (admin, mut io) = host::io_queue(port, NQN, HOSTNQN);

@@ -116,13 +116,7 @@ fn io_checks_fail_a_target_whose_io_fails() {
     let port = test_port();
     let nqn = "nqn.2016-06.io.spdk:failing";
     let mut t = Target::start(&our_nvmf_tgt(), &[]);
-    t.rpc_ok(&[
-        "bdev_pmem_create_pool",
-        pool.to_str().unwrap(),
-        "32",
-        "4096",
-    ]);
-    t.rpc_ok(&["bdev_pmem_create", "-n", "pmdk0", pool.to_str().unwrap()]);
+    add_pmem_bdev(&t, &pool, "pmdk0");
     t.rpc_ok(&["bdev_error_create", "pmdk0"]);
     t.rpc_ok(&[
         "bdev_error_inject_error",

@@ -513,13 +513,7 @@ fn small_target() -> (Target, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let t = Target::start(&fuzz_target(), &[]);
     let pool = dir.path().join("pmdk0.pool");
-    t.rpc_ok(&[
-        "bdev_pmem_create_pool",
-        pool.to_str().unwrap(),
-        "32",
-        "4096",
-    ]);
-    t.rpc_ok(&["bdev_pmem_create", "-n", "pmdk0", pool.to_str().unwrap()]);
+    add_pmem_bdev(&t, &pool, "pmdk0");
     (t, dir)
 }
 

@@ -245,6 +245,13 @@ pub fn method_names(listed: &serde_json::Value) -> Vec<String> {
     names
 }
 
+/// A new 32 MiB pool of 4 KiB blocks at `pool` and the pmem bdev `name` on it.
+pub fn add_pmem_bdev(t: &Target, pool: &Path, name: &str) {
+    let pool = pool.to_str().unwrap();
+    t.rpc_ok(&["bdev_pmem_create_pool", pool, "32", "4096"]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", name, pool]);
+}
+
 /// A TCP listener for `nqn` on 127.0.0.1:`port`.
 pub fn add_tcp_listener(t: &Target, nqn: &str, port: u16) {
     let port_s = port.to_string();
