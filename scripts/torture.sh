@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Long crash-torture runs (scripts/test.sh runs 50 cycles per pool): a host
-# writes stamped 4 KiB units over NVMe/TCP, the target is killed with SIGKILL
+# Long crash-torture runs (scripts/test.sh runs 50 cycles per pool): SPDK's
+# NVMe-oF initiator (examples/stamped_writer.rs) writes stamped 4 KiB units
+# over NVMe/TCP, the target is killed with SIGKILL
 # at a random moment, pmempool checks the pool and every unit is read back:
 # no torn unit and no lost acknowledged write on pools of 4 KiB blocks (in
 # /dev/shm and on disk), and torn units found by the control (512-byte blocks).

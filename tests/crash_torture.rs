@@ -1,6 +1,7 @@
-//! Crash torture: a host writes stamped 4 KiB units over NVMe/TCP (each holds
-//! its unit number, a generation and a CRC-32C of the rest) and records which
-//! writes the target acknowledged; the target is killed with SIGKILL at a
+//! Crash torture: SPDK's own NVMe-oF initiator (lib/nvme over TCP, driven by
+//! examples/stamped_writer.rs) writes stamped 4 KiB units (each holds its
+//! unit number, a generation and a CRC-32C of the rest; tests/common/stamp.rs)
+//! and reports which writes the target acknowledged; the target is killed with SIGKILL at a
 //! random moment; `pmempool check` checks the pool, and every unit is read
 //! back with libpmemblk. A unit must hold exactly one whole generation that
 //! was written to it (no mix of two writes), and no older one than the last
@@ -18,16 +19,16 @@ mod common;
 mod nvme_tcp;
 
 use common::rng::Rng;
+use common::stamp::{self, stamp, UNIT};
 use common::*;
-use nvme_tcp::{host, wire};
+use nvme_tcp::host;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
 const NQN: &str = "nqn.2016-06.io.spdk:torture";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:70e7a6b0-0000-4000-8000-000000000007";
-const UNIT: usize = 4096;
 /// Units written (a small range, so units are overwritten often).
 const UNITS: u64 = 256;
 const QUEUE_DEPTH: u16 = 16;
@@ -42,17 +43,6 @@ static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct History {
     issued: HashMap<u64, Vec<u64>>,
     acked: HashMap<u64, u64>,
-}
-
-/// A unit's contents for generation `gen`: unit, generation, a pattern, and
-/// a CRC-32C of all that in the last 4 bytes.
-fn stamp(unit: u64, gen: u64) -> Vec<u8> {
-    let mut b = Rng::new(unit.rotate_left(32) ^ gen).bytes(UNIT);
-    b[0..8].copy_from_slice(&unit.to_le_bytes());
-    b[8..16].copy_from_slice(&gen.to_le_bytes());
-    let crc = wire::crc32c(&b[..UNIT - 4]);
-    b[UNIT - 4..].copy_from_slice(&crc.to_le_bytes());
-    b
 }
 
 #[derive(Debug, Default)]
@@ -77,15 +67,11 @@ fn check_unit(unit: u64, data: &[u8], h: &History, v: &mut Verdict) {
         }
         return;
     }
-    let crc = u32::from_le_bytes(data[UNIT - 4..].try_into().unwrap());
-    let stamped_unit = u64::from_le_bytes(data[0..8].try_into().unwrap());
-    let gen = u64::from_le_bytes(data[8..16].try_into().unwrap());
-    let issued = h.issued.get(&unit).is_some_and(|g| g.contains(&gen));
-    if crc != wire::crc32c(&data[..UNIT - 4])
-        || stamped_unit != unit
-        || !issued
-        || data != stamp(unit, gen)
-    {
+    let claim = stamp::claimed(data);
+    let whole = claim.is_some_and(|(u, g)| {
+        u == unit && h.issued.get(&unit).is_some_and(|i| i.contains(&g)) && data == stamp(u, g)
+    });
+    let Some((_, gen)) = claim.filter(|_| whole) else {
         if !v.torn_seen.insert((unit, data.to_vec())) {
             return;
         }
@@ -106,7 +92,7 @@ fn check_unit(unit: u64, data: &[u8], h: &History, v: &mut Verdict) {
             "unit {unit}: not one whole write (generations of its 512-byte pieces: {pieces:?})"
         ));
         return;
-    }
+    };
     if let Some(g) = acked {
         if gen < g {
             v.lost.push(format!(
@@ -116,73 +102,77 @@ fn check_unit(unit: u64, data: &[u8], h: &History, v: &mut Verdict) {
     }
 }
 
-/// Writes stamped units with `QUEUE_DEPTH` commands in flight until the
-/// connection breaks (the target was killed), recording every write issued
-/// and every success acknowledged. `lbas_per_unit` is 8 on a 512-byte pool.
-fn write_until_killed(
+/// Runs SPDK's initiator (examples/stamped_writer.rs) against `NQN` on
+/// `port` until the connection breaks, sending `signal` to the target (pid
+/// `target`) a random moment after the writer's I/O queue is up. Records
+/// every write issued and every success acknowledged; returns the number
+/// acknowledged. A write that fails with anything but the abort of a broken
+/// connection fails the test.
+fn write_until_stopped(
     port: u16,
-    lbas_per_unit: u32,
+    target: i32,
+    signal: i32,
     rng: &mut Rng,
     next_gen: &mut u64,
     h: &mut History,
 ) -> u64 {
-    let (_admin, mut io) = host::io_queue(port, NQN, HOSTNQN);
-    io.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut in_flight: HashMap<u16, (u64, u64)> = HashMap::new();
-    let mut free: Vec<u16> = (1..=QUEUE_DEPTH).collect();
-    let mut buf = Vec::new();
-    let mut acked_now = 0u64;
-    loop {
-        while let Some(cid) = free.pop() {
-            // One write per unit in flight: NVMe may complete concurrent
-            // writes to the same blocks in any order.
-            let unit = loop {
-                let u = rng.below(UNITS);
-                if !in_flight.values().any(|&(iu, _)| iu == u) {
-                    break u;
-                }
-            };
-            let gen = *next_gen;
-            *next_gen += 1;
-            let sqe = wire::rw(
-                wire::OPC_WRITE,
-                cid,
-                1,
-                unit * lbas_per_unit as u64,
-                lbas_per_unit,
-                UNIT as u32,
-                wire::SGL_IN_CAPSULE,
-            );
-            h.issued.entry(unit).or_default().push(gen);
-            if io
-                .write_all(&wire::capsule(&sqe.0, stamp(unit, gen), Default::default(), 0).encode())
-                .is_err()
-            {
-                return acked_now;
+    let (shm_id, _) = unique_ids();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let mut writer = std::process::Command::new(example_binary("stamped_writer"))
+        .args(["--port", &port.to_string(), "--subnqn", NQN])
+        .args(["--shm-id", &shm_id.to_string()])
+        // The target runs on core 0.
+        .args(["--core-mask", if cores > 1 { "0x2" } else { "0x1" }])
+        .args(["--units", &UNITS.to_string()])
+        .args(["--queue-depth", &QUEUE_DEPTH.to_string()])
+        .args(["--seed", &rng.next_u64().to_string()])
+        .args(["--first-gen", &next_gen.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .expect("starting examples/stamped_writer");
+    let delay = Duration::from_millis(rng.range(20, 300));
+    let mut stopper = None;
+    let (mut acked, mut end) = (0, String::new());
+    let out = std::io::BufReader::new(writer.stdout.take().unwrap());
+    for line in out.lines() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| words[i].parse::<u64>().unwrap();
+        match words.first().copied() {
+            Some("connected") => {
+                stopper = Some(std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    // SAFETY: kill(2) on our own child's pid.
+                    unsafe { libc::kill(target, signal) };
+                }))
             }
-            in_flight.insert(cid, (unit, gen));
-        }
-        let mut chunk = [0u8; 65536];
-        match io.read(&mut chunk) {
-            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return acked_now,
-        }
-        while let Some(p) = wire::take_pdu(&mut buf).unwrap() {
-            assert_eq!(p.ty, wire::CAPSULE_RESP, "unexpected PDU {:#x}", p.ty);
-            let (cid, status) = p.cqe();
-            let (unit, gen) = in_flight
-                .remove(&cid)
-                .expect("a response to a command in flight");
-            assert_eq!(
-                status, 0,
-                "write of unit {unit} failed with status {status:#x}"
-            );
-            let a = h.acked.entry(unit).or_insert(gen);
-            *a = (*a).max(gen);
-            acked_now += 1;
-            free.push(cid);
+            Some("issue") => {
+                h.issued.entry(num(1)).or_default().push(num(2));
+                *next_gen = (*next_gen).max(num(2) + 1);
+            }
+            Some("ack") => {
+                let a = h.acked.entry(num(1)).or_insert(num(2));
+                *a = (*a).max(num(2));
+                acked += 1;
+            }
+            // Aborted because the connection broke (SCT 0, SC 08h).
+            Some("error") if words[3..] == ["0", "8"] => {}
+            Some("error") => panic!("a write failed: {line}"),
+            Some("end") => end = line,
+            _ => {}
         }
     }
+    let status = writer.wait().unwrap();
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let stopped = stopper.map(|t| t.join().is_ok()).unwrap_or(false);
+    assert!(
+        status.success() && stopped,
+        "the writer: {status}, {end:?}, target signalled: {stopped}\n{}",
+        std::fs::read_to_string(stderr.path()).unwrap_or_default()
+    );
+    acked
 }
 
 /// The torture on one pool: `cycles` times start the target on it, write
@@ -198,19 +188,11 @@ fn torture(pool: &Path, block_size: usize, cycles: u64, seed: u64) -> (Verdict, 
         let p = spdk_pmem::pmem::Pool::create(pool, block_size, 32 << 20, 0o600).unwrap();
         assert!(p.block_count() * block_size as u64 >= UNITS * UNIT as u64);
     }
-    let lbas_per_unit = (UNIT / block_size) as u32;
     for cycle in 0..cycles {
         let (mut t, port) = serve_pool(pool, &[]);
         let pid = t.child.as_ref().unwrap().id() as i32;
-        let delay = Duration::from_millis(rng.range(20, 300));
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(delay);
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        });
-        let mut wrng = Rng::new(rng.next_u64());
-        acknowledged += write_until_killed(port, lbas_per_unit, &mut wrng, &mut next_gen, &mut h);
-        killer.join().unwrap();
+        acknowledged +=
+            write_until_stopped(port, pid, libc::SIGKILL, &mut rng, &mut next_gen, &mut h);
         let status = t.wait_exit(Duration::from_secs(10));
         assert_eq!(
             status.code(),
@@ -296,15 +278,7 @@ fn a_target_stopped_by_a_signal_under_load_exits_cleanly_and_keeps_its_data() {
         let config = dir.path().join("config.json");
         std::fs::write(&config, t.rpc_ok(&["save_config"])).unwrap();
         let pid = t.child.as_ref().unwrap().id() as i32;
-        let delay = Duration::from_millis(rng.range(50, 300));
-        let stopper = std::thread::spawn(move || {
-            std::thread::sleep(delay);
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid, signal) };
-        });
-        let mut wrng = Rng::new(rng.next_u64());
-        let acked = write_until_killed(port, 1, &mut wrng, &mut next_gen, &mut h);
-        stopper.join().unwrap();
+        let acked = write_until_stopped(port, pid, signal, &mut rng, &mut next_gen, &mut h);
         let status = t.wait_exit(Duration::from_secs(30));
         assert!(
             status.success(),

@@ -3,22 +3,8 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn example_binary() -> PathBuf {
-    // cargo test builds examples next to the test binaries' deps directory.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples/embedded_target");
-    assert!(
-        path.is_file(),
-        "{} missing: run through cargo test",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn the_embedded_example_serves_a_namespace_to_spdk_identify() {
@@ -27,7 +13,7 @@ fn the_embedded_example_serves_a_namespace_to_spdk_identify() {
     let log = dir.path().join("example.log");
     let (shm_id, port) = unique_ids();
     let nqn = "nqn.2016-06.io.spdk:embedded";
-    let mut child = Command::new(example_binary())
+    let mut child = Command::new(example_binary("embedded_target"))
         .args([
             "--pool",
             pool.to_str().unwrap(),

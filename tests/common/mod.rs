@@ -3,7 +3,9 @@
 //! `scripts/rpc.py`, and stop it (also when a test fails: `Drop`).
 #![allow(dead_code)]
 
+pub mod crc32c;
 pub mod rng;
+pub mod stamp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +17,20 @@ pub const SPDK_ROOT: &str = spdk_pmem::SPDK_ROOT;
 /// Our binary, as cargo built it for this test run.
 pub fn our_nvmf_tgt() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nvmf_tgt"))
+}
+
+/// One of this crate's examples, which `cargo test` builds beside the test
+/// binaries.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} missing: run through cargo test",
+        path.display()
+    );
+    path
 }
 
 /// SPDK's C nvmf_tgt from the same build.

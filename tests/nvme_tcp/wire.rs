@@ -51,22 +51,7 @@ pub struct Digests {
     pub data: bool,
 }
 
-/// CRC-32C (Castagnoli), the digest NVMe/TCP uses, bit by bit: the fuzzer's
-/// PDUs are small, and a table would be the only thing here longer than this.
-pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+pub use crate::common::crc32c::crc32c;
 
 /// One PDU as it will go on the wire. `build` fills every field consistently;
 /// the fuzzer may then change any of them before `encode`.
