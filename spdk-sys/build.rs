@@ -6,7 +6,10 @@
 //! - `SPDK_PMEM_SOURCE_DIR`: the SPDK source to build (default `vendor/src/spdk`,
 //!   filled by `vendor/fetch-spdk.sh`).
 //! - `SPDK_PMEM_BUILD_DIR`: where cached builds live (default `<target>/spdk`).
-//! - `SPDK_PMEM_JOBS`: parallel make jobs (default: all cores).
+//! - `SPDK_PMEM_JOBS`: parallel make jobs (default: cargo's jobserver).
+//!
+//! Cargo features choose SPDK's optional parts: `rdma` (default) builds the
+//! RDMA transport, the article's; later parts (RBD, OCF) follow the pattern.
 
 use std::env;
 use std::fs::{self, File};
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{self, Command, Stdio};
 
 /// Bump when the way SPDK is built changes in a way the key does not see.
-const RECIPE_VERSION: &str = "2";
+const RECIPE_VERSION: &str = "3";
 const BUILT_STAMP: &str = ".spdk-pmem-built";
 
 fn main() {
@@ -78,28 +81,55 @@ fn check_built(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The SPDK configure flags: PMDK always (the pmem bdev is the point), RDMA when
-/// its libraries are installed (the article's transport), SPDK's apps, examples
-/// and test apps kept (they are the tests' real peers).
-fn configure_flags() -> Vec<String> {
+/// An optional part of SPDK, switched on by a cargo feature of this crate.
+struct OptionalPart {
+    feature: &'static str,
+    flag: &'static str,
+    /// Headers it needs, and the Debian package of each.
+    needs: &'static [(&'static str, &'static str)],
+}
+
+const OPTIONAL_PARTS: &[OptionalPart] = &[OptionalPart {
+    feature: "rdma",
+    flag: "--with-rdma",
+    needs: &[
+        ("/usr/include/infiniband/verbs.h", "libibverbs-dev"),
+        ("/usr/include/rdma/rdma_cma.h", "librdmacm-dev"),
+    ],
+}];
+
+/// The SPDK configure flags: PMDK always (the pmem bdev is the point), the
+/// optional parts whose features are on, SPDK's apps, examples and test apps
+/// kept (they are the tests' real peers).
+fn configure_flags() -> Result<Vec<String>, String> {
     let mut flags = vec![
         "--with-pmdk".to_string(),
         "--disable-unit-tests".to_string(),
         "--without-isal".to_string(),
     ];
-    let rdma = Path::new("/usr/include/infiniband/verbs.h").is_file()
-        && Path::new("/usr/include/rdma/rdma_cma.h").is_file();
-    if rdma {
-        flags.push("--with-rdma".to_string());
+    for part in OPTIONAL_PARTS {
+        let var = format!("CARGO_FEATURE_{}", part.feature.to_uppercase());
+        if env::var_os(var).is_none() {
+            continue;
+        }
+        for (header, package) in part.needs {
+            if !Path::new(header).is_file() {
+                return Err(format!(
+                    "feature `{}` needs {header}: apt-get install {package} \
+                     (scripts/setup-host.sh does), or build without it \
+                     (--no-default-features on spdk-pmem or spdk-sys)",
+                    part.feature
+                ));
+            }
+        }
+        flags.push(part.flag.to_string());
     }
-    flags
+    Ok(flags)
 }
 
 fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
     let vendor = manifest_dir.join("../vendor");
-    let source_manifest = vendor.join("spdk-source.env");
     let patches_dir = vendor.join("patches");
-    println!("cargo:rerun-if-changed={}", source_manifest.display());
     println!("cargo:rerun-if-changed={}", patches_dir.display());
 
     let source = env::var_os("SPDK_PMEM_SOURCE_DIR")
@@ -128,9 +158,11 @@ fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String
         }
     }
 
-    let flags = configure_flags();
-    let source_pin = fs::read_to_string(&source_manifest)
-        .map_err(|e| format!("reading {}: {e}", source_manifest.display()))?;
+    let flags = configure_flags()?;
+    // The key covers the source by its content, so another tree (say
+    // SPDK_PMEM_SOURCE_DIR) never reuses this one's build.
+    println!("cargo:rerun-if-changed={}", source.display());
+    let tree_hash = tree_hash(&vendor, &source)?;
     let mut patches: Vec<PathBuf> = fs::read_dir(&patches_dir)
         .map_err(|e| format!("reading {}: {e}", patches_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -140,7 +172,7 @@ fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String
 
     let mut key = Fnv64::new();
     key.write(RECIPE_VERSION.as_bytes());
-    key.write(source_pin.as_bytes());
+    key.write(tree_hash.as_bytes());
     for flag in &flags {
         key.write(flag.as_bytes());
     }
@@ -170,14 +202,88 @@ fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String
 
     if !root.join(BUILT_STAMP).is_file() {
         println!(
-            "cargo:warning=building SPDK 20.07 in {} (a few minutes, once per patch set and flags)",
+            "cargo:warning=building SPDK 20.07 in {} (a few minutes, once per source, patch set and flags)",
             root.display()
         );
         build_tree(&source, &root, &patches, &flags)?;
-        remove_stale_trees(&cache, &root);
     }
+    use_tree(out_dir, &root)?;
+    remove_unused_trees(&cache);
     update_current_link(&cache, &root);
     Ok(root)
+}
+
+/// Each build of this crate (one per profile and build-script version) names
+/// the tree its artifacts link against in `OUT_DIR/spdk-root`, and the tree
+/// lists those builds, so a tree is only removed once no build uses it.
+const TREE_FILE: &str = "spdk-root";
+const USERS_FILE: &str = ".spdk-pmem-users";
+
+fn use_tree(out_dir: &Path, root: &Path) -> Result<(), String> {
+    // Canonical: each profile reaches the shared cache by its own `..` path.
+    let root = fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    fs::write(out_dir.join(TREE_FILE), root.as_os_str().as_encoded_bytes())
+        .map_err(|e| format!("writing {}: {e}", out_dir.join(TREE_FILE).display()))?;
+    let users = root.join(USERS_FILE);
+    let known = fs::read_to_string(&users).unwrap_or_default();
+    let me = out_dir.to_string_lossy();
+    if !known.lines().any(|l| l == me) {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&users)
+            .and_then(|mut f| writeln!(f, "{me}"))
+            .map_err(|e| format!("writing {}: {e}", users.display()))?;
+    }
+    Ok(())
+}
+
+/// Each tree is about 1 GB: a tree none of whose builds still names it (they
+/// moved to another source, patch set or flags, or were cleaned) goes. We
+/// hold the cache lock, so none is being built.
+fn remove_unused_trees(cache: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let tree = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with("spdk-") || !tree.is_dir() {
+            continue;
+        }
+        let Ok(tree) = fs::canonicalize(&tree) else {
+            continue;
+        };
+        let users = fs::read_to_string(tree.join(USERS_FILE)).unwrap_or_default();
+        let in_use = users.lines().any(|out_dir| {
+            fs::read(Path::new(out_dir).join(TREE_FILE))
+                .is_ok_and(|named| named == tree.as_os_str().as_encoded_bytes())
+        });
+        // Trees are built and claimed under the lock, so one without users
+        // is an interrupted build or from before builds claimed trees.
+        if !in_use {
+            let _ = fs::remove_dir_all(&tree);
+        }
+    }
+}
+
+/// The content hash of the SPDK source tree (vendor/tree-hash.sh, the hash
+/// vendor/spdk-source.env pins for the vendored tree).
+fn tree_hash(vendor: &Path, source: &Path) -> Result<String, String> {
+    let script = vendor.join("tree-hash.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(source)
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || hash.len() != 64 {
+        return Err(format!(
+            "hashing the SPDK source at {} failed: {}",
+            source.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(hash)
 }
 
 /// `<target>/spdk`, shared by all profiles so that `cargo build`, `cargo test`
@@ -193,21 +299,6 @@ fn build_cache_dir(out_dir: &Path) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out_dir.join("../../../.."))
         .join("spdk")
-}
-
-/// Each tree is about 1 GB: once a new one is built, older ones (other
-/// patches or flags) go. We hold the cache lock, so none is being built.
-fn remove_stale_trees(cache: &Path, keep: &Path) {
-    let Ok(entries) = fs::read_dir(cache) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_tree = entry.file_name().to_string_lossy().starts_with("spdk-");
-        if is_tree && path != keep && path.is_dir() {
-            let _ = fs::remove_dir_all(&path);
-        }
-    }
 }
 
 /// `<cache>/current` points at the tree last used, so scripts find SPDK's tools.
@@ -229,6 +320,7 @@ fn build_tree(
     patches: &[PathBuf],
     flags: &[String],
 ) -> Result<(), String> {
+    let began = std::time::Instant::now();
     if root.exists() {
         // A build that was interrupted: start over from clean source.
         fs::remove_dir_all(root).map_err(|e| format!("removing {}: {e}", root.display()))?;
@@ -250,39 +342,63 @@ fn build_tree(
             Some(&log_path),
         )?;
     }
+    let mut configure = Command::new("./configure");
+    configure.args(flags);
     run_cmd(
-        Command::new("./configure").args(flags).current_dir(root),
+        spdk_build_env(&mut configure, root),
         "configuring SPDK",
         Some(&log_path),
     )?;
-    let jobs = env::var("SPDK_PMEM_JOBS").ok().unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .to_string()
-    });
     let mut make = Command::new("make");
-    make.arg(format!("-j{jobs}")).current_dir(root);
+    spdk_build_env(&mut make, root);
+    match (env::var("SPDK_PMEM_JOBS"), env::var("CARGO_MAKEFLAGS")) {
+        (Ok(jobs), _) => {
+            make.arg(format!("-j{jobs}"));
+        }
+        // Join cargo's jobserver: SPDK's make then shares cargo's job slots
+        // instead of adding a job per core beside them. DPDK's part runs
+        // under ninja, which takes no jobserver (SPDK gives it -jN only when
+        // make has one on its command line), so it uses ninja's default.
+        (Err(_), Ok(cargo_flags)) => {
+            make.env("MAKEFLAGS", cargo_flags);
+        }
+        (Err(_), Err(_)) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            make.arg(format!("-j{cores}"));
+        }
+    }
+    run_cmd(&mut make, "building SPDK", Some(&log_path))?;
+    check_built(root)?;
+    // scripts/setup.sh reports the seconds.
+    File::create(root.join(BUILT_STAMP))
+        .and_then(|mut f| {
+            writeln!(f, "flags {}", flags.join(" "))?;
+            writeln!(f, "seconds {}", began.elapsed().as_secs())
+        })
+        .map_err(|e| format!("writing the build stamp: {e}"))
+}
+
+/// The environment of SPDK's configure and make: cargo's flags are for Rust
+/// code, and SPDK must not see our repository's git history.
+fn spdk_build_env<'c>(cmd: &'c mut Command, root: &Path) -> &'c mut Command {
+    cmd.current_dir(root);
     // SPDK stamps its version string with `git describe` of the enclosing
     // repository: stop git at the SPDK tree so our own commits never leak in.
     if let Some(parent) = root.parent() {
-        make.env("GIT_CEILING_DIRECTORIES", parent);
+        cmd.env("GIT_CEILING_DIRECTORIES", parent);
     }
-    // Cargo's jobserver and flags are for Rust code, not for SPDK's own build.
     for var in [
         "MAKEFLAGS",
         "MFLAGS",
         "CARGO_MAKEFLAGS",
         "CFLAGS",
+        "CXXFLAGS",
+        "CPPFLAGS",
         "LDFLAGS",
     ] {
-        make.env_remove(var);
+        cmd.env_remove(var);
     }
-    run_cmd(&mut make, "building SPDK", Some(&log_path))?;
-    check_built(root)?;
-    File::create(root.join(BUILT_STAMP))
-        .and_then(|mut f| writeln!(f, "{}", flags.join(" ")))
-        .map_err(|e| format!("writing the build stamp: {e}"))
+    cmd
 }
 
 fn run_cmd(cmd: &mut Command, what: &str, log: Option<&Path>) -> Result<(), String> {
