@@ -55,8 +55,7 @@ done
 
 cd "$top"
 if [ "$setup" = 1 ]; then
-  bash scripts/setup.sh --release >/tmp/spdk-pmem-setup.log 2>&1 ||
-    { tail -n 30 /tmp/spdk-pmem-setup.log >&2; echo "article: set-up failed (log: /tmp/spdk-pmem-setup.log)" >&2; exit 1; }
+  bash scripts/setup.sh --release || { echo "article: set-up failed" >&2; exit 1; }
 fi
 tgt="$top/target/release/nvmf_tgt"
 [ -x "$tgt" ] || cargo build --release --locked --bin nvmf_tgt

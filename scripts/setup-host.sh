@@ -2,7 +2,11 @@
 # Prepares this machine for building and running the project, idempotently:
 # the Debian packages SPDK, PMDK and bindgen need, Rust's components for CI,
 # and hugepages for SPDK's environment layer. Needs root (or sudo).
+# usage: scripts/setup-host.sh [--needed]
+#   --needed: change nothing; say what is missing and exit 1, or exit 0 if nothing is
 set -euo pipefail
+check_only=0
+[ "${1:-}" != --needed ] || check_only=1
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,6 +30,21 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+want=${SPDK_PMEM_HUGEPAGES:-1024}
+if [ "$check_only" = 1 ]; then
+  needed=()
+  [ ${#missing[@]} -eq 0 ] || needed+=("packages: ${missing[*]}")
+  if command -v rustup >/dev/null; then
+    for c in rustfmt clippy; do
+      rustup component list --installed 2>/dev/null | grep -q "^$c" || needed+=("rust component $c")
+    done
+  fi
+  [ "$(cat /proc/sys/vm/nr_hugepages)" -ge "$want" ] || needed+=("$want hugepages")
+  mountpoint -q /dev/hugepages || needed+=("hugetlbfs at /dev/hugepages")
+  [ ${#needed[@]} -eq 0 ] && exit 0
+  (IFS=';'; echo "${needed[*]}")
+  exit 1
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-host: installing ${missing[*]}"
   $SUDO apt-get update -q
@@ -39,7 +58,6 @@ if command -v rustup >/dev/null; then
 fi
 
 # Hugepages: SPDK's initiators (perf, identify, bdevperf) and the target by default use them.
-want=${SPDK_PMEM_HUGEPAGES:-1024}
 have=$(cat /proc/sys/vm/nr_hugepages)
 if [ "$have" -lt "$want" ]; then
   echo "$want" | $SUDO tee /proc/sys/vm/nr_hugepages >/dev/null
