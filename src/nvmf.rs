@@ -145,8 +145,10 @@ impl fmt::Display for ListenAddress {
 pub struct Target(NonNull<sys::spdk_nvmf_tgt>);
 
 extern "C" fn status_done(arg: *mut c_void, status: i32) {
-    // SAFETY: `arg` is a Completer<i32> handed to C by this module, reclaimed once here.
-    unsafe { Completer::<i32>::from_raw(arg) }.complete(status);
+    crate::app::catch_panic(|| {
+        // SAFETY: `arg` is a Completer<i32> handed to C by this module, reclaimed once here.
+        unsafe { Completer::<i32>::from_raw(arg) }.complete(status)
+    });
 }
 
 extern "C" fn subsystem_state_done(
@@ -527,18 +529,44 @@ impl Subsystem {
         }
     }
 
-    /// Stops listening on `address` for this subsystem (inactive or paused),
-    /// and at the target level (SPDK counts users of a shared listener).
-    pub fn remove_listener(&self, target: Target, address: &ListenAddress) -> Result<()> {
-        let mut trid = address.transport_id()?;
-        // SAFETY: subsystem, target and trid are valid.
-        let rc = unsafe { sys::spdk_nvmf_subsystem_remove_listener(self.as_ptr(), &trid) };
-        // SAFETY: as above; undoes the spdk_nvmf_tgt_listen of add_listener.
-        unsafe { sys::spdk_nvmf_tgt_stop_listen(target.as_ptr(), &mut trid) };
-        check_rc(
-            &format!("removing listener {address} from {}", self.nqn()),
-            rc,
-        )
+    /// Stops listening on `address` for this subsystem, and at the target
+    /// level (SPDK counts the subsystems sharing a listener). An active
+    /// subsystem is paused for the removal and resumed, as SPDK's own
+    /// `nvmf_subsystem_remove_listener` does. The target-level listener is
+    /// released only when the subsystem let go of it: releasing it after a
+    /// refused removal would free what the subsystem still points into.
+    pub fn remove_listener(
+        &self,
+        target: Target,
+        address: &ListenAddress,
+    ) -> impl Future<Output = Result<()>> {
+        let subsystem = *self;
+        let address = address.clone();
+        async move {
+            let mut trid = address.transport_id()?;
+            let remove = |trid: &sys::spdk_nvme_transport_id| {
+                // SAFETY: subsystem and trid are valid.
+                unsafe { sys::spdk_nvmf_subsystem_remove_listener(subsystem.as_ptr(), trid) }
+            };
+            let what = || format!("removing listener {address} from {}", subsystem.nqn());
+            let mut rc = remove(&trid);
+            let mut paused = false;
+            if rc == -libc::EAGAIN {
+                // Active: SPDK changes listeners only while inactive or paused.
+                subsystem.pause().await?;
+                paused = true;
+                rc = remove(&trid);
+            }
+            if rc == 0 {
+                // SAFETY: undoes the spdk_nvmf_tgt_listen of add_listener, now
+                // that the subsystem no longer refers to the listener.
+                unsafe { sys::spdk_nvmf_tgt_stop_listen(target.as_ptr(), &mut trid) };
+            }
+            if paused {
+                subsystem.resume().await?;
+            }
+            check_rc(&what(), rc)
+        }
     }
 
     fn change_state(

@@ -16,7 +16,12 @@ use spdk_pmem::{bdev, thread, Error};
 
 const NQN: &str = "nqn.2016-06.io.spdk:lib";
 
-async fn exercise(pool: std::path::PathBuf, free_port: u16, busy_port: u16) -> Result<(), String> {
+async fn exercise(
+    pool: std::path::PathBuf,
+    free_port: u16,
+    busy_port: u16,
+    second_port: u16,
+) -> Result<(), String> {
     let fail = |what: &str, e: &dyn std::fmt::Debug| format!("{what}: {e:?}");
     let b = bdev::create_pmem_bdev(&pool, "pmdk0").map_err(|e| fail("pmem bdev", &e))?;
     if b.block_size() != 4096 || b.product_name() != "pmemblk disk" {
@@ -101,9 +106,28 @@ async fn exercise(pool: std::path::PathBuf, free_port: u16, busy_port: u16) -> R
     if nsid != 1 || subsystem.serial_number() != "SPDK0001" || subsystem.nqn() != NQN {
         return Err(format!("nsid {nsid}, sn {}", subsystem.serial_number()));
     }
+    let second = ListenAddress::tcp("127.0.0.1", second_port);
+    subsystem
+        .add_listener(target, &second)
+        .await
+        .map_err(|e| fail("second listener", &e))?;
     subsystem.start().await.map_err(|e| fail("start", &e))?;
     subsystem.pause().await.map_err(|e| fail("pause", &e))?;
     subsystem.resume().await.map_err(|e| fail("resume", &e))?;
+    // On the active subsystem: paused, removed, resumed; the port closes.
+    subsystem
+        .remove_listener(target, &second)
+        .await
+        .map_err(|e| fail("removing a listener of an active subsystem", &e))?;
+    if std::net::TcpStream::connect(("127.0.0.1", second_port)).is_ok() {
+        return Err("the removed listener still accepts connections".into());
+    }
+    // Not a listener of the subsystem (any more): refused, and the target's
+    // listener on that address (none now) is not released a second time.
+    match subsystem.remove_listener(target, &second).await {
+        Err(e) if e.errno() == Some(libc::ENOENT) => {}
+        other => return Err(fail("removing a listener twice", &other)),
+    }
     Ok(())
 }
 
@@ -115,23 +139,39 @@ fn library_errors_are_typed_and_leave_nothing_behind() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
     let (shm_id, free_port) = unique_ids();
+    let second_port = test_port();
+    let sock = dir.path().join("rpc.sock");
+    let rpc_sock = sock.clone();
 
     let outcome: Arc<Mutex<Option<Result<String, String>>>> = Arc::default();
     let result = outcome.clone();
     let code = AppOptions::new("library_errors")
         .reactor_mask("0x1")
         .shm_id(shm_id)
-        .rpc_addr(dir.path().join("rpc.sock").to_str().unwrap())
+        .rpc_addr(sock.to_str().unwrap())
         .run(move || {
             thread::spawn_local(async move {
-                let configured = exercise(pool, free_port, busy_port).await;
+                let configured = exercise(pool, free_port, busy_port, second_port).await;
                 let checked = match configured {
                     // identify blocks; run it off the reactor and stop when done.
                     Ok(()) => {
                         let app_thread = thread::Thread::current().unwrap();
+                        let sock = rpc_sock.clone();
                         std::thread::spawn(move || {
-                            let id = std::panic::catch_unwind(|| identify(NQN, free_port))
-                                .map_err(|_| "identify failed".to_string());
+                            let id = std::panic::catch_unwind(|| {
+                                // The subsystem lists what is left, read
+                                // after the removals (SPDK's RPC server).
+                                let listed = rpc_py(&sock, &["nvmf_get_subsystems"]);
+                                let text = output_text(&listed);
+                                assert!(listed.status.success(), "{text}");
+                                assert!(
+                                    text.contains(&format!("\"{free_port}\""))
+                                        && !text.contains(&format!("\"{second_port}\"")),
+                                    "{text}"
+                                );
+                                identify(NQN, free_port)
+                            })
+                            .map_err(|_| "nvmf_get_subsystems or identify failed".to_string());
                             *result.lock().unwrap() = Some(id);
                             app_thread.send(|| app::stop(0)).unwrap();
                         });

@@ -33,6 +33,17 @@ pub fn example_binary(name: &str) -> PathBuf {
     path
 }
 
+/// Runs SPDK's rpc.py against the RPC socket `sock`.
+pub fn rpc_py(sock: &Path, args: &[&str]) -> Output {
+    Command::new("python3")
+        .arg(spdk_tool("scripts/rpc.py"))
+        .arg("-s")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("running rpc.py")
+}
+
 /// SPDK's C nvmf_tgt from the same build.
 pub fn c_nvmf_tgt() -> PathBuf {
     Path::new(SPDK_ROOT).join("build/bin/nvmf_tgt")
@@ -165,13 +176,7 @@ impl Target {
 
     /// Runs SPDK's rpc.py against this target.
     pub fn rpc(&self, args: &[&str]) -> Output {
-        Command::new("python3")
-            .arg(spdk_tool("scripts/rpc.py"))
-            .arg("-s")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .expect("running rpc.py")
+        rpc_py(&self.sock, args)
     }
 
     /// rpc.py that must succeed; returns its stdout.
