@@ -264,12 +264,14 @@ fn precheck(target: Target, req: &Request) -> Result<Vec<TransportKind>, RpcErro
     Ok(missing)
 }
 
+/// Namespaces and listeners of the new, inactive subsystem; `listening`
+/// collects the listeners added, for the rollback.
 async fn build(
     target: Target,
     req: &Request,
     subsystem: Subsystem,
     listening: &mut Vec<ListenAddress>,
-) -> RpcResult {
+) -> Result<(), RpcError> {
     for (i, ns) in req.namespaces.iter().enumerate() {
         subsystem
             .add_namespace(&ns.bdev_name, ns.nsid)
@@ -282,11 +284,7 @@ async fn build(
             .map_err(|e| bad(format!("listen_addresses[{i}]: {e}")))?;
         listening.push(l.clone());
     }
-    subsystem
-        .start()
-        .await
-        .map_err(|e| RpcError::internal(format!("starting {}: {e}", req.nqn)))?;
-    Ok(json!(true))
+    Ok(())
 }
 
 async fn construct_nvmf_subsystem(params: Option<Value>) -> RpcResult {
@@ -304,16 +302,34 @@ async fn construct_nvmf_subsystem(params: Option<Value>) -> RpcResult {
         }
     }
     let mut listening = Vec::new();
-    let outcome = build(target, &req, subsystem, &mut listening).await;
-    if outcome.is_err() {
-        // Undo in reverse: a started subsystem is stopped first.
-        let _ = subsystem.stop().await;
-        for l in &listening {
-            let _ = subsystem.remove_listener(target, l);
+    let mut error = match build(target, &req, subsystem, &mut listening).await {
+        Err(e) => e,
+        Ok(()) => match subsystem.start().await {
+            Ok(()) => return Ok(json!(true)),
+            Err(e) => {
+                let mut error = RpcError::internal(format!("starting {}: {e}", req.nqn));
+                // A start that failed part way may have left it between
+                // states: destroy it only once a stop says it is inactive.
+                if let Err(stop) = subsystem.stop().await {
+                    error.message += &format!(
+                        "; stopping it again failed too ({stop}), so it is left in place: \
+                         nvmf_delete_subsystem {} removes it",
+                        req.nqn
+                    );
+                    return Err(error);
+                }
+                error
+            }
+        },
+    };
+    // Undo in reverse, on the inactive subsystem.
+    for l in &listening {
+        if let Err(e) = subsystem.remove_listener(target, l).await {
+            error.message += &format!("; removing listener {l} again failed: {e}");
         }
-        subsystem.destroy();
     }
-    outcome
+    subsystem.destroy();
+    Err(error)
 }
 
 #[cfg(test)]
