@@ -481,6 +481,18 @@ fn extract_rpc_params(root: &Path, manifest_dir: &Path, out_dir: &Path) -> Resul
             String::from_utf8_lossy(&output.stderr)
         ));
     }
+    // The RPC compatibility filter relies on this table: an empty or cut one
+    // must fail here, not quietly turn the filter off at run time.
+    let table = String::from_utf8_lossy(&output.stdout);
+    if !table.trim_start().starts_with('{')
+        || !table.trim_end().ends_with('}')
+        || !table.contains("\"nvmf_create_subsystem\"")
+    {
+        return Err(format!(
+            "{} printed no usable table of SPDK's RPC parameters (expected a JSON object naming nvmf_create_subsystem)",
+            script.display()
+        ));
+    }
     fs::write(out_dir.join("rpc_params.json"), &output.stdout)
         .map_err(|e| format!("writing rpc_params.json: {e}"))
 }

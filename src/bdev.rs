@@ -92,9 +92,10 @@ pub fn create_pmem_bdev(pool: &Path, name: &str) -> Result<Bdev> {
 }
 
 extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
-    // SAFETY: `arg` is the Completer that delete_pmem_bdev handed to C.
-    let completer = unsafe { Completer::<i32>::from_raw(arg) };
-    completer.complete(bdeverrno);
+    crate::app::catch_panic(|| {
+        // SAFETY: `arg` is the Completer that delete_pmem_bdev handed to C.
+        unsafe { Completer::<i32>::from_raw(arg) }.complete(bdeverrno)
+    });
 }
 
 /// Deletes a pmem bdev (`delete_pmem_disk`); the pool file stays. Resolves

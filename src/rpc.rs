@@ -321,12 +321,14 @@ async fn futures_catch(fut: BoxedReply) -> std::result::Result<RpcResult, String
 }
 
 extern "C" fn collect_json(ctx: *mut c_void, data: *const c_void, size: usize) -> i32 {
-    // SAFETY: `ctx` is the Vec params_to_value passed; SPDK gives `size` bytes at `data`.
-    unsafe {
-        let buf = &mut *(ctx as *mut Vec<u8>);
-        buf.extend_from_slice(std::slice::from_raw_parts(data as *const u8, size));
-    }
-    0
+    crate::app::catch_panic(|| {
+        // SAFETY: `ctx` is the Vec params_to_value passed; SPDK gives `size` bytes at `data`.
+        unsafe {
+            let buf = &mut *(ctx as *mut Vec<u8>);
+            buf.extend_from_slice(std::slice::from_raw_parts(data as *const u8, size));
+        }
+    })
+    .map_or(-1, |()| 0)
 }
 
 /// SPDK's parsed params as a serde_json value (None when absent).

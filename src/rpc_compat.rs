@@ -306,7 +306,12 @@ pub fn accepted_by_2007(method: &str) -> Option<&'static [String]> {
 /// Parameter names per method as 20.07's decoders accept them.
 fn params_2007() -> &'static HashMap<String, Option<Vec<String>>> {
     static PARAMS: OnceLock<HashMap<String, Option<Vec<String>>>> = OnceLock::new();
-    PARAMS.get_or_init(|| serde_json::from_str(crate::sys::RPC_PARAMS_JSON).unwrap_or_default())
+    // spdk-sys's build checks the table; an unreadable one must not quietly
+    // switch the filter and the name-collision guard off.
+    PARAMS.get_or_init(|| {
+        serde_json::from_str(crate::sys::RPC_PARAMS_JSON)
+            .expect("spdk-sys built an unreadable table of 20.07's RPC parameters")
+    })
 }
 
 /// Fields later SPDKs renamed, translated to 20.07's: (method, newer name,
@@ -316,22 +321,29 @@ const RENAMED: &[(&str, &str, &str, u64)] = &[
     ("bdev_lvol_resize", "size_in_mib", "size", 1 << 20),
 ];
 
-/// Applies RENAMED; true if anything changed.
-fn rename_fields(method: &str, params: &mut Value) -> bool {
+/// Applies RENAMED; true if anything changed. A value whose translation
+/// does not fit 64 bits is refused, naming the field.
+fn rename_fields(method: &str, params: &mut Value) -> Result<bool, RpcError> {
     let Some(o) = params.as_object_mut() else {
-        return false;
+        return Ok(false);
     };
     let mut renamed = false;
     for (m, newer, old, factor) in RENAMED {
         if *m == method && !o.contains_key(*old) {
             if let Some(v) = o.get(*newer).and_then(Value::as_u64) {
+                let translated = v.checked_mul(*factor).ok_or_else(|| {
+                    RpcError::invalid_params(format!(
+                        "{method}: {newer} {v} is out of range (at most {})",
+                        u64::MAX / factor
+                    ))
+                })?;
                 o.remove(*newer);
-                o.insert(old.to_string(), json!(v * factor));
+                o.insert(old.to_string(), json!(translated));
                 renamed = true;
             }
         }
     }
-    renamed
+    Ok(renamed)
 }
 
 /// Without a typed schema: only 20.07's parameter names are known.
@@ -364,8 +376,10 @@ pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
         return match (params, params_2007().get(method)) {
             (Some(p), Some(Some(known))) => {
                 let mut p = p.clone();
-                let renamed = rename_fields(method, &mut p);
-                filter_by_names(method, p, known, renamed)
+                match rename_fields(method, &mut p) {
+                    Ok(renamed) => filter_by_names(method, p, known, renamed),
+                    Err(e) => Filtered::Refused(e),
+                }
             }
             _ => Filtered::Unchanged,
         };
@@ -374,7 +388,10 @@ pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
         None => Value::Object(Map::new()),
         Some(v) => v.clone(),
     };
-    let renamed = rename_fields(method, &mut params);
+    let renamed = match rename_fields(method, &mut params) {
+        Ok(renamed) => renamed,
+        Err(e) => return Filtered::Refused(e),
+    };
     let Some(object) = params.as_object_mut() else {
         return Filtered::Refused(RpcError::invalid_params(format!(
             "{method}: params must be an object, not {}",
@@ -399,6 +416,27 @@ mod tests {
             Filtered::Refused(e) => e.message,
             Filtered::Rewritten(v) => panic!("rewritten to {v}"),
             Filtered::Unchanged => panic!("unchanged"),
+        }
+    }
+
+    #[test]
+    fn the_build_time_table_of_2007_parameters_is_read() {
+        assert!(params_2007().len() > 100, "{}", params_2007().len());
+        assert!(spdk_has_method("nvmf_create_subsystem"));
+    }
+
+    #[test]
+    fn a_size_in_mib_beyond_64_bits_of_bytes_is_refused_by_name() {
+        let huge = json!({"lvs_name": "lvs", "lvol_name": "l", "size_in_mib": u64::MAX / 2});
+        let msg = refused(filter("bdev_lvol_create", Some(&huge)));
+        assert!(
+            msg.contains("size_in_mib") && msg.contains("out of range"),
+            "{msg}"
+        );
+        let fits = json!({"lvs_name": "lvs", "lvol_name": "l", "size_in_mib": 4});
+        match filter("bdev_lvol_create", Some(&fits)) {
+            Filtered::Rewritten(v) => assert_eq!(v["size"], json!(4u64 << 20)),
+            _ => panic!("not translated"),
         }
     }
 
