@@ -27,7 +27,6 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
@@ -91,23 +90,66 @@ extern "C" fn msg_trampoline(arg: *mut c_void) {
 
 /// A poller on the current SPDK thread: calls the closure every `period_us`
 /// microseconds (0: every reactor iteration) until dropped.
-pub struct Poller<'a> {
+///
+/// The closure is `'static`, as `std::thread::spawn`'s is: a poller that is
+/// leaked (`mem::forget`) keeps running, but never over dead borrows. Dropping
+/// it is correct anywhere: on another thread, or from inside its own closure,
+/// the unregistering and the freeing of the closure are sent to the poller's
+/// thread, where they run after any call in progress has returned.
+pub struct Poller {
     poller: NonNull<sys::spdk_poller>,
-    closure: *mut Box<dyn FnMut() -> bool + 'a>,
-    _thread_bound: PhantomData<*mut ()>,
+    closure: *mut PollerFn,
+    thread: Thread,
 }
 
-impl<'a> Poller<'a> {
+type PollerFn = Box<dyn FnMut() -> bool + 'static>;
+
+/// What a dropped poller leaves for its thread to do.
+struct Unregister {
+    poller: NonNull<sys::spdk_poller>,
+    closure: *mut PollerFn,
+}
+
+// SAFETY: an Unregister is only acted upon on the poller's own thread (it is
+// sent there), which is where SPDK's poller and the closure belong.
+unsafe impl Send for Unregister {}
+
+impl Unregister {
+    /// On the poller's thread: SPDK stops calling it at once, and the closure
+    /// is freed by a later message, after a call in progress has returned.
+    fn run(self, thread: Thread) {
+        let mut raw = self.poller.as_ptr();
+        // SAFETY: our own poller, unregistered once, on its thread.
+        unsafe { sys::spdk_poller_unregister(&mut raw) };
+        let closure = FreeClosure(self.closure);
+        // A failed send means the thread is gone: the closure leaks, safely.
+        let _ = thread.send(move || drop(closure));
+    }
+}
+
+struct FreeClosure(*mut PollerFn);
+
+// SAFETY: sent only to the poller's own thread, the one place it is freed.
+unsafe impl Send for FreeClosure {}
+
+impl Drop for FreeClosure {
+    fn drop(&mut self) {
+        // SAFETY: Poller::register leaked this Box; SPDK no longer calls the
+        // poller (unregistered by an earlier message on this thread), and
+        // this runs once.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+impl Poller {
     /// Registers `f`; it returns `true` when it did work (SPDK's busy/idle accounting).
-    pub fn register<F: FnMut() -> bool + 'a>(period_us: u64, f: F) -> Result<Poller<'a>> {
-        if Thread::current().is_none() {
-            return Err(Error::InvalidArgument(
-                "pollers can only be registered on an SPDK thread".into(),
-            ));
-        }
-        let closure: *mut Box<dyn FnMut() -> bool + 'a> = Box::into_raw(Box::new(Box::new(f)));
-        // SAFETY: `closure` stays valid until Drop unregisters the poller and
-        // frees it; the poller runs only on this thread.
+    pub fn register<F: FnMut() -> bool + 'static>(period_us: u64, f: F) -> Result<Poller> {
+        let thread = Thread::current().ok_or_else(|| {
+            Error::InvalidArgument("pollers can only be registered on an SPDK thread".into())
+        })?;
+        let closure: *mut PollerFn = Box::into_raw(Box::new(Box::new(f)));
+        // SAFETY: `closure` stays valid until the poller is unregistered and
+        // a later message frees it; the poller runs only on this thread.
         let raw = unsafe {
             sys::spdk_poller_register(Some(poller_trampoline), closure as *mut c_void, period_us)
         };
@@ -115,7 +157,7 @@ impl<'a> Poller<'a> {
             Some(poller) => Ok(Poller {
                 poller,
                 closure,
-                _thread_bound: PhantomData,
+                thread,
             }),
             None => {
                 // SAFETY: registration failed; the closure was not handed over.
@@ -127,23 +169,28 @@ impl<'a> Poller<'a> {
 }
 
 extern "C" fn poller_trampoline(arg: *mut c_void) -> i32 {
-    // SAFETY: `arg` is the closure Poller::register leaked; it lives until the
-    // poller is unregistered, and pollers run on one thread only.
-    let f = unsafe { &mut *(arg as *mut Box<dyn FnMut() -> bool>) };
+    // SAFETY: `arg` is the closure Poller::register leaked; it is freed only
+    // by a message on this thread after the poller was unregistered, so not
+    // during this call.
+    let f = unsafe { &mut *(arg as *mut PollerFn) };
     match catch_panic(f) {
         Some(true) => sys::SPDK_POLLER_BUSY as i32,
         _ => sys::SPDK_POLLER_IDLE as i32,
     }
 }
 
-impl Drop for Poller<'_> {
+impl Drop for Poller {
     fn drop(&mut self) {
-        let mut raw = self.poller.as_ptr();
-        // SAFETY: unregistering our own poller on its thread; SPDK will not
-        // call it again, so the closure can be freed.
-        unsafe {
-            sys::spdk_poller_unregister(&mut raw);
-            drop(Box::from_raw(self.closure));
+        let job = Unregister {
+            poller: self.poller,
+            closure: self.closure,
+        };
+        if Thread::current() == Some(self.thread) {
+            job.run(self.thread);
+        } else {
+            let thread = self.thread;
+            // A failed send means the thread is gone, and its pollers with it.
+            let _ = thread.send(move || job.run(thread));
         }
     }
 }

@@ -12,7 +12,7 @@ use spdk_pmem::thread::{Poller, Thread};
 static POLLS: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
-    static POLLER: RefCell<Option<Poller<'static>>> = const { RefCell::new(None) };
+    static POLLER: RefCell<Option<Poller>> = const { RefCell::new(None) };
 }
 
 #[test]
@@ -34,14 +34,9 @@ fn app_starts_runs_the_closure_and_a_poller_and_stops_with_its_code() {
             );
             let poller = Poller::register(1000, || {
                 if POLLS.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
-                    // A poller cannot drop itself: unregister it from a message.
-                    Thread::current()
-                        .unwrap()
-                        .send(|| {
-                            POLLER.with(|p| p.borrow_mut().take());
-                            app::stop(7);
-                        })
-                        .unwrap();
+                    // The poller drops itself, from inside its own closure.
+                    POLLER.with(|p| p.borrow_mut().take());
+                    app::stop(7);
                 }
                 true
             })
