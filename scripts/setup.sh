@@ -86,7 +86,7 @@ if [ "${status[1]}" -eq 10 ]; then
   worked=1
   cache=${SPDK_PMEM_BUILD_DIR:-target/spdk}
   built=$cache/current/.spdk-pmem-built
-  if [ "$built" -nt "$log" ]; then
+  if [ -f "$built" ] && [ "$(stat -c %Y "$built")" -ge "$crates_began" ]; then
     echo "setup:   SPDK 20.07 built in $(sed -n 's/^seconds //p' "$built") s, in $(readlink -f "$cache/current")"
   fi
   echo "setup:   crates done in $(( $(date +%s) - crates_began )) s"
