@@ -96,12 +96,12 @@ fn main() -> anyhow::Result<()> {
         let spawned = thread::spawn_local(async move {
             if let Err(e) = configure(&args).await {
                 eprintln!("embedded_target: {e:#}");
-                app::stop(1);
+                let _ = app::stop(1);
             }
         });
         if let Err(e) = spawned {
             eprintln!("embedded_target: {e}");
-            app::stop(1);
+            let _ = app::stop(1);
         }
     })?;
     std::process::exit(code);

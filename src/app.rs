@@ -9,7 +9,7 @@
 //!     .rpc_addr("/var/tmp/example.sock")
 //!     .run(|| {
 //!         println!("SPDK is up");
-//!         app::stop(0);
+//!         app::stop(0).expect("the app is serving");
 //!     })
 //!     .expect("options are valid");
 //! std::process::exit(code);
@@ -21,7 +21,7 @@ use std::ffi::{c_void, CString};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -402,6 +402,7 @@ impl AppOptions {
             opts.num_pci_addr = addrs.len();
         }
 
+        opts.shutdown_cb = Some(shutdown_trampoline);
         let context = StartContext {
             start: Cell::new(Some(Box::new(start) as Box<dyn FnOnce() + '_>)),
         };
@@ -416,6 +417,8 @@ impl AppOptions {
                 &context as *const StartContext<'_> as *mut c_void,
             )
         };
+        *phase() = Phase::Idle;
+        APP_THREAD_ID.store(0, Ordering::SeqCst);
         // SAFETY: spdk_app_fini releases what spdk_app_start set up; it is
         // called once after every spdk_app_start, as SPDK's apps do.
         unsafe { sys::spdk_app_fini() };
@@ -614,6 +617,53 @@ fn check_hugepages(hugedir: Option<&Path>) -> Result<()> {
 }
 
 static APP_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Where the running application is: SPDK's threads and its RPC server exist
+/// only while `Serving` or `Stopping`. Changed under the mutex, which
+/// [`stop`] and [`shutdown`] hold while they call into SPDK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No application, or one that has not called its start closure yet.
+    Idle,
+    /// Started; RPC answers and stop requests go to SPDK.
+    Serving,
+    /// Shutting down: SPDK finishes the RPC server next, and a second stop
+    /// request has nothing to add.
+    Stopping,
+}
+
+static PHASE: Mutex<Phase> = Mutex::new(Phase::Idle);
+
+/// The id of the application's main SPDK thread, 0 when none.
+static APP_THREAD_ID: AtomicU64 = AtomicU64::new(0);
+
+fn phase() -> std::sync::MutexGuard<'static, Phase> {
+    PHASE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The id of the application's main SPDK thread, if an application runs.
+pub(crate) fn app_thread_id() -> Option<u64> {
+    Some(APP_THREAD_ID.load(Ordering::SeqCst)).filter(|&id| id != 0)
+}
+
+/// Whether the application is up and not shutting down: RPC requests may
+/// still be answered (SPDK frees its RPC server once shutdown begins).
+pub(crate) fn serving() -> bool {
+    *phase() == Phase::Serving
+}
+
+/// SPDK's shutdown callback (SIGINT, SIGTERM, `spdk_kill_instance`, [`shutdown`]):
+/// marks the shutdown, then stops as SPDK's default does.
+extern "C" fn shutdown_trampoline() {
+    catch_panic(|| {
+        let mut phase = phase();
+        if *phase == Phase::Serving {
+            *phase = Phase::Stopping;
+        }
+        // SAFETY: on the app thread, inside SPDK's own shutdown path.
+        unsafe { sys::spdk_app_stop(0) };
+    });
+}
 static PANIC: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
 
 struct StartContext<'a> {
@@ -624,6 +674,10 @@ extern "C" fn start_trampoline(arg: *mut c_void) {
     // SAFETY: `arg` is the StartContext that run_inner passed to spdk_app_start,
     // alive until spdk_app_start returns; SPDK calls this once, on its main thread.
     let context = unsafe { &*(arg as *const StartContext<'_>) };
+    // SAFETY: called on the app thread, which spdk_get_thread returns.
+    let id = unsafe { sys::spdk_thread_get_id(sys::spdk_get_thread()) };
+    APP_THREAD_ID.store(id, Ordering::SeqCst);
+    *phase() = Phase::Serving;
     if let Some(start) = context.start.take() {
         catch_panic(start);
     }
@@ -640,9 +694,8 @@ pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
                 *slot = Some(payload);
             }
             drop(slot);
-            if APP_RUNNING.load(Ordering::SeqCst) {
-                stop(-1);
-            }
+            // Harmless when the app is not serving.
+            let _ = stop(-1);
             None
         }
     }
@@ -652,18 +705,45 @@ fn take_panic() -> Option<Box<dyn Any + Send>> {
     PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
-/// Asks the running application to shut down; [`AppOptions::run`] then returns `code`.
-/// Callable from any SPDK thread.
-pub fn stop(code: i32) {
-    // SAFETY: spdk_app_stop only records the code and sends a message to the
-    // app thread; it is meant to be called from SPDK threads at any time.
-    unsafe { sys::spdk_app_stop(code) }
+/// Asks the running application to shut down; [`AppOptions::run`] then
+/// returns `code`. Callable from any thread. Before the application started
+/// or after it ended it is an error, and changes nothing; while it is already
+/// shutting down it is a no-op (the first stop's code stands).
+pub fn stop(code: i32) -> Result<()> {
+    let mut phase = phase();
+    match *phase {
+        Phase::Idle => Err(not_running("app::stop")),
+        Phase::Stopping => Ok(()),
+        Phase::Serving => {
+            *phase = Phase::Stopping;
+            // SAFETY: the app is serving (checked under the lock that its end
+            // also takes), so its thread exists; spdk_app_stop records the
+            // code and sends that thread a message.
+            unsafe { sys::spdk_app_stop(code) };
+            Ok(())
+        }
+    }
 }
 
-/// Starts the same clean shutdown as SIGINT: subsystems finish, then the app stops with 0.
-pub fn shutdown() {
-    // SAFETY: spdk_app_start_shutdown is SPDK's own SIGINT/SIGTERM path.
-    unsafe { sys::spdk_app_start_shutdown() }
+/// Starts the same clean shutdown as SIGINT: subsystems finish, then the app
+/// stops with 0. Errors, changing nothing, when no application is serving.
+pub fn shutdown() -> Result<()> {
+    match *phase() {
+        Phase::Idle => Err(not_running("app::shutdown")),
+        Phase::Stopping => Ok(()),
+        Phase::Serving => {
+            // SAFETY: as in stop; the message runs shutdown_trampoline on the
+            // app thread, which marks the shutdown.
+            unsafe { sys::spdk_app_start_shutdown() };
+            Ok(())
+        }
+    }
+}
+
+fn not_running(what: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "{what}: no SPDK application is running in this process"
+    ))
 }
 
 #[cfg(test)]

@@ -287,7 +287,14 @@ extern "C" fn method_trampoline(
                     "internal error in {name}: {msg}"
                 ))),
             };
-            // SAFETY: SPDK keeps the request alive until it is answered, once, here.
+            // Once shutdown began, SPDK finishes (frees) its RPC server and the
+            // request with it: the answer has nowhere to go.
+            if !crate::app::serving() {
+                return;
+            }
+            // SAFETY: SPDK keeps the request alive until it is answered, once,
+            // here, while the app serves (checked just above, on the app
+            // thread, where the server is also finished).
             unsafe { respond(request_addr as *mut sys::spdk_jsonrpc_request, outcome) };
         })
         .map_err(|e| RpcError::internal(e.to_string()))

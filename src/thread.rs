@@ -18,7 +18,7 @@
 //!             Ok(()) => println!("TCP transport added"),
 //!             Err(e) => eprintln!("{e}"),
 //!         }
-//!         app::stop(0);
+//!         app::stop(0).expect("the app is serving");
 //!     });
 //! })?;
 //! # Ok::<(), spdk_pmem::Error>(())
@@ -36,42 +36,51 @@ use crate::app::catch_panic;
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// A handle to an SPDK thread (`struct spdk_thread`). SPDK threads live until
-/// the application stops; messages may be sent to them from any thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Thread(NonNull<sys::spdk_thread>);
-
-// SAFETY: the only operation on another thread's handle is
-// spdk_thread_send_msg, which SPDK documents as callable from any thread.
-unsafe impl Send for Thread {}
-// SAFETY: as for Send; the handle itself is an immutable pointer.
-unsafe impl Sync for Thread {}
+/// A handle to an SPDK thread, by its id: SPDK never reuses an id, and looks
+/// the thread up under its own lock, so a handle that outlives its thread (or
+/// the application) fails to send instead of reaching freed memory. Messages
+/// may be sent from any thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Thread(u64);
 
 impl Thread {
     /// The SPDK thread the caller runs on, if any.
     pub fn current() -> Option<Thread> {
         // SAFETY: spdk_get_thread only reads a thread-local.
-        NonNull::new(unsafe { sys::spdk_get_thread() }).map(Thread)
+        let raw = unsafe { sys::spdk_get_thread() };
+        // SAFETY: `raw` is the caller's own, live thread.
+        (!raw.is_null()).then(|| Thread(unsafe { sys::spdk_thread_get_id(raw) }))
     }
 
-    /// The application's main thread, where RPCs and subsystem set-up run.
+    /// The application's main thread, where RPCs and subsystem set-up run,
+    /// while an application runs.
     pub fn app_thread() -> Option<Thread> {
-        // SAFETY: reads SPDK's global app thread pointer.
-        NonNull::new(unsafe { sys::spdk_thread_get_by_id(1) }).map(Thread)
+        crate::app::app_thread_id().map(Thread)
     }
 
-    /// The raw pointer, for calls into SPDK.
-    pub fn as_ptr(&self) -> *mut sys::spdk_thread {
-        self.0.as_ptr()
+    /// SPDK's id of the thread.
+    pub fn id(&self) -> u64 {
+        self.0
     }
 
-    /// Runs `f` on this thread, later (from its message queue).
+    /// Runs `f` on this thread, later (from its message queue). Fails when
+    /// the thread has exited (or the application has ended).
     pub fn send<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<()> {
+        // SAFETY: spdk_thread_get_by_id walks SPDK's thread list under its
+        // lock; NULL when the thread is gone.
+        let raw = unsafe { sys::spdk_thread_get_by_id(self.0) };
+        if raw.is_null() {
+            return Err(Error::InvalidArgument(format!(
+                "SPDK thread {} has exited (or the application has ended)",
+                self.0
+            )));
+        }
         let boxed: Box<Box<dyn FnOnce() + Send>> = Box::new(Box::new(f));
         let arg = Box::into_raw(boxed) as *mut c_void;
         // SAFETY: `arg` is a leaked Box that msg_trampoline reclaims exactly
-        // once; the thread handle is valid while the app runs.
-        let rc = unsafe { sys::spdk_thread_send_msg(self.as_ptr(), Some(msg_trampoline), arg) };
+        // once; `raw` was live an instant ago (a thread exiting concurrently
+        // with this call is the one window SPDK's API leaves open).
+        let rc = unsafe { sys::spdk_thread_send_msg(raw, Some(msg_trampoline), arg) };
         if rc != 0 {
             // SAFETY: SPDK refused the message, so the Box was not handed over.
             drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });

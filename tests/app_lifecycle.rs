@@ -36,7 +36,7 @@ fn app_starts_runs_the_closure_and_a_poller_and_stops_with_its_code() {
                 if POLLS.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
                     // The poller drops itself, from inside its own closure.
                     POLLER.with(|p| p.borrow_mut().take());
-                    app::stop(7);
+                    app::stop(7).expect("the app is serving");
                 }
                 true
             })

@@ -173,14 +173,16 @@ fn library_errors_are_typed_and_leave_nothing_behind() {
                             })
                             .map_err(|_| "nvmf_get_subsystems or identify failed".to_string());
                             *result.lock().unwrap() = Some(id);
-                            app_thread.send(|| app::stop(0)).unwrap();
+                            app_thread
+                                .send(|| app::stop(0).expect("the app is serving"))
+                                .unwrap();
                         });
                         return;
                     }
                     Err(e) => Err(e),
                 };
                 *result.lock().unwrap() = Some(checked);
-                app::stop(1);
+                let _ = app::stop(1);
             })
             .unwrap();
         })

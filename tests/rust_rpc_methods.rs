@@ -60,7 +60,9 @@ fn rust_methods_answer_through_spdks_rpc_server() {
                     out.push(c.jsonrpc(method, params));
                 }
                 *collected.lock().unwrap() = out;
-                app_thread.send(|| app::stop(0)).unwrap();
+                app_thread
+                    .send(|| app::stop(0).expect("the app is serving"))
+                    .unwrap();
             });
         })
         .expect("valid options");
