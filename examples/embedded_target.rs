@@ -14,7 +14,7 @@ use spdk_pmem::app::{self, AppOptions};
 use spdk_pmem::bdev;
 use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
 use spdk_pmem::pmem::Pool;
-use spdk_pmem::thread;
+use spdk_pmem::thread::{self, Spdk};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -45,8 +45,10 @@ struct Args {
 }
 
 async fn configure(args: &Args) -> anyhow::Result<()> {
-    let bdev = bdev::create_pmem_bdev(&args.pool, "pmdk0").context("pmem bdev")?;
-    let target = Target::default_target().context("the nvmf subsystem has no target")?;
+    // The SPDK-thread token: this future runs on the app thread.
+    let spdk = Spdk::here()?;
+    let bdev = bdev::create_pmem_bdev(spdk, &args.pool, "pmdk0").context("pmem bdev")?;
+    let target = Target::default_target(spdk).context("the nvmf subsystem has no target")?;
     target
         .add_transport(TransportKind::Tcp)
         .await
@@ -57,19 +59,17 @@ async fn configure(args: &Args) -> anyhow::Result<()> {
         .allow_any_host(true);
     let subsystem = target.create_subsystem(&config).context("subsystem")?;
     let listen = ListenAddress::tcp(&args.addr, args.port);
-    subsystem
-        .add_listener(target, &listen)
-        .await
-        .context("listener")?;
+    subsystem.add_listener(&listen).await.context("listener")?;
     let nsid = subsystem
-        .add_namespace(&bdev.name(), None)
+        .add_namespace(bdev.name(), None)
         .context("namespace")?;
     subsystem.start().await.context("starting the subsystem")?;
+    // The bdev is looked up again: a client may have deleted it meanwhile.
     println!(
         "serving {} namespace {nsid} ({} blocks of {} bytes, {}) on {listen}; Ctrl-C stops",
         subsystem.nqn(),
-        bdev.block_count(),
-        bdev.block_size(),
+        bdev.block_count()?,
+        bdev.block_size()?,
         args.pool.display()
     );
     Ok(())

@@ -54,6 +54,7 @@ fn run() -> Result<(), String> {
         None => build_vendored(&manifest_dir, &out_dir)?,
     };
 
+    build_shim(&root, &manifest_dir);
     emit_link_line(&root, &out_dir)?;
     write_build_info(&root, &out_dir)?;
     extract_rpc_params(&root, &manifest_dir, &out_dir)?;
@@ -439,6 +440,21 @@ fn run_cmd(cmd: &mut Command, what: &str, log: Option<&Path>) -> Result<(), Stri
     }
 }
 
+/// Getters for internal state SPDK 20.07 has no API for (shim/), compiled
+/// against this SPDK tree's internal headers; cc does the compiler flags,
+/// archive and link directive that would otherwise be hand-written here.
+fn build_shim(root: &Path, manifest_dir: &Path) {
+    let shim = manifest_dir.join("shim");
+    println!("cargo:rerun-if-changed={}", shim.display());
+    cc::Build::new()
+        .file(shim.join("spdk_pmem_shim.c"))
+        .include(&shim)
+        .include(root.join("include"))
+        .include(root.join("lib/nvmf"))
+        .warnings(true)
+        .compile("spdk_pmem_shim");
+}
+
 /// Facts about the SPDK build that Rust code needs, e.g. whether `-L` log flags
 /// work (only in `--enable-debug` builds).
 fn write_build_info(root: &Path, out_dir: &Path) -> Result<(), String> {
@@ -594,6 +610,7 @@ fn generate_bindings(root: &Path, manifest_dir: &Path, out_dir: &Path) -> Result
         .header(manifest_dir.join("wrapper.h").to_string_lossy())
         .clang_arg(format!("-I{}", root.join("include").display()))
         .clang_arg(format!("-I{}", root.join("module/bdev/pmem").display()))
+        .clang_arg(format!("-I{}", manifest_dir.join("shim").display()))
         .allowlist_function("spdk_.*")
         .allowlist_function("create_pmem_disk|delete_pmem_disk")
         .allowlist_type("spdk_.*")

@@ -16,3 +16,5 @@
 #include "spdk/version.h"
 /* The pmem bdev module's own header: create_pmem_disk, delete_pmem_disk. */
 #include "bdev_pmem.h"
+/* Getters for internal state SPDK offers none for (shim/spdk_pmem_shim.c). */
+#include "spdk_pmem_shim.h"

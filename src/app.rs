@@ -646,6 +646,12 @@ pub(crate) fn app_thread_id() -> Option<u64> {
     Some(APP_THREAD_ID.load(Ordering::SeqCst)).filter(|&id| id != 0)
 }
 
+/// Whether an application runs in this process (from the call to
+/// [`AppOptions::run`] until it returns).
+pub(crate) fn is_running() -> bool {
+    APP_RUNNING.load(Ordering::SeqCst)
+}
+
 /// Whether the application is up and not shutting down: RPC requests may
 /// still be answered (SPDK frees its RPC server once shutdown begins).
 pub(crate) fn serving() -> bool {

@@ -9,55 +9,78 @@ use std::ptr::NonNull;
 use crate::cstr::{from_c, to_c};
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread::{completion, Completer, Completion};
+use crate::thread::{completion, Completer, Completion, Spdk};
 
-/// A registered bdev. SPDK owns it; the handle is valid until the bdev is
-/// deleted, which only [`delete_pmem_bdev`] (or an RPC) does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bdev(NonNull<sys::spdk_bdev>);
+/// A registered bdev, by name. SPDK owns the bdev and a client may delete it
+/// over RPC at any moment, so the handle holds no pointer: each call looks
+/// the bdev up again and fails with [`Error::NotFound`] once it is gone.
+/// Obtained on an SPDK thread ([`Spdk`]), and used there (`!Send`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bdev {
+    name: String,
+    _spdk: Spdk,
+}
 
 impl Bdev {
-    /// Looks a bdev up by name (or alias).
-    pub fn by_name(name: &str) -> Option<Bdev> {
-        let c = CString::new(name).ok()?;
-        // SAFETY: `c` is a valid C string; SPDK only reads it.
-        NonNull::new(unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) }).map(Bdev)
+    /// Looks a bdev up by name (or alias); `None` when there is none (or the
+    /// caller is no longer on an SPDK thread).
+    pub fn by_name(spdk: Spdk, name: &str) -> Option<Bdev> {
+        let spdk = spdk.check().ok()?;
+        lookup(name)?;
+        Some(Bdev {
+            name: name.to_string(),
+            _spdk: spdk,
+        })
     }
 
-    /// The raw pointer, for calls into SPDK.
-    pub fn as_ptr(&self) -> *mut sys::spdk_bdev {
-        self.0.as_ptr()
+    /// The registered bdev now, or NotFound; for calls into SPDK, which must
+    /// not keep the pointer past the current message.
+    pub fn as_ptr(&self) -> Result<*mut sys::spdk_bdev> {
+        self._spdk.check()?;
+        lookup(&self.name)
+            .map(NonNull::as_ptr)
+            .ok_or_else(|| Error::NotFound(format!("bdev {:?} no longer exists", self.name)))
     }
 
-    /// The bdev's name.
-    pub fn name(&self) -> String {
-        // SAFETY: the bdev is registered, so its name is valid.
-        unsafe { from_c(sys::spdk_bdev_get_name(self.as_ptr())) }
+    /// The name it was looked up by.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The module's product name, e.g. `pmemblk disk`.
-    pub fn product_name(&self) -> String {
-        // SAFETY: as for name().
-        unsafe { from_c(sys::spdk_bdev_get_product_name(self.as_ptr())) }
+    pub fn product_name(&self) -> Result<String> {
+        let bdev = self.as_ptr()?;
+        // SAFETY: just looked up on this SPDK thread, so registered.
+        Ok(unsafe { from_c(sys::spdk_bdev_get_product_name(bdev)) })
     }
 
     /// Bytes per logical block.
-    pub fn block_size(&self) -> u32 {
-        // SAFETY: the bdev is registered.
-        unsafe { sys::spdk_bdev_get_block_size(self.as_ptr()) }
+    pub fn block_size(&self) -> Result<u32> {
+        let bdev = self.as_ptr()?;
+        // SAFETY: as for product_name.
+        Ok(unsafe { sys::spdk_bdev_get_block_size(bdev) })
     }
 
     /// Logical blocks.
-    pub fn block_count(&self) -> u64 {
-        // SAFETY: the bdev is registered.
-        unsafe { sys::spdk_bdev_get_num_blocks(self.as_ptr()) }
+    pub fn block_count(&self) -> Result<u64> {
+        let bdev = self.as_ptr()?;
+        // SAFETY: as for product_name.
+        Ok(unsafe { sys::spdk_bdev_get_num_blocks(bdev) })
     }
+}
+
+fn lookup(name: &str) -> Option<NonNull<sys::spdk_bdev>> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid C string; SPDK only reads it. Callers are on an
+    // SPDK thread (checked through the token).
+    NonNull::new(unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) })
 }
 
 /// Exposes an existing libpmemblk pool as the bdev `name`, through SPDK's pmem
 /// module (`create_pmem_disk`), as `bdev_pmem_create` does. Call on the app thread.
-pub fn create_pmem_bdev(pool: &Path, name: &str) -> Result<Bdev> {
-    if Bdev::by_name(name).is_some() {
+pub fn create_pmem_bdev(spdk: Spdk, pool: &Path, name: &str) -> Result<Bdev> {
+    let spdk = spdk.check()?;
+    if lookup(name).is_some() {
         return Err(Error::spdk(
             format!("creating bdev {name:?}: a bdev of that name exists"),
             -libc::EEXIST,
@@ -86,9 +109,13 @@ pub fn create_pmem_bdev(pool: &Path, name: &str) -> Result<Bdev> {
             rc,
         ));
     }
-    NonNull::new(bdev)
-        .map(Bdev)
-        .ok_or_else(|| Error::spdk("create_pmem_disk returned no bdev", -libc::EIO))
+    if bdev.is_null() {
+        return Err(Error::spdk("create_pmem_disk returned no bdev", -libc::EIO));
+    }
+    Ok(Bdev {
+        name: name.to_string(),
+        _spdk: spdk,
+    })
 }
 
 extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
@@ -101,22 +128,22 @@ extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
 /// Deletes a pmem bdev (`delete_pmem_disk`); the pool file stays. Resolves
 /// when SPDK has unregistered it.
 pub fn delete_pmem_bdev(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
-    let (completer, done): (_, Completion<i32>) = completion("delete_pmem_disk");
-    let is_pmem = bdev.product_name() == "pmemblk disk";
-    let name = bdev.name();
-    if is_pmem {
-        // SAFETY: `bdev` is registered; delete_done reclaims the completer once.
-        unsafe { sys::delete_pmem_disk(bdev.as_ptr(), Some(delete_done), completer.into_raw()) };
-    } else {
-        drop(completer);
-    }
-    async move {
-        if !is_pmem {
+    let started = (|| {
+        let raw = bdev.as_ptr()?;
+        if bdev.product_name()? != "pmemblk disk" {
             return Err(Error::InvalidArgument(format!(
-                "bdev {name:?} is not a pmem bdev"
+                "bdev {:?} is not a pmem bdev",
+                bdev.name()
             )));
         }
-        let rc = done.await?;
+        let (completer, done): (_, Completion<i32>) = completion("delete_pmem_disk");
+        // SAFETY: `raw` was just looked up, so registered; delete_done
+        // reclaims the completer once.
+        unsafe { sys::delete_pmem_disk(raw, Some(delete_done), completer.into_raw()) };
+        Ok(done)
+    })();
+    async move {
+        let rc = started?.await?;
         crate::error::check_rc("delete_pmem_disk", rc)
     }
 }

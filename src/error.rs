@@ -30,6 +30,8 @@ pub enum Error {
     InvalidArgument(String),
     /// The host lacks something SPDK needs (hugepages, say); the text says what to run.
     Environment(String),
+    /// The SPDK object a handle names is gone (deleted over RPC, say).
+    NotFound(String),
 }
 
 impl Error {
@@ -78,7 +80,9 @@ impl fmt::Display for Error {
                     write!(f, "{message} ({})", io::Error::from_raw_os_error(*errno))
                 }
             }
-            Error::InvalidArgument(msg) | Error::Environment(msg) => f.write_str(msg),
+            Error::InvalidArgument(msg) | Error::Environment(msg) | Error::NotFound(msg) => {
+                f.write_str(msg)
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::bdev::Bdev;
 use crate::nvmf::{ListenAddress, Subsystem, SubsystemConfig, Target, TransportKind};
 use crate::rpc::{self, RpcError, RpcResult, RpcStates};
+use crate::thread::Spdk;
 
 /// The method name.
 pub const CONSTRUCT_NVMF_SUBSYSTEM: &str = "construct_nvmf_subsystem";
@@ -226,12 +227,12 @@ fn parse(params: Option<Value>) -> Result<Request, RpcError> {
 }
 
 /// Checks everything that can be checked before creating anything.
-fn precheck(target: Target, req: &Request) -> Result<Vec<TransportKind>, RpcError> {
+fn precheck(target: &Target, req: &Request) -> Result<Vec<TransportKind>, RpcError> {
     if target.find_subsystem(&req.nqn).is_some() {
         return Err(bad(format!("subsystem {} already exists", req.nqn)));
     }
     for (i, ns) in req.namespaces.iter().enumerate() {
-        if Bdev::by_name(&ns.bdev_name).is_none() {
+        if Bdev::by_name(target.spdk(), &ns.bdev_name).is_none() {
             return Err(bad(format!(
                 "namespaces[{i}]: no bdev named {}",
                 ns.bdev_name
@@ -240,7 +241,7 @@ fn precheck(target: Target, req: &Request) -> Result<Vec<TransportKind>, RpcErro
     }
     let mut missing = Vec::new();
     for (i, l) in req.listeners.iter().enumerate() {
-        if target.has_transport(l.transport) || missing.contains(&l.transport) {
+        if target.has_transport(l.transport)? || missing.contains(&l.transport) {
             continue;
         }
         if l.transport == TransportKind::Rdma && !crate::sys::RDMA_BUILD {
@@ -267,9 +268,8 @@ fn precheck(target: Target, req: &Request) -> Result<Vec<TransportKind>, RpcErro
 /// Namespaces and listeners of the new, inactive subsystem; `listening`
 /// collects the listeners added, for the rollback.
 async fn build(
-    target: Target,
     req: &Request,
-    subsystem: Subsystem,
+    subsystem: &Subsystem<'_>,
     listening: &mut Vec<ListenAddress>,
 ) -> Result<(), RpcError> {
     for (i, ns) in req.namespaces.iter().enumerate() {
@@ -279,7 +279,7 @@ async fn build(
     }
     for (i, l) in req.listeners.iter().enumerate() {
         subsystem
-            .add_listener(target, l)
+            .add_listener(l)
             .await
             .map_err(|e| bad(format!("listen_addresses[{i}]: {e}")))?;
         listening.push(l.clone());
@@ -289,20 +289,23 @@ async fn build(
 
 async fn construct_nvmf_subsystem(params: Option<Value>) -> RpcResult {
     let req = parse(params)?;
-    let target = Target::default_target()
-        .ok_or_else(|| RpcError::internal("the nvmf subsystem has no target"))?;
-    let missing = precheck(target, &req)?;
+    let target = Target::default_target(Spdk::here()?)
+        .map_err(|e| RpcError::internal(format!("the nvmf subsystem has no target: {e}")))?;
+    let missing = precheck(&target, &req)?;
     let subsystem = target
         .create_subsystem(&req.config)
         .map_err(|e| bad(e.to_string()))?;
     for kind in missing {
         if let Err(e) = target.add_transport(kind).await {
-            subsystem.destroy();
-            return Err(bad(format!("creating the {} transport: {e}", kind.name())));
+            let mut error = bad(format!("creating the {} transport: {e}", kind.name()));
+            if let Err(e) = subsystem.destroy() {
+                error.message += &format!("; removing the new subsystem again failed: {e}");
+            }
+            return Err(error);
         }
     }
     let mut listening = Vec::new();
-    let mut error = match build(target, &req, subsystem, &mut listening).await {
+    let mut error = match build(&req, &subsystem, &mut listening).await {
         Err(e) => e,
         Ok(()) => match subsystem.start().await {
             Ok(()) => return Ok(json!(true)),
@@ -324,11 +327,13 @@ async fn construct_nvmf_subsystem(params: Option<Value>) -> RpcResult {
     };
     // Undo in reverse, on the inactive subsystem.
     for l in &listening {
-        if let Err(e) = subsystem.remove_listener(target, l).await {
+        if let Err(e) = subsystem.remove_listener(l).await {
             error.message += &format!("; removing listener {l} again failed: {e}");
         }
     }
-    subsystem.destroy();
+    if let Err(e) = subsystem.destroy() {
+        error.message += &format!("; removing the new subsystem again failed: {e}");
+    }
     Err(error)
 }
 

@@ -7,19 +7,54 @@
 //! a subsystem whose serial number is refused is destroyed again, a listener
 //! the subsystem refuses stops listening.
 //!
+//! Handles hold names, not pointers: a client may delete a target or a
+//! subsystem over RPC at any moment, so each call looks the object up again
+//! and fails with [`Error::NotFound`] once it is gone. A [`Subsystem`] borrows
+//! its [`Target`], the default target cannot be destroyed, and an active
+//! subsystem cannot be destroyed (a typed error instead).
+//!
 //! ```no_run
 //! use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
+//! use spdk_pmem::thread::Spdk;
 //!
 //! async fn serve() -> spdk_pmem::Result<()> {
-//!     let target = Target::default_target().expect("the nvmf subsystem made one");
+//!     let target = Target::default_target(Spdk::here()?)?;
 //!     target.add_transport(TransportKind::Tcp).await?;
 //!     let config = SubsystemConfig::new("nqn.2016-06.io.spdk:cnode1")
 //!         .serial_number("SPDK0001")
 //!         .allow_any_host(true);
 //!     let subsystem = target.create_subsystem(&config)?;
-//!     subsystem.add_listener(target, &ListenAddress::tcp("127.0.0.1", 4420)).await?;
+//!     subsystem.add_listener(&ListenAddress::tcp("127.0.0.1", 4420)).await?;
 //!     subsystem.add_namespace("pmdk0", None)?;
 //!     subsystem.start().await
+//! }
+//! ```
+//!
+//! A destroyed subsystem cannot be used, and a subsystem cannot outlive its
+//! target:
+//!
+//! ```compile_fail,E0382
+//! # use spdk_pmem::nvmf::{SubsystemConfig, Target};
+//! # fn f(target: &Target) -> spdk_pmem::Result<()> {
+//! let subsystem = target.create_subsystem(&SubsystemConfig::new("nqn.2016-06.io.spdk:x"))?;
+//! subsystem.destroy()?;
+//! println!("{}", subsystem.nqn());
+//! # Ok(()) }
+//! ```
+//! ```compile_fail,E0515
+//! # use spdk_pmem::nvmf::{Subsystem, SubsystemConfig, Target};
+//! # use spdk_pmem::thread::Spdk;
+//! fn subsystem(spdk: Spdk) -> spdk_pmem::Result<Subsystem<'static>> {
+//!     let target = Target::default_target(spdk)?;
+//!     target.create_subsystem(&SubsystemConfig::new("nqn.2016-06.io.spdk:x"))
+//! }
+//! ```
+//! ```no_run
+//! # use spdk_pmem::nvmf::{Subsystem, SubsystemConfig, Target};
+//! fn subsystem(target: &Target) -> spdk_pmem::Result<Subsystem<'_>> {
+//!     let subsystem = target.create_subsystem(&SubsystemConfig::new("nqn.2016-06.io.spdk:x"))?;
+//!     println!("{}", subsystem.nqn());
+//!     Ok(subsystem)
 //! }
 //! ```
 
@@ -32,7 +67,7 @@ use crate::bdev::Bdev;
 use crate::cstr::{from_c, to_c};
 use crate::error::{check_rc, Error, Result};
 use crate::sys;
-use crate::thread::{completion, Completer};
+use crate::thread::{completion, Completer, Spdk};
 
 /// A fabric transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,10 +174,16 @@ impl fmt::Display for ListenAddress {
     }
 }
 
-/// An NVMe-oF target (`struct spdk_nvmf_tgt`). The nvmf event subsystem makes
-/// one at start-up; [`Target::create`] makes more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target(NonNull<sys::spdk_nvmf_tgt>);
+/// An NVMe-oF target (`struct spdk_nvmf_tgt`), by name. The nvmf event
+/// subsystem makes the default one at start-up; [`Target::create`] makes
+/// more. Owned, not `Copy`: its subsystems borrow it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    name: String,
+    /// Made by [`Target::create`], so this handle may destroy it.
+    created: bool,
+    spdk: Spdk,
+}
 
 extern "C" fn status_done(arg: *mut c_void, status: i32) {
     crate::app::catch_panic(|| {
@@ -159,23 +200,48 @@ extern "C" fn subsystem_state_done(
     status_done(arg, status);
 }
 
+fn lookup_target(name: Option<&str>) -> Option<NonNull<sys::spdk_nvmf_tgt>> {
+    let c = name.map(CString::new).transpose().ok()?;
+    // SAFETY: NULL asks for the only target; otherwise `c` is a C string.
+    // Callers are on an SPDK thread (checked through the token).
+    NonNull::new(unsafe {
+        sys::spdk_nvmf_get_tgt(c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+    })
+}
+
 impl Target {
-    /// The target the nvmf subsystem created (when it is the only one).
-    pub fn default_target() -> Option<Target> {
-        // SAFETY: NULL asks for the only target; SPDK returns NULL otherwise.
-        NonNull::new(unsafe { sys::spdk_nvmf_get_tgt(std::ptr::null()) }).map(Target)
+    /// The target the nvmf subsystem created (when it is the only one). It
+    /// belongs to that subsystem: [`Target::destroy`] refuses it.
+    pub fn default_target(spdk: Spdk) -> Result<Target> {
+        let spdk = spdk.check()?;
+        let raw = lookup_target(None).ok_or_else(|| {
+            Error::NotFound("no single nvmf target (none, or several: name one)".into())
+        })?;
+        // SAFETY: just looked up on this SPDK thread.
+        let name = unsafe { from_c(sys::spdk_nvmf_tgt_get_name(raw.as_ptr())) };
+        Ok(Target {
+            name,
+            created: false,
+            spdk,
+        })
     }
 
     /// A target by name (`nvmf_tgt` is the nvmf subsystem's).
-    pub fn by_name(name: &str) -> Option<Target> {
-        let c = CString::new(name).ok()?;
-        // SAFETY: `c` is a valid C string.
-        NonNull::new(unsafe { sys::spdk_nvmf_get_tgt(c.as_ptr()) }).map(Target)
+    pub fn by_name(spdk: Spdk, name: &str) -> Result<Target> {
+        let spdk = spdk.check()?;
+        lookup_target(Some(name))
+            .ok_or_else(|| Error::NotFound(format!("no nvmf target named {name:?}")))?;
+        Ok(Target {
+            name: name.to_string(),
+            created: false,
+            spdk,
+        })
     }
 
     /// Creates another target (as `nvmf_create_target`).
-    pub fn create(name: &str, max_subsystems: u32) -> Result<Target> {
-        if Target::by_name(name).is_some() {
+    pub fn create(spdk: Spdk, name: &str, max_subsystems: u32) -> Result<Target> {
+        let spdk = spdk.check()?;
+        if lookup_target(Some(name)).is_some() {
             return Err(Error::spdk(
                 format!("creating target {name:?}: it exists"),
                 -libc::EEXIST,
@@ -195,37 +261,66 @@ impl Target {
         }
         opts.max_subsystems = max_subsystems;
         // SAFETY: `opts` is fully initialised; SPDK copies what it keeps.
-        NonNull::new(unsafe { sys::spdk_nvmf_tgt_create(&mut opts) })
-            .map(Target)
-            .ok_or_else(|| Error::spdk(format!("spdk_nvmf_tgt_create({name})"), -libc::ENOMEM))
+        if unsafe { sys::spdk_nvmf_tgt_create(&mut opts) }.is_null() {
+            return Err(Error::spdk(
+                format!("spdk_nvmf_tgt_create({name})"),
+                -libc::ENOMEM,
+            ));
+        }
+        Ok(Target {
+            name: name.to_string(),
+            created: true,
+            spdk,
+        })
     }
 
     /// Destroys a target made by [`Target::create`], with its subsystems.
+    /// Any other target (the nvmf subsystem's default one, say) is refused:
+    /// SPDK would remove it from its list twice at shutdown.
     pub fn destroy(self) -> impl Future<Output = Result<()>> {
-        let (completer, done) = completion::<i32>("spdk_nvmf_tgt_destroy");
-        // SAFETY: the target is valid; status_done reclaims the completer once.
-        unsafe {
-            sys::spdk_nvmf_tgt_destroy(self.as_ptr(), Some(status_done), completer.into_raw())
-        };
-        async move { check_rc("spdk_nvmf_tgt_destroy", done.await?) }
+        let started = (|| {
+            if !self.created {
+                return Err(Error::InvalidArgument(format!(
+                    "target {:?} was not made by Target::create: destroy it where it was made \
+                     (nvmf_delete_target for RPC-made ones; the default target lives as long as the app)",
+                    self.name
+                )));
+            }
+            let raw = self.as_ptr()?;
+            let (completer, done) = completion::<i32>("spdk_nvmf_tgt_destroy");
+            // SAFETY: the target was just looked up; status_done reclaims the
+            // completer once.
+            unsafe { sys::spdk_nvmf_tgt_destroy(raw, Some(status_done), completer.into_raw()) };
+            Ok(done)
+        })();
+        async move { check_rc("spdk_nvmf_tgt_destroy", started?.await?) }
     }
 
-    /// The raw pointer, for calls into SPDK.
-    pub fn as_ptr(&self) -> *mut sys::spdk_nvmf_tgt {
-        self.0.as_ptr()
+    /// The target now, or NotFound; for calls into SPDK, which must not keep
+    /// the pointer past the current message.
+    pub fn as_ptr(&self) -> Result<*mut sys::spdk_nvmf_tgt> {
+        self.spdk.check()?;
+        lookup_target(Some(&self.name))
+            .map(NonNull::as_ptr)
+            .ok_or_else(|| Error::NotFound(format!("nvmf target {:?} no longer exists", self.name)))
     }
 
     /// The target's name.
-    pub fn name(&self) -> String {
-        // SAFETY: the target is valid.
-        unsafe { from_c(sys::spdk_nvmf_tgt_get_name(self.as_ptr())) }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SPDK-thread token this handle was made with.
+    pub fn spdk(&self) -> Spdk {
+        self.spdk
     }
 
     /// Whether the target has a transport of this kind.
-    pub fn has_transport(&self, kind: TransportKind) -> bool {
-        let name = to_c("transport", kind.name()).expect("static name");
-        // SAFETY: the target is valid and `name` a C string.
-        !unsafe { sys::spdk_nvmf_tgt_get_transport(self.as_ptr(), name.as_ptr()) }.is_null()
+    pub fn has_transport(&self, kind: TransportKind) -> Result<bool> {
+        let target = self.as_ptr()?;
+        let name = to_c("transport", kind.name())?;
+        // SAFETY: the target was just looked up and `name` is a C string.
+        Ok(!unsafe { sys::spdk_nvmf_tgt_get_transport(target, name.as_ptr()) }.is_null())
     }
 
     /// Adds a transport with SPDK's default options (as `nvmf_create_transport -t`).
@@ -240,7 +335,7 @@ impl Target {
     }
 
     fn start_add_transport(&self, kind: TransportKind) -> Result<crate::thread::Completion<i32>> {
-        if self.has_transport(kind) {
+        if self.has_transport(kind)? {
             return Err(Error::spdk(
                 format!("adding transport {}: the target has one", kind.name()),
                 -libc::EEXIST,
@@ -272,11 +367,12 @@ impl Target {
                 -libc::EINVAL,
             ));
         }
+        let target = self.as_ptr()?;
         let (completer, done) = completion::<i32>("spdk_nvmf_tgt_add_transport");
         // SAFETY: the target and transport are valid; status_done reclaims the completer.
         unsafe {
             sys::spdk_nvmf_tgt_add_transport(
-                self.as_ptr(),
+                target,
                 transport,
                 Some(status_done),
                 completer.into_raw(),
@@ -286,42 +382,57 @@ impl Target {
     }
 
     /// The subsystem with this NQN, if any.
-    pub fn find_subsystem(&self, nqn: &str) -> Option<Subsystem> {
-        let c = CString::new(nqn).ok()?;
-        // SAFETY: the target is valid and `c` a C string.
-        NonNull::new(unsafe { sys::spdk_nvmf_tgt_find_subsystem(self.as_ptr(), c.as_ptr()) })
-            .map(Subsystem)
+    pub fn find_subsystem(&self, nqn: &str) -> Option<Subsystem<'_>> {
+        self.lookup_subsystem(nqn).ok()?;
+        Some(Subsystem {
+            target: self,
+            nqn: nqn.to_string(),
+        })
+    }
+
+    fn lookup_subsystem(&self, nqn: &str) -> Result<NonNull<sys::spdk_nvmf_subsystem>> {
+        let target = self.as_ptr()?;
+        let gone = || Error::NotFound(format!("subsystem {nqn} no longer exists"));
+        let c = CString::new(nqn).map_err(|_| gone())?;
+        // SAFETY: the target was just looked up and `c` is a C string.
+        NonNull::new(unsafe { sys::spdk_nvmf_tgt_find_subsystem(target, c.as_ptr()) })
+            .ok_or_else(gone)
     }
 
     /// Creates an NVMe subsystem, inactive; add listeners and namespaces, then
     /// [`Subsystem::start`] it. On any error nothing of it remains.
-    pub fn create_subsystem(&self, config: &SubsystemConfig) -> Result<Subsystem> {
+    pub fn create_subsystem(&self, config: &SubsystemConfig) -> Result<Subsystem<'_>> {
         if self.find_subsystem(&config.nqn).is_some() {
             return Err(Error::spdk(
                 format!("creating subsystem {}: it exists", config.nqn),
                 -libc::EEXIST,
             ));
         }
+        let target = self.as_ptr()?;
         let nqn = to_c("NQN", &config.nqn)?;
-        // SAFETY: the target is valid; SPDK copies the NQN.
+        // SAFETY: the target was just looked up; SPDK copies the NQN.
         let raw = unsafe {
             sys::spdk_nvmf_subsystem_create(
-                self.as_ptr(),
+                target,
                 nqn.as_ptr(),
                 sys::SPDK_NVMF_SUBTYPE_NVME,
                 config.max_namespaces,
             )
         };
-        let subsystem = NonNull::new(raw).map(Subsystem).ok_or_else(|| {
-            Error::InvalidArgument(format!(
+        if raw.is_null() {
+            return Err(Error::InvalidArgument(format!(
                 "invalid NQN {:?} (expected nqn.yyyy-mm.reverse.domain:name, at most 223 bytes), \
                  or the target has no room for another subsystem",
                 config.nqn
-            ))
-        })?;
+            )));
+        }
+        let subsystem = Subsystem {
+            target: self,
+            nqn: config.nqn.clone(),
+        };
         if let Err(e) = subsystem.configure(config) {
             // SAFETY: the subsystem was just created, is inactive and unshared.
-            unsafe { sys::spdk_nvmf_subsystem_destroy(subsystem.as_ptr()) };
+            unsafe { sys::spdk_nvmf_subsystem_destroy(raw) };
             return Err(e);
         }
         Ok(subsystem)
@@ -379,20 +490,32 @@ impl SubsystemConfig {
 }
 
 /// An NVMe-oF subsystem (`struct spdk_nvmf_subsystem`), owned by its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subsystem(NonNull<sys::spdk_nvmf_subsystem>);
+/// An NVMe subsystem of a [`Target`], by NQN; it borrows the target. Each
+/// call looks it up again (NotFound once deleted, over RPC say).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Subsystem<'t> {
+    target: &'t Target,
+    nqn: String,
+}
 
-impl Subsystem {
-    /// The raw pointer, for calls into SPDK.
-    pub fn as_ptr(&self) -> *mut sys::spdk_nvmf_subsystem {
-        self.0.as_ptr()
+impl Subsystem<'_> {
+    /// The subsystem now, or NotFound; for calls into SPDK, which must not
+    /// keep the pointer past the current message.
+    pub fn as_ptr(&self) -> Result<*mut sys::spdk_nvmf_subsystem> {
+        self.target.lookup_subsystem(&self.nqn).map(NonNull::as_ptr)
+    }
+
+    /// The target it belongs to.
+    pub fn target(&self) -> &Target {
+        self.target
     }
 
     fn configure(&self, config: &SubsystemConfig) -> Result<()> {
+        let subsystem = self.as_ptr()?;
         if let Some(sn) = &config.serial_number {
             let c = to_c("serial number", sn)?;
-            // SAFETY: the subsystem is valid and `c` a C string.
-            if unsafe { sys::spdk_nvmf_subsystem_set_sn(self.as_ptr(), c.as_ptr()) } != 0 {
+            // SAFETY: the subsystem was just looked up and `c` is a C string.
+            if unsafe { sys::spdk_nvmf_subsystem_set_sn(subsystem, c.as_ptr()) } != 0 {
                 return Err(Error::InvalidArgument(format!(
                     "invalid serial number {sn:?} (printable ASCII, at most 20 characters)"
                 )));
@@ -400,16 +523,16 @@ impl Subsystem {
         }
         if let Some(mn) = &config.model_number {
             let c = to_c("model number", mn)?;
-            // SAFETY: the subsystem is valid and `c` a C string.
-            if unsafe { sys::spdk_nvmf_subsystem_set_mn(self.as_ptr(), c.as_ptr()) } != 0 {
+            // SAFETY: as above.
+            if unsafe { sys::spdk_nvmf_subsystem_set_mn(subsystem, c.as_ptr()) } != 0 {
                 return Err(Error::InvalidArgument(format!(
                     "invalid model number {mn:?} (printable ASCII, at most 40 characters)"
                 )));
             }
         }
-        // SAFETY: the subsystem is valid and inactive.
+        // SAFETY: as above; the subsystem is new, so inactive.
         check_rc("spdk_nvmf_subsystem_set_allow_any_host", unsafe {
-            sys::spdk_nvmf_subsystem_set_allow_any_host(self.as_ptr(), config.allow_any_host)
+            sys::spdk_nvmf_subsystem_set_allow_any_host(subsystem, config.allow_any_host)
         })?;
         for host in &config.hosts {
             self.add_host(host)?;
@@ -418,60 +541,64 @@ impl Subsystem {
     }
 
     /// The NQN.
-    pub fn nqn(&self) -> String {
-        // SAFETY: the subsystem is valid.
-        unsafe { from_c(sys::spdk_nvmf_subsystem_get_nqn(self.as_ptr())) }
+    pub fn nqn(&self) -> &str {
+        &self.nqn
     }
     /// The serial number.
-    pub fn serial_number(&self) -> String {
-        // SAFETY: the subsystem is valid.
-        unsafe { from_c(sys::spdk_nvmf_subsystem_get_sn(self.as_ptr())) }
+    pub fn serial_number(&self) -> Result<String> {
+        let subsystem = self.as_ptr()?;
+        // SAFETY: the subsystem was just looked up.
+        Ok(unsafe { from_c(sys::spdk_nvmf_subsystem_get_sn(subsystem)) })
     }
     /// The model number.
-    pub fn model_number(&self) -> String {
-        // SAFETY: the subsystem is valid.
-        unsafe { from_c(sys::spdk_nvmf_subsystem_get_mn(self.as_ptr())) }
+    pub fn model_number(&self) -> Result<String> {
+        let subsystem = self.as_ptr()?;
+        // SAFETY: the subsystem was just looked up.
+        Ok(unsafe { from_c(sys::spdk_nvmf_subsystem_get_mn(subsystem)) })
+    }
+
+    /// Whether the subsystem is inactive (not started, or stopped).
+    pub fn is_inactive(&self) -> Result<bool> {
+        let subsystem = self.as_ptr()?;
+        // SAFETY: the subsystem was just looked up; the shim reads its state.
+        Ok(unsafe { sys::spdk_pmem_nvmf_subsystem_is_inactive(subsystem) })
     }
 
     /// Lets `hostnqn` connect. Call while inactive or paused.
     pub fn add_host(&self, hostnqn: &str) -> Result<()> {
+        let subsystem = self.as_ptr()?;
         let c = to_c("host NQN", hostnqn)?;
-        // SAFETY: the subsystem is valid and `c` a C string.
+        // SAFETY: the subsystem was just looked up and `c` is a C string.
         check_rc(&format!("adding host {hostnqn}"), unsafe {
-            sys::spdk_nvmf_subsystem_add_host(self.as_ptr(), c.as_ptr())
+            sys::spdk_nvmf_subsystem_add_host(subsystem, c.as_ptr())
         })
     }
 
     /// Adds bdev `bdev_name` as a namespace (`nsid` or the next free one) and
     /// returns its NSID. Call while inactive or paused.
     pub fn add_namespace(&self, bdev_name: &str, nsid: Option<u32>) -> Result<u32> {
-        let bdev = Bdev::by_name(bdev_name).ok_or_else(|| {
+        let bdev = Bdev::by_name(self.target.spdk, bdev_name).ok_or_else(|| {
             Error::spdk(
                 format!("adding namespace: no bdev named {bdev_name:?}"),
                 -libc::ENODEV,
             )
         })?;
+        let (subsystem, bdev) = (self.as_ptr()?, bdev.as_ptr()?);
         // SAFETY: zeroed opts are filled with defaults by SPDK.
         let mut opts: sys::spdk_nvmf_ns_opts = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<sys::spdk_nvmf_ns_opts>();
         // SAFETY: `opts` is writable for `size` bytes.
         unsafe { sys::spdk_nvmf_ns_opts_get_defaults(&mut opts, size) };
         opts.nsid = nsid.unwrap_or(0);
-        // SAFETY: subsystem and bdev are valid; no persistent-reservation file.
+        // SAFETY: subsystem and bdev were just looked up; no persistent-reservation file.
         let id = unsafe {
-            sys::spdk_nvmf_subsystem_add_ns(
-                self.as_ptr(),
-                bdev.as_ptr(),
-                &opts,
-                size,
-                std::ptr::null(),
-            )
+            sys::spdk_nvmf_subsystem_add_ns(subsystem, bdev, &opts, size, std::ptr::null())
         };
         if id == 0 {
             return Err(Error::spdk(
                 format!(
                     "adding bdev {bdev_name} as a namespace of {} (NSID taken, no free NSID, or the bdev is claimed)",
-                    self.nqn()
+                    self.nqn
                 ),
                 -libc::EINVAL,
             ));
@@ -482,16 +609,12 @@ impl Subsystem {
     /// Starts listening on `address` for this subsystem. Call while inactive or
     /// paused. If the subsystem refuses the listener, the target stops
     /// listening again; a port in use fails with SPDK's errno.
-    pub fn add_listener(
-        &self,
-        target: Target,
-        address: &ListenAddress,
-    ) -> impl Future<Output = Result<()>> {
-        let subsystem = *self;
+    pub fn add_listener(&self, address: &ListenAddress) -> impl Future<Output = Result<()>> + '_ {
         let address = address.clone();
-        let started = (|| {
+        async move {
+            let target = self.target;
             let mut trid = address.transport_id()?;
-            if !target.has_transport(address.transport) {
+            if !target.has_transport(address.transport)? {
                 return Err(Error::InvalidArgument(format!(
                     "no {} transport on target {}: add one first (nvmf_create_transport -t {})",
                     address.transport.name(),
@@ -499,33 +622,28 @@ impl Subsystem {
                     address.transport.name()
                 )));
             }
+            let (raw_target, subsystem) = (target.as_ptr()?, self.as_ptr()?);
             // SAFETY: target and trid are valid.
-            let rc = unsafe { sys::spdk_nvmf_tgt_listen(target.as_ptr(), &mut trid) };
+            let rc = unsafe { sys::spdk_nvmf_tgt_listen(raw_target, &mut trid) };
             check_rc(&format!("listening on {address}"), rc)?;
             let (completer, done) = completion::<i32>("spdk_nvmf_subsystem_add_listener");
             // SAFETY: subsystem and trid are valid; status_done reclaims the completer.
             unsafe {
                 sys::spdk_nvmf_subsystem_add_listener(
-                    subsystem.as_ptr(),
+                    subsystem,
                     &mut trid,
                     Some(status_done),
                     completer.into_raw(),
                 )
             };
-            Ok((trid, done))
-        })();
-        async move {
-            let (trid, done) = started?;
             let rc = done.await?;
             if rc != 0 {
-                let mut trid = trid;
-                // SAFETY: undoing our own successful listen on the same trid.
-                unsafe { sys::spdk_nvmf_tgt_stop_listen(target.as_ptr(), &mut trid) };
+                if let Ok(raw_target) = target.as_ptr() {
+                    // SAFETY: undoing our own successful listen on the same trid.
+                    unsafe { sys::spdk_nvmf_tgt_stop_listen(raw_target, &mut trid) };
+                }
             }
-            check_rc(
-                &format!("adding listener {address} to {}", subsystem.nqn()),
-                rc,
-            )
+            check_rc(&format!("adding listener {address} to {}", self.nqn), rc)
         }
     }
 
@@ -537,35 +655,37 @@ impl Subsystem {
     /// refused removal would free what the subsystem still points into.
     pub fn remove_listener(
         &self,
-        target: Target,
         address: &ListenAddress,
-    ) -> impl Future<Output = Result<()>> {
-        let subsystem = *self;
+    ) -> impl Future<Output = Result<()>> + '_ {
         let address = address.clone();
         async move {
             let mut trid = address.transport_id()?;
-            let remove = |trid: &sys::spdk_nvme_transport_id| {
-                // SAFETY: subsystem and trid are valid.
-                unsafe { sys::spdk_nvmf_subsystem_remove_listener(subsystem.as_ptr(), trid) }
+            let remove = |trid: &sys::spdk_nvme_transport_id| -> Result<i32> {
+                let subsystem = self.as_ptr()?;
+                // SAFETY: the subsystem was just looked up and trid is valid.
+                Ok(unsafe { sys::spdk_nvmf_subsystem_remove_listener(subsystem, trid) })
             };
-            let what = || format!("removing listener {address} from {}", subsystem.nqn());
-            let mut rc = remove(&trid);
+            let mut rc = remove(&trid)?;
             let mut paused = false;
             if rc == -libc::EAGAIN {
                 // Active: SPDK changes listeners only while inactive or paused.
-                subsystem.pause().await?;
+                self.pause().await?;
                 paused = true;
-                rc = remove(&trid);
+                rc = remove(&trid)?;
             }
             if rc == 0 {
+                let target = self.target.as_ptr()?;
                 // SAFETY: undoes the spdk_nvmf_tgt_listen of add_listener, now
                 // that the subsystem no longer refers to the listener.
-                unsafe { sys::spdk_nvmf_tgt_stop_listen(target.as_ptr(), &mut trid) };
+                unsafe { sys::spdk_nvmf_tgt_stop_listen(target, &mut trid) };
             }
             if paused {
-                subsystem.resume().await?;
+                self.resume().await?;
             }
-            check_rc(&what(), rc)
+            check_rc(
+                &format!("removing listener {address} from {}", self.nqn),
+                rc,
+            )
         }
     }
 
@@ -578,16 +698,20 @@ impl Subsystem {
             *mut c_void,
         ) -> i32,
     ) -> impl Future<Output = Result<()>> {
-        let (completer, done) = completion::<i32>(op);
-        let arg = completer.into_raw();
-        // SAFETY: the subsystem is valid; subsystem_state_done reclaims the
-        // completer when SPDK accepts the request.
-        let rc = unsafe { f(self.as_ptr(), Some(subsystem_state_done), arg) };
-        if rc != 0 {
-            // SAFETY: SPDK refused synchronously and will not call back.
-            drop(unsafe { Completer::<i32>::from_raw(arg) });
-        }
+        let started = self.as_ptr().map(|subsystem| {
+            let (completer, done) = completion::<i32>(op);
+            let arg = completer.into_raw();
+            // SAFETY: the subsystem was just looked up; subsystem_state_done
+            // reclaims the completer when SPDK accepts the request.
+            let rc = unsafe { f(subsystem, Some(subsystem_state_done), arg) };
+            if rc != 0 {
+                // SAFETY: SPDK refused synchronously and will not call back.
+                drop(unsafe { Completer::<i32>::from_raw(arg) });
+            }
+            (rc, done)
+        });
         async move {
+            let (rc, done) = started?;
             check_rc(op, rc)?;
             check_rc(op, done.await?)
         }
@@ -613,10 +737,19 @@ impl Subsystem {
         )
     }
 
-    /// Destroys an inactive subsystem.
-    pub fn destroy(self) {
-        // SAFETY: the caller gives up the handle; SPDK requires it inactive.
-        unsafe { sys::spdk_nvmf_subsystem_destroy(self.as_ptr()) }
+    /// Destroys an inactive subsystem. An active one (or one between
+    /// states) is refused: its poll groups still use it; stop it first.
+    pub fn destroy(self) -> Result<()> {
+        if !self.is_inactive()? {
+            return Err(Error::InvalidArgument(format!(
+                "subsystem {} is active: stop it before destroying it",
+                self.nqn
+            )));
+        }
+        let subsystem = self.as_ptr()?;
+        // SAFETY: just looked up and inactive; the handle is consumed.
+        unsafe { sys::spdk_nvmf_subsystem_destroy(subsystem) };
+        Ok(())
     }
 }
 

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread;
+use crate::thread::{self, Thread};
 
 /// A JSON-RPC error reply: code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +155,15 @@ where
 {
     let c_name = CString::new(name)
         .map_err(|_| Error::InvalidArgument(format!("method name {name:?} contains a NUL byte")))?;
+    // SPDK's method list has no lock: it changes before the application
+    // starts, or on its main thread, where the RPC server reads it.
+    if crate::app::is_running() && Thread::current().is_none_or(|t| Some(t) != Thread::app_thread())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "registering RPC method {name}: while the application runs, register on its main \
+             thread (the start closure, or a message sent to Thread::app_thread())"
+        )));
+    }
     if crate::rpc_compat::spdk_has_method(name) {
         // SPDK would keep its own handler and ignore ours.
         return Err(Error::spdk(

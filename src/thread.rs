@@ -13,7 +13,8 @@
 //!
 //! AppOptions::new("example").run(|| {
 //!     thread::spawn_local(async {
-//!         let target = nvmf::Target::default_target().expect("nvmf subsystem is up");
+//!         let spdk = thread::Spdk::here().expect("futures run on an SPDK thread");
+//!         let target = nvmf::Target::default_target(spdk).expect("nvmf subsystem is up");
 //!         match target.add_transport(nvmf::TransportKind::Tcp).await {
 //!             Ok(()) => println!("TCP transport added"),
 //!             Err(e) => eprintln!("{e}"),
@@ -27,6 +28,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,54 @@ use std::task::{Context, Poll, Wake, Waker};
 use crate::app::catch_panic;
 use crate::error::{Error, Result};
 use crate::sys;
+
+/// Proof that the code holding it runs on an SPDK thread, where SPDK's
+/// objects and globals (its bdev list, its targets, its RPC methods) may be
+/// touched. `!Send`, like PyO3's `Python<'py>`: it cannot be handed to a
+/// `std::thread`, and the calls that take it check again that the caller is
+/// still on an SPDK thread, so one kept past the application fails instead of
+/// reaching SPDK's freed state.
+///
+/// ```compile_fail,E0277
+/// # fn f(spdk: spdk_pmem::thread::Spdk) {
+/// // The token stays on SPDK's threads.
+/// std::thread::spawn(move || drop(spdk));
+/// # }
+/// ```
+/// ```no_run
+/// # fn f(spdk: spdk_pmem::thread::Spdk) {
+/// let name = "pmdk0".to_string();
+/// std::thread::spawn(move || drop(name));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spdk {
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl Spdk {
+    /// The token, when the caller runs on an SPDK thread (in the start
+    /// closure, a poller, an RPC handler, a message or a `spawn_local`
+    /// future); an error otherwise.
+    pub fn here() -> Result<Spdk> {
+        if Thread::current().is_none() {
+            return Err(Error::InvalidArgument(
+                "this call must run on an SPDK thread (the start closure, a poller, an RPC \
+                 handler, a message or a spawn_local future)"
+                    .into(),
+            ));
+        }
+        Ok(Spdk {
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Checks again that the holder is on an SPDK thread: a token kept (in a
+    /// thread-local, say) past the application is refused here.
+    pub(crate) fn check(self) -> Result<Spdk> {
+        Spdk::here()
+    }
+}
 
 /// A handle to an SPDK thread, by its id: SPDK never reuses an id, and looks
 /// the thread up under its own lock, so a handle that outlives its thread (or
@@ -101,10 +151,25 @@ extern "C" fn msg_trampoline(arg: *mut c_void) {
 /// microseconds (0: every reactor iteration) until dropped.
 ///
 /// The closure is `'static`, as `std::thread::spawn`'s is: a poller that is
-/// leaked (`mem::forget`) keeps running, but never over dead borrows. Dropping
-/// it is correct anywhere: on another thread, or from inside its own closure,
-/// the unregistering and the freeing of the closure are sent to the poller's
-/// thread, where they run after any call in progress has returned.
+/// leaked (`mem::forget`) keeps running, but never over dead borrows.
+///
+/// ```compile_fail,E0597
+/// # use spdk_pmem::thread::Poller;
+/// let counted = vec![1, 2, 3];
+/// let borrowed = &counted;
+/// let poller = Poller::register(0, move || !borrowed.is_empty());
+/// std::mem::forget(poller);
+/// ```
+/// ```no_run
+/// # use spdk_pmem::thread::Poller;
+/// let counted = vec![1, 2, 3];
+/// let poller = Poller::register(0, move || !counted.is_empty());
+/// std::mem::forget(poller);
+/// ```
+///
+/// Dropping it is correct anywhere: on another thread, or from inside its own
+/// closure, the unregistering and the freeing of the closure are sent to the
+/// poller's thread, where they run after any call in progress has returned.
 pub struct Poller {
     poller: NonNull<sys::spdk_poller>,
     closure: *mut PollerFn,

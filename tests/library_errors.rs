@@ -2,7 +2,10 @@
 //! process): a duplicate bdev, an invalid NQN, a duplicate subsystem, a serial
 //! number SPDK refuses, a namespace on a missing bdev, a bad address and a
 //! port in use. After each, nothing half-created remains, and the target
-//! still serves a namespace that SPDK's identify sees.
+//! still serves a namespace that SPDK's identify sees. Misuse that safe code
+//! can attempt returns an error: a bdev deleted over RPC and then used, the
+//! default target destroyed, an active subsystem destroyed, a listener of an
+//! active subsystem removed (then nvmf_get_subsystems read).
 
 mod common;
 use common::*;
@@ -12,31 +15,64 @@ use std::sync::{Arc, Mutex};
 use spdk_pmem::app::{self, AppOptions};
 use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
 use spdk_pmem::pmem::Pool;
+use spdk_pmem::thread::Spdk;
 use spdk_pmem::{bdev, thread, Error};
 
 const NQN: &str = "nqn.2016-06.io.spdk:lib";
 
+/// Runs SPDK's rpc.py off the reactor (the RPC server runs on it) and
+/// resolves with whether it succeeded.
+async fn rpc_elsewhere(sock: std::path::PathBuf, args: &'static [&'static str]) -> bool {
+    let (completer, done) = thread::completion::<bool>("rpc.py");
+    let app = thread::Thread::current().unwrap();
+    std::thread::spawn(move || {
+        let ok = rpc_py(&sock, args).status.success();
+        app.send(move || completer.complete(ok)).unwrap();
+    });
+    done.await.unwrap_or(false)
+}
+
 async fn exercise(
     pool: std::path::PathBuf,
-    free_port: u16,
-    busy_port: u16,
-    second_port: u16,
+    victim_pool: std::path::PathBuf,
+    sock: std::path::PathBuf,
+    ports: [u16; 3],
 ) -> Result<(), String> {
+    let [free_port, busy_port, second_port] = ports;
     let fail = |what: &str, e: &dyn std::fmt::Debug| format!("{what}: {e:?}");
-    let b = bdev::create_pmem_bdev(&pool, "pmdk0").map_err(|e| fail("pmem bdev", &e))?;
-    if b.block_size() != 4096 || b.product_name() != "pmemblk disk" {
-        return Err(format!(
-            "bdev properties: {} {}",
-            b.block_size(),
-            b.product_name()
-        ));
+    let spdk = Spdk::here().map_err(|e| fail("token", &e))?;
+    let b = bdev::create_pmem_bdev(spdk, &pool, "pmdk0").map_err(|e| fail("pmem bdev", &e))?;
+    match (b.block_size(), b.product_name()) {
+        (Ok(4096), Ok(name)) if name == "pmemblk disk" => {}
+        other => return Err(fail("bdev properties", &other)),
     }
-    match bdev::create_pmem_bdev(&pool, "pmdk0") {
+    match bdev::create_pmem_bdev(spdk, &pool, "pmdk0") {
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
         other => return Err(fail("duplicate bdev", &other)),
     }
 
-    let target = Target::default_target().ok_or("no default target")?;
+    // A bdev a client deletes over RPC while the library holds it: the
+    // handle then reports NotFound, never freed memory.
+    let victim = bdev::create_pmem_bdev(spdk, &victim_pool, "victim")
+        .map_err(|e| fail("victim bdev", &e))?;
+    if !rpc_elsewhere(sock.clone(), &["bdev_pmem_delete", "victim"]).await {
+        return Err("bdev_pmem_delete victim failed".into());
+    }
+    match victim.block_count() {
+        Err(Error::NotFound(m)) if m.contains("victim") => {}
+        other => return Err(fail("a deleted bdev's handle", &other)),
+    }
+    match bdev::delete_pmem_bdev(victim).await {
+        Err(Error::NotFound(_)) => {}
+        other => return Err(fail("deleting a deleted bdev", &other)),
+    }
+
+    let target = Target::default_target(spdk).map_err(|e| fail("default target", &e))?;
+    match target.destroy().await {
+        Err(Error::InvalidArgument(m)) if m.contains("not made by Target::create") => {}
+        other => return Err(fail("destroying the default target", &other)),
+    }
+    let target = Target::default_target(spdk).map_err(|e| fail("default target", &e))?;
     target
         .add_transport(TransportKind::Tcp)
         .await
@@ -82,14 +118,14 @@ async fn exercise(
         other => return Err(fail("missing bdev", &other)),
     }
     match subsystem
-        .add_listener(target, &ListenAddress::tcp("not-an-address", free_port))
+        .add_listener(&ListenAddress::tcp("not-an-address", free_port))
         .await
     {
         Err(Error::InvalidArgument(m)) if m.contains("not an IP address") => {}
         other => return Err(fail("bad address", &other)),
     }
     match subsystem
-        .add_listener(target, &ListenAddress::tcp("127.0.0.1", busy_port))
+        .add_listener(&ListenAddress::tcp("127.0.0.1", busy_port))
         .await
     {
         Err(Error::Spdk { .. }) => {}
@@ -97,18 +133,21 @@ async fn exercise(
     }
 
     subsystem
-        .add_listener(target, &ListenAddress::tcp("127.0.0.1", free_port))
+        .add_listener(&ListenAddress::tcp("127.0.0.1", free_port))
         .await
         .map_err(|e| fail("listener", &e))?;
     let nsid = subsystem
         .add_namespace("pmdk0", None)
         .map_err(|e| fail("namespace", &e))?;
-    if nsid != 1 || subsystem.serial_number() != "SPDK0001" || subsystem.nqn() != NQN {
-        return Err(format!("nsid {nsid}, sn {}", subsystem.serial_number()));
+    let sn = subsystem
+        .serial_number()
+        .map_err(|e| fail("serial number", &e))?;
+    if nsid != 1 || sn != "SPDK0001" || subsystem.nqn() != NQN {
+        return Err(format!("nsid {nsid}, sn {sn}"));
     }
     let second = ListenAddress::tcp("127.0.0.1", second_port);
     subsystem
-        .add_listener(target, &second)
+        .add_listener(&second)
         .await
         .map_err(|e| fail("second listener", &e))?;
     subsystem.start().await.map_err(|e| fail("start", &e))?;
@@ -116,7 +155,7 @@ async fn exercise(
     subsystem.resume().await.map_err(|e| fail("resume", &e))?;
     // On the active subsystem: paused, removed, resumed; the port closes.
     subsystem
-        .remove_listener(target, &second)
+        .remove_listener(&second)
         .await
         .map_err(|e| fail("removing a listener of an active subsystem", &e))?;
     if std::net::TcpStream::connect(("127.0.0.1", second_port)).is_ok() {
@@ -124,9 +163,18 @@ async fn exercise(
     }
     // Not a listener of the subsystem (any more): refused, and the target's
     // listener on that address (none now) is not released a second time.
-    match subsystem.remove_listener(target, &second).await {
+    match subsystem.remove_listener(&second).await {
         Err(e) if e.errno() == Some(libc::ENOENT) => {}
         other => return Err(fail("removing a listener twice", &other)),
+    }
+    // An active subsystem is not destroyed: its poll groups still use it.
+    let again = target.find_subsystem(NQN).ok_or("the subsystem went")?;
+    match again.destroy() {
+        Err(Error::InvalidArgument(m)) if m.contains("is active") => {}
+        other => return Err(fail("destroying an active subsystem", &other)),
+    }
+    if target.find_subsystem(NQN).is_none() {
+        return Err("the refused destroy removed the subsystem".into());
     }
     Ok(())
 }
@@ -136,12 +184,15 @@ fn library_errors_are_typed_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let pool = dir.path().join("pool");
     drop(Pool::create_with_blocks(&pool, 4096, 8192, 0o600).unwrap());
+    let victim_pool = dir.path().join("victim.pool");
+    drop(Pool::create_with_blocks(&victim_pool, 4096, 1024, 0o600).unwrap());
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
     let (shm_id, free_port) = unique_ids();
     let second_port = test_port();
     let sock = dir.path().join("rpc.sock");
     let rpc_sock = sock.clone();
+    let exercise_sock = sock.clone();
 
     let outcome: Arc<Mutex<Option<Result<String, String>>>> = Arc::default();
     let result = outcome.clone();
@@ -151,7 +202,13 @@ fn library_errors_are_typed_and_leave_nothing_behind() {
         .rpc_addr(sock.to_str().unwrap())
         .run(move || {
             thread::spawn_local(async move {
-                let configured = exercise(pool, free_port, busy_port, second_port).await;
+                let configured = exercise(
+                    pool,
+                    victim_pool,
+                    exercise_sock,
+                    [free_port, busy_port, second_port],
+                )
+                .await;
                 let checked = match configured {
                     // identify blocks; run it off the reactor and stop when done.
                     Ok(()) => {
