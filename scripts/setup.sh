@@ -84,7 +84,7 @@ set -e
 [ "${status[0]}" -eq 0 ] || failed "$build"
 if [ "${status[1]}" -eq 10 ]; then
   worked=1
-  cache=${SPDK_PMEM_BUILD_DIR:-target/spdk}
+  cache=${SPDK_PMEM_BUILD_DIR:-${CARGO_TARGET_DIR:-target}/spdk}
   built=$cache/current/.spdk-pmem-built
   if [ -f "$built" ] && [ "$(stat -c %Y "$built")" -ge "$crates_began" ]; then
     echo "setup:   SPDK 20.07 built in $(sed -n 's/^seconds //p' "$built") s, in $(readlink -f "$cache/current")"

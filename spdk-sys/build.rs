@@ -85,19 +85,28 @@ fn check_built(root: &Path) -> Result<(), String> {
 /// An optional part of SPDK, switched on by a cargo feature of this crate.
 struct OptionalPart {
     feature: &'static str,
-    flag: &'static str,
+    flags: &'static [&'static str],
     /// Headers it needs, and the Debian package of each.
     needs: &'static [(&'static str, &'static str)],
 }
 
-const OPTIONAL_PARTS: &[OptionalPart] = &[OptionalPart {
-    feature: "rdma",
-    flag: "--with-rdma",
-    needs: &[
-        ("/usr/include/infiniband/verbs.h", "libibverbs-dev"),
-        ("/usr/include/rdma/rdma_cma.h", "librdmacm-dev"),
-    ],
-}];
+const OPTIONAL_PARTS: &[OptionalPart] = &[
+    OptionalPart {
+        feature: "rdma",
+        flags: &["--with-rdma"],
+        needs: &[
+            ("/usr/include/infiniband/verbs.h", "libibverbs-dev"),
+            ("/usr/include/rdma/rdma_cma.h", "librdmacm-dev"),
+        ],
+    },
+    // AddressSanitizer and UndefinedBehaviorSanitizer in SPDK's C code (its
+    // own build options); emit_link_line adds their runtimes.
+    OptionalPart {
+        feature: "asan",
+        flags: &["--enable-asan", "--enable-ubsan"],
+        needs: &[],
+    },
+];
 
 /// The SPDK configure flags: PMDK always (the pmem bdev is the point), the
 /// optional parts whose features are on, SPDK's apps, examples and test apps
@@ -123,7 +132,7 @@ fn configure_flags() -> Result<Vec<String>, String> {
                 ));
             }
         }
-        flags.push(part.flag.to_string());
+        flags.extend(part.flags.iter().map(|f| f.to_string()));
     }
     Ok(flags)
 }
@@ -542,7 +551,20 @@ fn emit_link_line(root: &Path, out_dir: &Path) -> Result<(), String> {
         ));
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    for directive in link_directives(&text) {
+    let mut directives = link_directives(&text);
+    if env::var_os("CARGO_FEATURE_ASAN").is_some() {
+        // rustc links with -nodefaultlibs, so the sanitizer runtimes SPDK's
+        // objects call are named here: as the first shared libraries, since
+        // ASan checks at start-up that its runtime was loaded first.
+        let first_dylib = directives
+            .iter()
+            .position(|d| d.starts_with("cargo:rustc-link-lib=dylib="))
+            .unwrap_or(directives.len());
+        for runtime in ["ubsan", "asan"] {
+            directives.insert(first_dylib, format!("cargo:rustc-link-lib=dylib={runtime}"));
+        }
+    }
+    for directive in directives {
         println!("{directive}");
     }
     Ok(())
