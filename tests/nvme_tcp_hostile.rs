@@ -390,6 +390,58 @@ fn a_controller_whose_admin_queue_is_gone_refuses_io_connects() {
     assert!(t.stop().success());
 }
 
+/// vendor/patches/0019: two Fabrics Connects on one queue, sent back to back
+/// before the first completed. In 20.07 the second, failing on the
+/// controller's thread, detached the queue the first had attached, so no
+/// queue owned the controller any more; at shutdown SPDK destroyed it through
+/// its poll group's thread, already freed (heap-use-after-free under ASan).
+/// Now the second is refused (Command Sequence Error) and the target stops
+/// cleanly.
+#[test]
+fn a_second_connect_on_a_queue_before_the_first_completes_is_refused() {
+    use nvme_tcp::wire;
+    use std::io::{Read, Write};
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let host = "nqn.2014-08.org.nvmexpress:uuid:1";
+    for round in 0..3 {
+        let (mut admin, status, cntlid) = connect_queue(port, 0, 0xFFFF);
+        assert_eq!(status, 0, "admin Connect");
+        let (status, _) = command(
+            &mut admin,
+            wire::property_set(2, wire::CC_OFFSET, wire::CC_ENABLE),
+            vec![],
+        );
+        assert_eq!(status, 0, "Property Set CC.EN");
+        let mut io = negotiated(port);
+        let mut both = Vec::new();
+        for cid in [1, 2] {
+            let (sqe, data) = wire::connect(cid, 1, 127, 0, cntlid, FUZZ_NQN, host);
+            both.extend(wire::capsule(&sqe.0, data, Default::default(), 0).encode());
+        }
+        io.write_all(&both).unwrap();
+        let mut statuses = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let mut rsp = [0u8; 24];
+            io.read_exact(&mut rsp).expect("a Connect response");
+            let cid = u16::from_le_bytes([rsp[20], rsp[21]]);
+            statuses.insert(cid, u16::from_le_bytes([rsp[22], rsp[23]]) >> 1);
+        }
+        assert_eq!(statuses.get(&1), Some(&0), "round {round}: {statuses:?}");
+        assert_eq!(
+            statuses.get(&2),
+            Some(&0x000C),
+            "round {round}: the second Connect was not refused as out of sequence: {statuses:?}"
+        );
+        drop(io);
+        drop(admin);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_still_serving(&mut t, port, "after Connects sent back to back");
+    assert!(t.stop().success(), "{}", t.log_text());
+}
+
 /// A process's open file descriptors, resident memory and hugepage memory (KiB).
 #[derive(Clone, Copy, Debug)]
 struct Footprint {
