@@ -27,6 +27,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -188,6 +190,101 @@ where
     };
     install_hook();
     Ok(())
+}
+
+/// Registers a method with typed params and result: the request's params
+/// are deserialized into `P` (absent params as `{}`, or as `null` when `P`
+/// takes that, e.g. `Option<_>` or `()`), and the handler's `R` is
+/// serialized as the result. Params that do not fit answer -32602 naming
+/// the field's path and what was wrong, in serde's words:
+/// `my_method: items[0].bdev_name: invalid type: integer `5`, expected a string`,
+/// `my_method: missing field `name``, `my_method: unknown field `x`, expected ...`,
+/// `my_method: count: invalid value: integer `-1`, expected u32`.
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+/// use spdk_pmem::rpc::{self, RpcError, RpcStates};
+///
+/// #[derive(Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Resize {
+///     name: String,
+///     #[serde(default)]
+///     size_in_mib: u64,
+/// }
+///
+/// #[derive(Serialize)]
+/// struct Resized {
+///     name: String,
+///     bytes: u64,
+/// }
+///
+/// rpc::register_typed_method("example_resize", RpcStates::Runtime, |p: Resize| {
+///     let bytes = p.size_in_mib.checked_mul(1 << 20).ok_or_else(|| {
+///         RpcError::invalid_params("example_resize: size_in_mib is out of range")
+///     })?;
+///     Ok(Resized { name: p.name, bytes })
+/// })?;
+/// # Ok::<(), spdk_pmem::Error>(())
+/// ```
+pub fn register_typed_method<P, R, F>(name: &str, states: RpcStates, handler: F) -> Result<()>
+where
+    P: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+    F: Fn(P) -> std::result::Result<R, RpcError> + Send + Sync + 'static,
+{
+    let method = name.to_string();
+    register_method(name, states, move |params| {
+        let reply = handler(typed_params(&method, params)?)?;
+        typed_result(&method, reply)
+    })
+}
+
+/// [`register_typed_method`] for handlers whose reply comes from a future.
+pub fn register_typed_async_method<P, R, F, Fut>(
+    name: &str,
+    states: RpcStates,
+    handler: F,
+) -> Result<()>
+where
+    P: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+    F: Fn(P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<R, RpcError>> + 'static,
+{
+    let method = name.to_string();
+    register_async_method(name, states, move |params| {
+        let method = method.clone();
+        let started = typed_params(&method, params).map(|p| handler(p));
+        async move { typed_result(&method, started?.await?) }
+    })
+}
+
+/// The params of `method` as a `P`, or -32602 naming the field at fault.
+pub fn typed_params<P: DeserializeOwned>(
+    method: &str,
+    params: Option<Value>,
+) -> std::result::Result<P, RpcError> {
+    let refused = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        RpcError::invalid_params(if path == "." {
+            format!("{method}: {}", e.inner())
+        } else {
+            format!("{method}: {path}: {}", e.inner())
+        })
+    };
+    match params {
+        Some(value) => serde_path_to_error::deserialize(value).map_err(refused),
+        // No params: as an empty object (a struct of optional fields), else
+        // as null (Option, unit); the object's error names what is missing.
+        None => serde_path_to_error::deserialize(Value::Object(Default::default()))
+            .or_else(|e| serde_path_to_error::deserialize(Value::Null).map_err(|_| refused(e))),
+    }
+}
+
+fn typed_result<R: Serialize>(method: &str, reply: R) -> RpcResult {
+    serde_json::to_value(reply)
+        .map_err(|e| RpcError::internal(format!("{method}: its result did not serialize: {e}")))
 }
 
 /// Sets the filter applied to every request for a C method (replacing any

@@ -1,7 +1,8 @@
 //! JSON-RPC methods defined in Rust through the library, served by SPDK's own
 //! RPC server: sync and async replies, JSON-RPC errors, a panic turned into
 //! an internal-error reply with the server still serving, the state mask
-//! honoured, and the methods listed by rpc_get_methods.
+//! honoured, the methods listed by rpc_get_methods, and typed params whose
+//! errors name the field's path.
 
 mod common;
 use common::*;
@@ -30,6 +31,20 @@ fn rust_methods_answer_through_spdks_rpc_server() {
         Ok(json!(done.await.map_err(RpcError::from)?))
     })
     .unwrap();
+    rpc::register_typed_method("test_typed", RpcStates::Runtime, |p: TypedParams| {
+        Ok(TypedReply {
+            name: p.name,
+            bdevs: p.items.into_iter().map(|i| i.bdev_name).collect(),
+            count: p.count,
+        })
+    })
+    .unwrap();
+    rpc::register_typed_async_method(
+        "test_typed_async",
+        RpcStates::Runtime,
+        |p: Option<Counter>| async move { Ok(p.map_or(0, |c| c.n) + 1) },
+    )
+    .unwrap();
     assert!(rpc::register_method("test_echo", RpcStates::Runtime, |_| Ok(Value::Null)).is_err());
 
     let dir = tempfile::tempdir().unwrap();
@@ -54,6 +69,26 @@ fn rust_methods_answer_through_spdks_rpc_server() {
                     ("test_startup_only", None),
                     ("test_async_bdev_count", None),
                     ("rpc_get_methods", None),
+                    (
+                        "test_typed",
+                        Some(json!({"name": "n", "items": [{"bdev_name": "pmdk0"}]})),
+                    ),
+                    (
+                        "test_typed",
+                        Some(json!({"name": "n", "items": [{"bdev_name": 5}]})),
+                    ),
+                    ("test_typed", Some(json!({"items": []}))),
+                    (
+                        "test_typed",
+                        Some(json!({"name": "n", "items": [], "x": 1})),
+                    ),
+                    (
+                        "test_typed",
+                        Some(json!({"name": "n", "items": [], "count": -1})),
+                    ),
+                    ("test_typed", None),
+                    ("test_typed_async", None),
+                    ("test_typed_async", Some(json!({"n": 41}))),
                 ];
                 let mut out = Vec::new();
                 for (method, params) in calls {
@@ -69,7 +104,7 @@ fn rust_methods_answer_through_spdks_rpc_server() {
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
     assert_eq!(code, 0);
     let r = results.lock().unwrap().clone();
-    assert_eq!(r.len(), 7, "{r:?}");
+    assert_eq!(r.len(), 15, "{r:?}");
     assert_eq!(r[0]["result"], json!({"echo": {"a": [1, 2]}}));
     assert_eq!(r[1]["error"]["code"], -32602);
     assert_eq!(r[1]["error"]["message"], "test_echo needs params");
@@ -101,4 +136,59 @@ fn rust_methods_answer_through_spdks_rpc_server() {
     assert!(
         methods.contains(&json!("test_echo")) && methods.contains(&json!("test_async_bdev_count"))
     );
+
+    // Typed params: a result, then -32602 naming the path and what was wrong.
+    assert_eq!(
+        r[7]["result"],
+        json!({"name": "n", "bdevs": ["pmdk0"], "count": 0}),
+        "{}",
+        r[7]
+    );
+    let refused = |i: usize, words: &[&str]| {
+        assert_eq!(r[i]["error"]["code"], -32602, "{}", r[i]);
+        let message = r[i]["error"]["message"].as_str().unwrap();
+        for w in words {
+            assert!(message.contains(w), "{w:?} not in {message:?}");
+        }
+    };
+    refused(
+        8,
+        &["test_typed: items[0].bdev_name: invalid type: integer `5`, expected a string"],
+    );
+    refused(9, &["test_typed: missing field `name`"]);
+    refused(10, &["test_typed: x: unknown field `x`"]);
+    refused(
+        11,
+        &["test_typed: count: invalid value: integer `-1`, expected u32"],
+    );
+    refused(12, &["test_typed: missing field `name`"]);
+    assert_eq!(r[13]["result"], json!(1), "{}", r[13]);
+    assert_eq!(r[14]["result"], json!(42), "{}", r[14]);
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedParams {
+    name: String,
+    items: Vec<TypedItem>,
+    #[serde(default)]
+    count: u32,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedItem {
+    bdev_name: String,
+}
+
+#[derive(serde::Serialize)]
+struct TypedReply {
+    name: String,
+    bdevs: Vec<String>,
+    count: u32,
+}
+
+#[derive(serde::Deserialize)]
+struct Counter {
+    n: u32,
 }
