@@ -255,7 +255,7 @@ where
     let method = name.to_string();
     register_async_method(name, states, move |params| {
         let method = method.clone();
-        let started = typed_params(&method, params).map(|p| handler(p));
+        let started = typed_params(&method, params).map(&handler);
         async move { typed_result(&method, started?.await?) }
     })
 }
