@@ -166,7 +166,15 @@ where
              thread (the start closure, or a message sent to Thread::app_thread())"
         )));
     }
-    if crate::rpc_compat::spdk_has_method(name) {
+    // SAFETY: `c_name` is a C string; SPDK walks its method list (filled by
+    // constructors at load time, changed only where registration may run).
+    let spdk_has_it = unsafe {
+        sys::spdk_rpc_is_method_allowed(
+            c_name.as_ptr(),
+            sys::SPDK_RPC_STARTUP | sys::SPDK_RPC_RUNTIME,
+        )
+    } != -libc::ENOENT;
+    if spdk_has_it {
         // SPDK would keep its own handler and ignore ours.
         return Err(Error::spdk(
             format!("registering RPC method {name}: SPDK has a method of that name"),

@@ -46,6 +46,14 @@ fn rust_methods_answer_through_spdks_rpc_server() {
     )
     .unwrap();
     assert!(rpc::register_method("test_echo", RpcStates::Runtime, |_| Ok(Value::Null)).is_err());
+    // SPDK's own methods and deprecated aliases are not taken over.
+    for taken in ["bdev_get_bdevs", "get_bdevs"] {
+        let err = rpc::register_method(taken, RpcStates::Runtime, |_| Ok(Value::Null)).unwrap_err();
+        assert!(
+            err.to_string().contains("SPDK has a method"),
+            "{taken}: {err}"
+        );
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("rpc.sock");
