@@ -14,7 +14,8 @@
 //! SPDK 20.07 cannot remove a transport, so one is only created once every
 //! check has passed (a busy port included).
 
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::bdev::Bdev;
 use crate::nvmf::{ListenAddress, Subsystem, SubsystemConfig, Target, TransportKind};
@@ -33,6 +34,51 @@ pub fn register() -> crate::Result<()> {
     )
 }
 
+/// The 2018 request as it comes (serde does the shape: types, missing and
+/// unknown fields); [`parse`] then checks what serde cannot (ports,
+/// addresses) and builds the [`Request`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    nqn: String,
+    #[serde(default)]
+    listen_addresses: Vec<ListenParams>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    allow_any_host: Option<bool>,
+    serial_number: Option<String>,
+    model_number: Option<String>,
+    #[serde(default)]
+    namespaces: Vec<NamespaceParams>,
+    max_namespaces: Option<u32>,
+}
+
+/// A 2018 listen address (`transport` is the older spelling of `trtype`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenParams {
+    trtype: Option<String>,
+    transport: Option<String>,
+    traddr: String,
+    trsvcid: Service,
+    adrfam: Option<String>,
+}
+
+/// A port as text (`"4420"`, as SPDK's clients send it) or as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Service {
+    Text(String),
+    Number(u64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceParams {
+    bdev_name: String,
+    nsid: Option<u32>,
+}
+
 struct Namespace {
     bdev_name: String,
     nsid: Option<u32>,
@@ -49,178 +95,109 @@ fn bad(msg: String) -> RpcError {
     RpcError::invalid_params(format!("{CONSTRUCT_NVMF_SUBSYSTEM}: {msg}"))
 }
 
-fn string_field(
-    o: &Map<String, Value>,
-    key: &str,
-    at: &str,
-    required: bool,
-) -> Result<Option<String>, RpcError> {
-    match o.get(key) {
-        None if required => Err(bad(format!("missing required field {at}{key}"))),
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(bad(format!(
-            "field {at}{key} must be a string, not {other}"
-        ))),
-    }
-}
-
-fn array_field<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], RpcError> {
-    match o.get(key) {
-        None => Ok(&[]),
-        Some(Value::Array(a)) => Ok(a),
-        Some(other) => Err(bad(format!("field {key} must be an array, not {other}"))),
-    }
-}
-
-fn u32_field(o: &Map<String, Value>, key: &str, at: &str) -> Result<Option<u32>, RpcError> {
-    match o.get(key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| {
-                bad(format!(
-                    "field {at}{key} must be a number from 0 to 4294967295, not {v}"
-                ))
-            }),
-    }
-}
-
-fn check_keys(o: &Map<String, Value>, allowed: &[&str], at: &str) -> Result<(), RpcError> {
-    match o.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(bad(format!("unknown field {at}{k}"))),
-        None => Ok(()),
-    }
-}
-
-fn parse_listen_address(i: usize, v: &Value) -> Result<ListenAddress, RpcError> {
-    let at = format!("listen_addresses[{i}].");
-    let o = v
-        .as_object()
-        .ok_or_else(|| bad(format!("{at} must be an object like {{\"trtype\": \"TCP\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"4420\"}}, not {v}")))?;
-    check_keys(
-        o,
-        &["trtype", "traddr", "trsvcid", "adrfam", "transport"],
-        &at,
-    )?;
-    let trtype = match string_field(o, "trtype", &at, false)? {
-        Some(t) => t,
-        None => string_field(o, "transport", &at, true)?.unwrap_or_default(),
+/// What a field must be, in this method's words, where serde's would not say.
+fn expected(path: &str) -> Option<String> {
+    let element = |list: &str| {
+        path.strip_prefix(list)
+            .is_some_and(|rest| rest.starts_with('[') && rest.ends_with(']'))
     };
+    let words = if element("listen_addresses") {
+        r#"an object like {"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": "4420"}"#
+    } else if element("namespaces") {
+        r#"an object like {"bdev_name": "pmdk0"}"#
+    } else if element("hosts") {
+        "a host NQN string"
+    } else if path.ends_with(".trsvcid") {
+        "a port number"
+    } else {
+        return None;
+    };
+    Some(words.to_string())
+}
+
+fn listen_address(i: usize, l: ListenParams) -> Result<ListenAddress, RpcError> {
+    let at = format!("listen_addresses[{i}].");
+    let trtype = l
+        .trtype
+        .or(l.transport)
+        .ok_or_else(|| bad(format!("missing required field {at}trtype")))?;
     let transport: TransportKind = trtype
         .parse()
         .map_err(|e: crate::Error| bad(format!("{at}trtype: {e}")))?;
-    let address = string_field(o, "traddr", &at, true)?.unwrap_or_default();
-    let service = match o.get("trsvcid") {
-        None => return Err(bad(format!("missing required field {at}trsvcid"))),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => {
-            return Err(bad(format!(
-                "field {at}trsvcid must be a port number, not {other}"
-            )))
-        }
+    let service = match l.trsvcid {
+        Service::Text(s) => s,
+        Service::Number(n) => n.to_string(),
     };
     let port: u16 = service.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
         bad(format!(
             "{at}trsvcid {service:?} is not a port number (1-65535)"
         ))
     })?;
-    let listen = ListenAddress {
-        transport,
-        address,
-        port,
-    };
-    let family = match listen.address.parse::<std::net::IpAddr>() {
+    let family = match l.traddr.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(_)) => "IPv4",
         Ok(std::net::IpAddr::V6(_)) => "IPv6",
         Err(_) => {
             return Err(bad(format!(
                 "{at}traddr {:?} is not an IP address",
-                listen.address
+                l.traddr
             )))
         }
     };
-    if let Some(adrfam) = string_field(o, "adrfam", &at, false)? {
+    if let Some(adrfam) = l.adrfam {
         if !adrfam.eq_ignore_ascii_case(family) {
             return Err(bad(format!(
                 "{at}adrfam {adrfam} does not match traddr {}",
-                listen.address
+                l.traddr
             )));
         }
     }
-    Ok(listen)
+    Ok(ListenAddress {
+        transport,
+        address: l.traddr,
+        port,
+    })
 }
 
 fn parse(params: Option<Value>) -> Result<Request, RpcError> {
     let params = params.ok_or_else(|| bad("params are required (at least nqn)".into()))?;
-    let o = params
-        .as_object()
-        .ok_or_else(|| bad(format!("params must be an object, not {params}")))?;
-    check_keys(
-        o,
-        &[
-            "nqn",
-            "listen_addresses",
-            "hosts",
-            "allow_any_host",
-            "serial_number",
-            "model_number",
-            "namespaces",
-            "max_namespaces",
-        ],
-        "",
-    )?;
-    let nqn = string_field(o, "nqn", "", true)?.unwrap_or_default();
-    let mut config = SubsystemConfig::new(&nqn);
-    if let Some(sn) = string_field(o, "serial_number", "", false)? {
-        config = config.serial_number(&sn);
+    if !params.is_object() {
+        // serde would also read a struct from an array, by position.
+        return Err(bad(format!("params must be an object, not {params}")));
     }
-    if let Some(mn) = string_field(o, "model_number", "", false)? {
-        config = config.model_number(&mn);
+    let p: Params = rpc::typed_params_with(CONSTRUCT_NVMF_SUBSYSTEM, Some(params), &expected)?;
+    let mut config = SubsystemConfig::new(&p.nqn);
+    if let Some(sn) = &p.serial_number {
+        config = config.serial_number(sn);
     }
-    match o.get("allow_any_host") {
-        None => {}
-        Some(Value::Bool(b)) => config = config.allow_any_host(*b),
-        Some(other) => {
-            return Err(bad(format!(
-                "field allow_any_host must be a boolean, not {other}"
-            )))
-        }
+    if let Some(mn) = &p.model_number {
+        config = config.model_number(mn);
     }
-    if let Some(n) = u32_field(o, "max_namespaces", "")? {
+    if let Some(any) = p.allow_any_host {
+        config = config.allow_any_host(any);
+    }
+    if let Some(n) = p.max_namespaces {
         config = config.max_namespaces(n);
     }
-    for (i, h) in array_field(o, "hosts")?.iter().enumerate() {
-        let host = h
-            .as_str()
-            .ok_or_else(|| bad(format!("hosts[{i}] must be a host NQN string, not {h}")))?;
+    for host in &p.hosts {
         config = config.host(host);
     }
-    let listeners = array_field(o, "listen_addresses")?
-        .iter()
+    let listeners = p
+        .listen_addresses
+        .into_iter()
         .enumerate()
-        .map(|(i, v)| parse_listen_address(i, v))
+        .map(|(i, l)| listen_address(i, l))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut namespaces = Vec::new();
-    for (i, v) in array_field(o, "namespaces")?.iter().enumerate() {
-        let at = format!("namespaces[{i}].");
-        let ns = v.as_object().ok_or_else(|| {
-            bad(format!(
-                "{at} must be an object like {{\"bdev_name\": \"pmdk0\"}}, not {v}"
-            ))
-        })?;
-        check_keys(ns, &["bdev_name", "nsid"], &at)?;
-        namespaces.push(Namespace {
-            bdev_name: string_field(ns, "bdev_name", &at, true)?.unwrap_or_default(),
-            nsid: u32_field(ns, "nsid", &at)?.filter(|n| *n != 0),
-        });
-    }
+    let namespaces = p
+        .namespaces
+        .into_iter()
+        .map(|ns| Namespace {
+            bdev_name: ns.bdev_name,
+            nsid: ns.nsid.filter(|n| *n != 0),
+        })
+        .collect();
     Ok(Request {
         config,
-        nqn,
+        nqn: p.nqn,
         listeners,
         namespaces,
     })
@@ -397,5 +374,46 @@ mod tests {
             .contains("namespaces[0].bdev_name"));
         assert!(err(json!({"nqn": "n", "allow_any_host": "yes"}))
             .contains("allow_any_host must be a boolean"));
+        let m = err(json!({"nqn": "n", "hosts": [7]}));
+        assert!(
+            m.contains("hosts[0] must be a host NQN string, not 7"),
+            "{m}"
+        );
+        let m = err(json!({"nqn": "n", "listen_addresses": ["127.0.0.1:4420"]}));
+        assert!(
+            m.contains("listen_addresses[0] must be an object like")
+                && m.contains("\"127.0.0.1:4420\""),
+            "{m}"
+        );
+        let m = err(json!({"nqn": "n", "namespaces": ["pmdk0"]}));
+        assert!(m.contains("namespaces[0] must be an object like"), "{m}");
+        let m = err(json!({"nqn": "n", "max_namespaces": -1}));
+        assert!(
+            m.contains("field max_namespaces must be a number from 0 to 4294967295, not -1"),
+            "{m}"
+        );
+        let m = err(json!({"nqn": "n", "namespaces": [{"bdev_name": "b", "nsid": 4294967296u64}]}));
+        assert!(
+            m.contains("field namespaces[0].nsid must be a number"),
+            "{m}"
+        );
+        let m = err(
+            json!({"nqn": "n", "listen_addresses": [{"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": true}]}),
+        );
+        assert!(
+            m.contains("field listen_addresses[0].trsvcid must be a port number, not true"),
+            "{m}"
+        );
+        let m =
+            err(json!({"nqn": "n", "listen_addresses": [{"traddr": "127.0.0.1", "trsvcid": "1"}]}));
+        assert!(
+            m.contains("missing required field listen_addresses[0].trtype"),
+            "{m}"
+        );
+        let m = err(json!({"nqn": "n", "namespaces": [{"bdev_name": "b", "colour": 1}]}));
+        assert!(m.contains("unknown field namespaces[0].colour"), "{m}");
+        assert!(err(json!([1])).contains("params must be an object, not [1]"));
+        let req = parse(Some(json!({"nqn": "n", "listen_addresses": [{"transport": "tcp", "traddr": "::1", "trsvcid": 4420}]}))).unwrap();
+        assert_eq!(req.listeners[0].port, 4420);
     }
 }

@@ -204,10 +204,10 @@ where
 /// are deserialized into `P` (absent params as `{}`, or as `null` when `P`
 /// takes that, e.g. `Option<_>` or `()`), and the handler's `R` is
 /// serialized as the result. Params that do not fit answer -32602 naming
-/// the field's path and what was wrong, in serde's words:
-/// `my_method: items[0].bdev_name: invalid type: integer `5`, expected a string`,
-/// `my_method: missing field `name``, `my_method: unknown field `x`, expected ...`,
-/// `my_method: count: invalid value: integer `-1`, expected u32`.
+/// the field's path, what it must be and what came:
+/// `my_method: field items[0].bdev_name must be a string, not 5`,
+/// `my_method: missing required field name`, `my_method: unknown field x`,
+/// `my_method: field count must be a number from 0 to 4294967295, not -1`.
 ///
 /// ```no_run
 /// use serde::{Deserialize, Serialize};
@@ -273,21 +273,101 @@ pub fn typed_params<P: DeserializeOwned>(
     method: &str,
     params: Option<Value>,
 ) -> std::result::Result<P, RpcError> {
-    let refused = |e: serde_path_to_error::Error<serde_json::Error>| {
-        let path = e.path().to_string();
-        RpcError::invalid_params(if path == "." {
-            format!("{method}: {}", e.inner())
-        } else {
-            format!("{method}: {path}: {}", e.inner())
-        })
+    typed_params_with(method, params, &|_| None)
+}
+
+/// [`typed_params`], where `expected` may say what the field at a path
+/// must be in the method's own words (`None`: serde's expectation).
+pub fn typed_params_with<P: DeserializeOwned>(
+    method: &str,
+    params: Option<Value>,
+    expected: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<P, RpcError> {
+    let refused = |value: &Value, e: serde_path_to_error::Error<serde_json::Error>| {
+        RpcError::invalid_params(format!("{method}: {}", explain(value, &e, expected)))
     };
     match params {
-        Some(value) => serde_path_to_error::deserialize(value).map_err(refused),
+        Some(value) => serde_path_to_error::deserialize(&value).map_err(|e| refused(&value, e)),
         // No params: as an empty object (a struct of optional fields), else
         // as null (Option, unit); the object's error names what is missing.
-        None => serde_path_to_error::deserialize(Value::Object(Default::default()))
-            .or_else(|e| serde_path_to_error::deserialize(Value::Null).map_err(|_| refused(e))),
+        None => {
+            let empty = Value::Object(Default::default());
+            serde_path_to_error::deserialize(&empty).or_else(|e| {
+                serde_path_to_error::deserialize(Value::Null).map_err(|_| refused(&empty, e))
+            })
+        }
     }
+}
+
+/// A params error in the words every method uses: the field's path, what
+/// it must be, and the value that came (`field items[0].bdev_name must be a
+/// string, not 5`; `missing required field nqn`; `unknown field colour`).
+fn explain(
+    params: &Value,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+    expected: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    let quoted = |prefix: &str| {
+        inner
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    if let Some(field) = quoted("missing field `") {
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}.")
+        };
+        return format!("missing required field {at}{field}");
+    }
+    if inner.starts_with("unknown field `") {
+        return format!("unknown field {path}");
+    }
+    let must_be = expected(&path).unwrap_or_else(|| {
+        let serde_words = inner.rsplit("expected ").next().unwrap_or_default();
+        match serde_words {
+            "u8" | "u16" | "u32" | "u64" | "usize" => {
+                let max = match serde_words {
+                    "u8" => u64::from(u8::MAX),
+                    "u16" => u64::from(u16::MAX),
+                    "u32" => u64::from(u32::MAX),
+                    _ => u64::MAX,
+                };
+                format!("a number from 0 to {max}")
+            }
+            "a sequence" => "an array".to_string(),
+            "a map" => "an object".to_string(),
+            words if words.starts_with("struct ") => "an object".to_string(),
+            words => words.to_string(),
+        }
+    });
+    let value = value_at(params, &path).map_or("nothing".to_string(), Value::to_string);
+    if path == "." {
+        format!("params must be {must_be}, not {value}")
+    } else {
+        format!("field {path} must be {must_be}, not {value}")
+    }
+}
+
+/// The value at a serde_path_to_error path (`a.b[2].c`) in `v`.
+fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    if path == "." {
+        return Some(v);
+    }
+    let mut at = v;
+    for part in path.split('.') {
+        let (key, indices) = part.split_once('[').unwrap_or((part, ""));
+        if !key.is_empty() {
+            at = at.get(key)?;
+        }
+        for index in indices.split('[').filter(|i| !i.is_empty()) {
+            at = at.get(index.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(at)
 }
 
 fn typed_result<R: Serialize>(method: &str, reply: R) -> RpcResult {

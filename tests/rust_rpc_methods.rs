@@ -161,15 +161,15 @@ fn rust_methods_answer_through_spdks_rpc_server() {
     };
     refused(
         8,
-        &["test_typed: items[0].bdev_name: invalid type: integer `5`, expected a string"],
+        &["test_typed: field items[0].bdev_name must be a string, not 5"],
     );
-    refused(9, &["test_typed: missing field `name`"]);
-    refused(10, &["test_typed: x: unknown field `x`"]);
+    refused(9, &["test_typed: missing required field name"]);
+    refused(10, &["test_typed: unknown field x"]);
     refused(
         11,
-        &["test_typed: count: invalid value: integer `-1`, expected u32"],
+        &["test_typed: field count must be a number from 0 to 4294967295, not -1"],
     );
-    refused(12, &["test_typed: missing field `name`"]);
+    refused(12, &["test_typed: missing required field name"]);
     assert_eq!(r[13]["result"], json!(1), "{}", r[13]);
     assert_eq!(r[14]["result"], json!(42), "{}", r[14]);
 }
