@@ -376,13 +376,12 @@ mod tests {
             .contains("allow_any_host must be a boolean"));
         let m = err(json!({"nqn": "n", "hosts": [7]}));
         assert!(
-            m.contains("hosts[0] must be a host NQN string, not 7"),
+            m.contains("hosts[0] must be a host NQN string, not a number"),
             "{m}"
         );
         let m = err(json!({"nqn": "n", "listen_addresses": ["127.0.0.1:4420"]}));
         assert!(
-            m.contains("listen_addresses[0] must be an object like")
-                && m.contains("\"127.0.0.1:4420\""),
+            m.contains("listen_addresses[0] must be an object like") && m.contains("not a string"),
             "{m}"
         );
         let m = err(json!({"nqn": "n", "namespaces": ["pmdk0"]}));

@@ -205,7 +205,7 @@ where
 /// takes that, e.g. `Option<_>` or `()`), and the handler's `R` is
 /// serialized as the result. Params that do not fit answer -32602 naming
 /// the field's path, what it must be and what came:
-/// `my_method: field items[0].bdev_name must be a string, not 5`,
+/// `my_method: field items[0].bdev_name must be a string, not a number`,
 /// `my_method: missing required field name`, `my_method: unknown field x`,
 /// `my_method: field count must be a number from 0 to 4294967295, not -1`.
 ///
@@ -284,7 +284,7 @@ pub fn typed_params_with<P: DeserializeOwned>(
     expected: &dyn Fn(&str) -> Option<String>,
 ) -> std::result::Result<P, RpcError> {
     let refused = |value: &Value, e: serde_path_to_error::Error<serde_json::Error>| {
-        RpcError::invalid_params(format!("{method}: {}", explain(value, &e, expected)))
+        params_error(method, value, &e, expected)
     };
     match params {
         Some(value) => serde_path_to_error::deserialize(&value).map_err(|e| refused(&value, e)),
@@ -299,9 +299,21 @@ pub fn typed_params_with<P: DeserializeOwned>(
     }
 }
 
-/// A params error in the words every method uses: the field's path, what
-/// it must be, and the value that came (`field items[0].bdev_name must be a
-/// string, not 5`; `missing required field nqn`; `unknown field colour`).
+/// A params error (-32602) in the words every method uses: the field's path,
+/// what it must be, and what came (`field nqn must be a string, not a
+/// number`; `field count must be a number from 0 to 4294967295, not -1`;
+/// `missing required field listen_address.traddr`; `unknown field colour`).
+/// `expected` may say what the field at a path must be in the method's own
+/// words (`None`: serde's expectation).
+pub fn params_error(
+    method: &str,
+    params: &Value,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+    expected: &dyn Fn(&str) -> Option<String>,
+) -> RpcError {
+    RpcError::invalid_params(format!("{method}: {}", explain(params, e, expected)))
+}
+
 fn explain(
     params: &Value,
     e: &serde_path_to_error::Error<serde_json::Error>,
@@ -340,15 +352,34 @@ fn explain(
             }
             "a sequence" => "an array".to_string(),
             "a map" => "an object".to_string(),
+            "a JSON number" => "a number".to_string(),
             words if words.starts_with("struct ") => "an object".to_string(),
             words => words.to_string(),
         }
     });
-    let value = value_at(params, &path).map_or("nothing".to_string(), Value::to_string);
+    // A wrong type is named by its kind, a wrong value by itself.
+    let came = value_at(params, &path);
+    let value = match came {
+        Some(v) if inner.starts_with("invalid type") => type_name(v).to_string(),
+        Some(v) => v.to_string(),
+        None => "nothing".to_string(),
+    };
     if path == "." {
         format!("params must be {must_be}, not {value}")
     } else {
         format!("field {path} must be {must_be}, not {value}")
+    }
+}
+
+/// A JSON value's kind, as messages name it.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -10,257 +10,208 @@
 //! its value asks for what 20.07 does anyway: `false` (a newer feature left
 //! off) or a listed default such as `min_cntlid: 1`; any other value is
 //! refused with an error naming the field. For the methods of this project
-//! (nvmf, pmem, framework) typed schemas also name a field of the wrong type, a
-//! missing required field or an unknown field, where 20.07 would say only
-//! "Invalid parameters"; they cover nested objects (`namespace.no_auto_visible`).
+//! (nvmf, pmem, framework) typed views of 20.07's parameters (serde structs)
+//! also name a field of the wrong type, a missing required field or an
+//! unknown field, where 20.07 would say only "Invalid parameters"; they cover
+//! nested objects (`namespace.no_auto_visible`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
-use crate::rpc::{Filtered, RpcError};
+use crate::rpc::{self, Filtered, RpcError};
 
-#[derive(Clone, Copy, Debug)]
-enum Ty {
-    Str,
-    Num,
-    Bool,
-    Obj(&'static [Field]),
+/// Declares typed views: public structs of 20.07's parameters with serde's
+/// `deny_unknown_fields`, each field documented by its JSON name.
+macro_rules! views {
+    ($($(#[doc = $doc:literal])* $name:ident { $($field:ident: $ty:ty),* $(,)? })*) => {$(
+        $(#[doc = $doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(#[doc = concat!("`", stringify!($field), "`")] pub $field: $ty,)*
+        }
+    )*};
 }
 
-#[derive(Debug)]
-struct Field {
-    name: &'static str,
-    ty: Ty,
-    required: bool,
-}
+/// Typed views of 20.07's parameters (its JSON decoders) for the methods of
+/// this project: serde names a wrong type, a missing or an unknown field.
+/// The filter only checks with them; the request goes to 20.07's decoder as
+/// it came, less the newer fields dropped. Numbers stay `Number`: 20.07
+/// checks their ranges. Public, for programs that read 20.07 requests.
+pub mod views {
+    use serde::Deserialize;
+    use serde_json::Number;
 
-const fn req(name: &'static str, ty: Ty) -> Field {
-    Field {
-        name,
-        ty,
-        required: true,
+    type Text = Option<String>;
+    type Num = Option<Number>;
+    type Flag = Option<bool>;
+
+    views! {
+        /// The params of `nvmf_create_transport`.
+        CreateTransport {
+            trtype: String, tgt_name: Text, max_queue_depth: Num, max_qpairs_per_ctrlr: Num,
+            max_io_qpairs_per_ctrlr: Num, in_capsule_data_size: Num, max_io_size: Num,
+            io_unit_size: Num, max_aq_depth: Num, num_shared_buffers: Num, buf_cache_size: Num,
+            max_srq_depth: Num, no_srq: Flag, c2h_success: Flag, dif_insert_or_strip: Flag,
+            sock_priority: Num, acceptor_backlog: Num, abort_timeout_sec: Num,
+        }
+        /// The params of `nvmf_create_subsystem` (old name `nvmf_subsystem_create`).
+        CreateSubsystem {
+            nqn: String, serial_number: Text, model_number: Text, tgt_name: Text,
+            max_namespaces: Num, allow_any_host: Flag,
+        }
+        /// A listen address (`transport` is the old spelling of `trtype`).
+        ListenAddress { transport: Text, trtype: Text, adrfam: Text, traddr: String, trsvcid: Text }
+        /// The params of `nvmf_subsystem_add_listener` and `_remove_listener`.
+        Listener { nqn: String, listen_address: ListenAddress, tgt_name: Text }
+        /// A namespace of `nvmf_subsystem_add_ns`.
+        Namespace { nsid: Num, bdev_name: String, ptpl_file: Text, nguid: Text, eui64: Text, uuid: Text }
+        /// The params of `nvmf_subsystem_add_ns`.
+        AddNamespace { nqn: String, namespace: Namespace, tgt_name: Text }
+        /// The params of `nvmf_subsystem_remove_ns`.
+        RemoveNamespace { nqn: String, nsid: Number, tgt_name: Text }
+        /// The params of `nvmf_subsystem_add_host` and `_remove_host`.
+        Host { nqn: String, host: String, tgt_name: Text }
+        /// The params of `nvmf_subsystem_allow_any_host`.
+        AllowAnyHost { nqn: String, allow_any_host: bool, tgt_name: Text }
+        /// The params of `nvmf_delete_subsystem` (old name `delete_nvmf_subsystem`).
+        DeleteSubsystem { nqn: String, tgt_name: Text }
+        /// The params of `bdev_malloc_create` (old name `construct_malloc_bdev`).
+        MallocCreate { name: Text, uuid: Text, num_blocks: Number, block_size: Number }
+        /// The params of `bdev_pmem_create_pool` (old name `create_pmem_pool`).
+        PmemCreatePool { pmem_file: String, num_blocks: Number, block_size: Number }
+        /// The params of `bdev_pmem_create` (old name `construct_pmem_bdev`).
+        PmemCreate { pmem_file: String, name: String }
+        /// The params of `framework_get_config`.
+        FrameworkGetConfig { name: String }
+        /// The params of `rpc_get_methods` (old name `get_rpc_methods`).
+        RpcGetMethods { current: Flag, include_aliases: Flag }
     }
 }
-const fn opt(name: &'static str, ty: Ty) -> Field {
-    Field {
-        name,
-        ty,
-        required: false,
-    }
+
+type Checked = Result<(), serde_path_to_error::Error<serde_json::Error>>;
+
+/// Whether `params` fit the typed view `V`.
+fn fits<V: DeserializeOwned>(params: &Value) -> Checked {
+    serde_path_to_error::deserialize::<_, V>(params).map(drop)
 }
 
-use Ty::{Bool, Num, Obj, Str};
-
-const LISTEN_ADDRESS: &[Field] = &[
-    opt("transport", Str),
-    opt("trtype", Str),
-    opt("adrfam", Str),
-    req("traddr", Str),
-    opt("trsvcid", Str),
-];
-
-const NAMESPACE: &[Field] = &[
-    opt("nsid", Num),
-    req("bdev_name", Str),
-    opt("ptpl_file", Str),
-    opt("nguid", Str),
-    opt("eui64", Str),
-    opt("uuid", Str),
-];
-
-/// 20.07's parameters per method (from its JSON decoders), typed, and the
-/// newer fields whose non-`false` default means "as 20.07 does".
-struct Schema {
+/// The methods a typed view checks, and the newer fields whose non-`false`
+/// default means "as 20.07 does".
+struct View {
     methods: &'static [&'static str],
-    fields: &'static [Field],
-    newer: fn() -> Vec<(&'static str, Value)>,
+    check: fn(&Value) -> Checked,
+    newer: &'static [(&'static str, u64)],
 }
 
-fn schemas() -> &'static [Schema] {
-    const SCHEMAS: &[Schema] = &[
-        Schema {
-            methods: &["nvmf_create_transport"],
-            fields: &[
-                req("trtype", Str),
-                opt("tgt_name", Str),
-                opt("max_queue_depth", Num),
-                opt("max_qpairs_per_ctrlr", Num),
-                opt("max_io_qpairs_per_ctrlr", Num),
-                opt("in_capsule_data_size", Num),
-                opt("max_io_size", Num),
-                opt("io_unit_size", Num),
-                opt("max_aq_depth", Num),
-                opt("num_shared_buffers", Num),
-                opt("buf_cache_size", Num),
-                opt("max_srq_depth", Num),
-                opt("no_srq", Bool),
-                opt("c2h_success", Bool),
-                opt("dif_insert_or_strip", Bool),
-                opt("sock_priority", Num),
-                opt("acceptor_backlog", Num),
-                opt("abort_timeout_sec", Num),
-            ],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["nvmf_create_subsystem", "nvmf_subsystem_create"],
-            fields: &[
-                req("nqn", Str),
-                opt("serial_number", Str),
-                opt("model_number", Str),
-                opt("tgt_name", Str),
-                opt("max_namespaces", Num),
-                opt("allow_any_host", Bool),
-            ],
-            newer: || vec![("min_cntlid", json!(1)), ("max_cntlid", json!(0xffef))],
-        },
-        Schema {
-            methods: &[
-                "nvmf_subsystem_add_listener",
-                "nvmf_subsystem_remove_listener",
-            ],
-            fields: &[
-                req("nqn", Str),
-                req("listen_address", Obj(LISTEN_ADDRESS)),
-                opt("tgt_name", Str),
-            ],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["nvmf_subsystem_add_ns"],
-            fields: &[
-                req("nqn", Str),
-                req("namespace", Obj(NAMESPACE)),
-                opt("tgt_name", Str),
-            ],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["nvmf_subsystem_remove_ns"],
-            fields: &[req("nqn", Str), req("nsid", Num), opt("tgt_name", Str)],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["nvmf_subsystem_add_host", "nvmf_subsystem_remove_host"],
-            fields: &[req("nqn", Str), req("host", Str), opt("tgt_name", Str)],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["nvmf_subsystem_allow_any_host"],
-            fields: &[
-                req("nqn", Str),
-                req("allow_any_host", Bool),
-                opt("tgt_name", Str),
-            ],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["nvmf_delete_subsystem", "delete_nvmf_subsystem"],
-            fields: &[req("nqn", Str), opt("tgt_name", Str)],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["bdev_malloc_create", "construct_malloc_bdev"],
-            fields: &[
-                opt("name", Str),
-                opt("uuid", Str),
-                req("num_blocks", Num),
-                req("block_size", Num),
-            ],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["bdev_pmem_create_pool", "create_pmem_pool"],
-            fields: &[
-                req("pmem_file", Str),
-                req("num_blocks", Num),
-                req("block_size", Num),
-            ],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["bdev_pmem_create", "construct_pmem_bdev"],
-            fields: &[req("pmem_file", Str), req("name", Str)],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["framework_get_config"],
-            fields: &[req("name", Str)],
-            newer: Vec::new,
-        },
-        Schema {
-            methods: &["rpc_get_methods", "get_rpc_methods"],
-            fields: &[opt("current", Bool), opt("include_aliases", Bool)],
-            newer: Vec::new,
-        },
-    ];
-    SCHEMAS
-}
+const VIEWS: &[View] = &[
+    View {
+        methods: &["nvmf_create_transport"],
+        check: fits::<views::CreateTransport>,
+        newer: &[],
+    },
+    View {
+        methods: &["nvmf_create_subsystem", "nvmf_subsystem_create"],
+        check: fits::<views::CreateSubsystem>,
+        newer: &[("min_cntlid", 1), ("max_cntlid", 0xffef)],
+    },
+    View {
+        methods: &[
+            "nvmf_subsystem_add_listener",
+            "nvmf_subsystem_remove_listener",
+        ],
+        check: fits::<views::Listener>,
+        newer: &[],
+    },
+    View {
+        methods: &["nvmf_subsystem_add_ns"],
+        check: fits::<views::AddNamespace>,
+        newer: &[],
+    },
+    View {
+        methods: &["nvmf_subsystem_remove_ns"],
+        check: fits::<views::RemoveNamespace>,
+        newer: &[],
+    },
+    View {
+        methods: &["nvmf_subsystem_add_host", "nvmf_subsystem_remove_host"],
+        check: fits::<views::Host>,
+        newer: &[],
+    },
+    View {
+        methods: &["nvmf_subsystem_allow_any_host"],
+        check: fits::<views::AllowAnyHost>,
+        newer: &[],
+    },
+    View {
+        methods: &["nvmf_delete_subsystem", "delete_nvmf_subsystem"],
+        check: fits::<views::DeleteSubsystem>,
+        newer: &[],
+    },
+    View {
+        methods: &["bdev_malloc_create", "construct_malloc_bdev"],
+        check: fits::<views::MallocCreate>,
+        newer: &[],
+    },
+    View {
+        methods: &["bdev_pmem_create_pool", "create_pmem_pool"],
+        check: fits::<views::PmemCreatePool>,
+        newer: &[],
+    },
+    View {
+        methods: &["bdev_pmem_create", "construct_pmem_bdev"],
+        check: fits::<views::PmemCreate>,
+        newer: &[],
+    },
+    View {
+        methods: &["framework_get_config"],
+        check: fits::<views::FrameworkGetConfig>,
+        newer: &[],
+    },
+    View {
+        methods: &["rpc_get_methods", "get_rpc_methods"],
+        check: fits::<views::RpcGetMethods>,
+        newer: &[],
+    },
+];
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Checks `params` against a typed view: each field the view does not know
+/// goes through [`drop_newer_field`] (dropped, or refused by name), then the
+/// rest must fit. Returns whether anything was dropped.
+fn check_view(method: &str, params: &mut Value, view: &View) -> Result<bool, RpcError> {
+    let newer: Vec<(&str, Value)> = view.newer.iter().map(|(k, v)| (*k, json!(v))).collect();
+    let mut dropped = false;
+    loop {
+        let e = match (view.check)(params) {
+            Ok(()) => return Ok(dropped),
+            Err(e) => e,
+        };
+        let unknown = e
+            .inner()
+            .to_string()
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string);
+        let Some(key) = unknown else {
+            return Err(rpc::params_error(method, params, &e, &|_| None));
+        };
+        let path = e.path().to_string();
+        let parent = path
+            .strip_suffix(key.as_str())
+            .map(|p| p.trim_end_matches('.'))
+            .unwrap_or_default();
+        let object = parent
+            .split('.')
+            .filter(|part| !part.is_empty())
+            .try_fold(&mut *params, |at, part| at.get_mut(part))
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| rpc::params_error(method, &Value::Null, &e, &|_| None))?;
+        drop_newer_field(method, &path, object, &key, &newer)?;
+        dropped = true;
     }
-}
-
-fn check_object(
-    method: &str,
-    prefix: &str,
-    object: &mut Map<String, Value>,
-    fields: &[Field],
-    newer: &[(&str, Value)],
-    changed: &mut bool,
-) -> Result<(), RpcError> {
-    let keys: Vec<String> = object.keys().cloned().collect();
-    for key in keys {
-        let path = format!("{prefix}{key}");
-        if let Some(field) = fields.iter().find(|f| f.name == key) {
-            let value = object.get_mut(&key).expect("key listed above");
-            let ok = match field.ty {
-                Str => value.is_string(),
-                Num => value.is_number(),
-                Bool => value.is_boolean(),
-                Obj(inner) => match value.as_object_mut() {
-                    Some(o) => {
-                        check_object(method, &format!("{path}."), o, inner, newer, changed)?;
-                        true
-                    }
-                    None => false,
-                },
-            };
-            if !ok {
-                let want = match field.ty {
-                    Str => "a string",
-                    Num => "a number",
-                    Bool => "a boolean",
-                    Obj(_) => "an object",
-                };
-                return Err(RpcError::invalid_params(format!(
-                    "{method}: field {path} must be {want}, not {}",
-                    type_name(value)
-                )));
-            }
-        } else {
-            drop_newer_field(method, &path, object, &key, newer)?;
-            *changed = true;
-        }
-    }
-    for field in fields.iter().filter(|f| f.required) {
-        if !object.contains_key(field.name) {
-            return Err(RpcError::invalid_params(format!(
-                "{method}: missing required field {prefix}{}",
-                field.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// A field 20.07's decoder lacks: dropped if its value asks for what 20.07
@@ -346,7 +297,7 @@ fn rename_fields(method: &str, params: &mut Value) -> Result<bool, RpcError> {
     Ok(renamed)
 }
 
-/// Without a typed schema: only 20.07's parameter names are known.
+/// Without a typed view: only 20.07's parameter names are known.
 fn filter_by_names(method: &str, mut params: Value, known: &[String], renamed: bool) -> Filtered {
     let Some(object) = params.as_object_mut() else {
         return Filtered::Unchanged;
@@ -371,8 +322,8 @@ fn filter_by_names(method: &str, mut params: Value, known: &[String], renamed: b
 /// The filter for [`crate::rpc::set_filter`]: adapts and checks the params
 /// of every method 20.07's decoders describe; leaves the rest to SPDK.
 pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
-    let schema = schemas().iter().find(|s| s.methods.contains(&method));
-    let Some(schema) = schema else {
+    let view = VIEWS.iter().find(|v| v.methods.contains(&method));
+    let Some(view) = view else {
         return match (params, params_2007().get(method)) {
             (Some(p), Some(Some(known))) => {
                 let mut p = p.clone();
@@ -388,22 +339,21 @@ pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
         None => Value::Object(Map::new()),
         Some(v) => v.clone(),
     };
+    if !params.is_object() {
+        // serde would also read a struct from an array, by position.
+        return Filtered::Refused(RpcError::invalid_params(format!(
+            "{method}: params must be an object, not {}",
+            rpc::type_name(&params)
+        )));
+    }
     let renamed = match rename_fields(method, &mut params) {
         Ok(renamed) => renamed,
         Err(e) => return Filtered::Refused(e),
     };
-    let Some(object) = params.as_object_mut() else {
-        return Filtered::Refused(RpcError::invalid_params(format!(
-            "{method}: params must be an object, not {}",
-            type_name(&params)
-        )));
-    };
-    let newer = (schema.newer)();
-    let mut changed = renamed;
-    match check_object(method, "", object, schema.fields, &newer, &mut changed) {
+    match check_view(method, &mut params, view) {
         Err(e) => Filtered::Refused(e),
-        Ok(()) if changed => Filtered::Rewritten(params),
-        Ok(()) => Filtered::Unchanged,
+        Ok(dropped) if dropped || renamed => Filtered::Rewritten(params),
+        Ok(_) => Filtered::Unchanged,
     }
 }
 

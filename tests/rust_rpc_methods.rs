@@ -161,7 +161,7 @@ fn rust_methods_answer_through_spdks_rpc_server() {
     };
     refused(
         8,
-        &["test_typed: field items[0].bdev_name must be a string, not 5"],
+        &["test_typed: field items[0].bdev_name must be a string, not a number"],
     );
     refused(9, &["test_typed: missing required field name"]);
     refused(10, &["test_typed: unknown field x"]);
