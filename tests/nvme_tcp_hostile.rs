@@ -442,6 +442,52 @@ fn a_second_connect_on_a_queue_before_the_first_completes_is_refused() {
     assert!(t.stop().success(), "{}", t.log_text());
 }
 
+/// vendor/patches/0020: with header digests on, the header of a capsule
+/// was read up to its PDO, which the host sends: a PDO of 255 (or one inside
+/// the header, wrapping the padding) made that read overrun the PDU's header
+/// buffer into the fields after it. Now such a PDU gets a C2HTermReq naming
+/// the PDO field, and the target keeps serving.
+#[test]
+fn a_capsule_whose_data_offset_overruns_the_header_buffer_is_refused() {
+    use nvme_tcp::wire;
+    use std::io::{Read, Write};
+    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let digests = wire::Digests {
+        header: true,
+        data: false,
+    };
+    for pdo in [255u8, 0, 60] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&wire::icreq(0, 0, digests, 0).encode())
+            .unwrap();
+        let mut icresp = [0u8; 128];
+        s.read_exact(&mut icresp).expect("ICResp");
+        let mut pdu = wire::capsule(
+            &wire::Sqe::new(wire::OPC_FLUSH, 1).0,
+            vec![0xab; 512],
+            digests,
+            0,
+        );
+        pdu.pdo = pdo;
+        s.write_all(&pdu.encode()).unwrap();
+        let mut term = [0u8; 24];
+        s.read_exact(&mut term)
+            .unwrap_or_else(|e| panic!("PDO {pdo}: no answer ({e}):\n{}", t.log_text()));
+        // 20.07 never fills in the FES (always 0); the FEI names the byte.
+        let fei = u32::from_le_bytes(term[10..14].try_into().unwrap());
+        assert_eq!(
+            (term[0], fei),
+            (wire::C2H_TERM_REQ, 3),
+            "PDO {pdo}: expected a C2HTermReq pointing at byte 3 (the PDO): {term:02x?}"
+        );
+    }
+    assert_still_serving(&mut t, port, "after PDUs with bad data offsets");
+    assert!(t.stop().success(), "{}", t.log_text());
+}
+
 /// A process's open file descriptors, resident memory and hugepage memory (KiB).
 #[derive(Clone, Copy, Debug)]
 struct Footprint {
