@@ -106,16 +106,7 @@ fn a_second_target_on_the_same_shm_id_or_address_is_refused() {
     let second = Target::start(&our_nvmf_tgt(), &[]);
     second.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
     second.rpc_ok(&["nvmf_create_subsystem", NQN, "-a"]);
-    let out = second.rpc(&[
-        "nvmf_subsystem_add_listener",
-        NQN,
-        "-t",
-        "TCP",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        &port.to_string(),
-    ]);
+    let out = tcp_listener_rpc(&second, "nvmf_subsystem_add_listener", NQN, port);
     let text = output_text(&out);
     assert!(
         !out.status.success(),
@@ -144,20 +135,10 @@ fn removing_what_a_host_is_using_fails_its_io_not_the_target() {
         let fds_before = open_fds(pid);
         let (admin, mut io) = host::io_queue(port, NQN, HOSTNQN);
         io.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let port_s = port.to_string();
-        let args: Vec<&str> = match removal {
-            "bdev_pmem_delete" => vec!["bdev_pmem_delete", "pmdk0"],
-            "nvmf_subsystem_remove_ns" => vec!["nvmf_subsystem_remove_ns", NQN, "1"],
-            _ => vec![
-                "nvmf_subsystem_remove_listener",
-                NQN,
-                "-t",
-                "TCP",
-                "-a",
-                "127.0.0.1",
-                "-s",
-                &port_s,
-            ],
+        let remove = |t: &Target| match removal {
+            "bdev_pmem_delete" => t.rpc(&["bdev_pmem_delete", "pmdk0"]),
+            "nvmf_subsystem_remove_ns" => t.rpc(&["nvmf_subsystem_remove_ns", NQN, "1"]),
+            _ => tcp_listener_rpc(t, "nvmf_subsystem_remove_listener", NQN, port),
         };
         // Writes in a loop; the removal happens after the first ones.
         let mut failed = false;
@@ -198,7 +179,13 @@ fn removing_what_a_host_is_using_fails_its_io_not_the_target() {
                 Ok(()) => {}
             }
             if cid == 20 && !removed {
-                t.rpc_ok(&args);
+                let out = remove(&t);
+                assert!(
+                    out.status.success(),
+                    "{removal}: {}\ntarget log:\n{}",
+                    output_text(&out),
+                    t.log_text()
+                );
                 removed = true;
             }
         }
@@ -240,16 +227,7 @@ fn a_failed_listener_removal_leaves_another_subsystems_port_open() {
     let (t, port) = serving(&dir.path().join("kept.pool"), "pmdk0");
     let other = "nqn.2016-06.io.spdk:conflicts-other";
     t.rpc_ok(&["nvmf_create_subsystem", other, "-a"]);
-    let out = t.rpc(&[
-        "nvmf_subsystem_remove_listener",
-        other,
-        "-t",
-        "TCP",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        &port.to_string(),
-    ]);
+    let out = tcp_listener_rpc(&t, "nvmf_subsystem_remove_listener", other, port);
     assert!(
         !out.status.success(),
         "removing a listener {other} does not have succeeded:\n{}",

@@ -11,7 +11,7 @@ mod nvme_tcp;
 use common::rng::Rng;
 use common::*;
 use nvme_tcp::fuzz::{self, Bounds, Setup, Stats};
-use nvme_tcp::host::{command, connect_as, negotiated};
+use nvme_tcp::host::{connect_as, enabled_controller, negotiated};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, RwLock};
@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 const VERIFY_NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 const FUZZ_NQN: &str = "nqn.2016-06.io.spdk:fuzz";
+/// The host NQN of the replay tests' hand-made connections.
+const FUZZ_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:1";
 const CHECK_NQN: &str = "nqn.2016-06.io.spdk:fuzzcheck";
 
 /// The fuzzing test loads both cores and runs alone (write); the replayed
@@ -344,13 +346,7 @@ fn refused_connections_that_keep_sending_until_the_timeout_do_not_crash_the_targ
 /// on a new connection, without keep-alive; returns it and the status and
 /// controller id of the answer.
 fn connect_queue(port: u16, qid: u16, cntlid: u16) -> (std::net::TcpStream, u16, u16) {
-    connect_as(
-        port,
-        FUZZ_NQN,
-        "nqn.2014-08.org.nvmexpress:uuid:1",
-        qid,
-        cntlid,
-    )
+    connect_as(port, FUZZ_NQN, FUZZ_HOST, qid, cntlid)
 }
 
 /// vendor/patches/0009: a controller whose admin queue closed while an I/O
@@ -358,19 +354,11 @@ fn connect_queue(port: u16, qid: u16, cntlid: u16) -> (std::net::TcpStream, u16,
 /// I/O Connect naming it, or a namespace change, went through that pointer.
 #[test]
 fn a_controller_whose_admin_queue_is_gone_refuses_io_connects() {
-    use nvme_tcp::wire;
     let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     for round in 0..5 {
-        let (mut admin, status, cntlid) = connect_queue(port, 0, 0xFFFF);
-        assert_eq!(status, 0, "admin Connect");
-        let (status, _) = command(
-            &mut admin,
-            wire::property_set(2, wire::CC_OFFSET, wire::CC_ENABLE),
-            vec![],
-        );
-        assert_eq!(status, 0, "Property Set CC.EN");
+        let (admin, cntlid) = enabled_controller(port, FUZZ_NQN, FUZZ_HOST);
         let (_io1, status, _) = connect_queue(port, 1, cntlid);
         assert_eq!(status, 0, "first I/O Connect");
         drop(admin);
@@ -404,20 +392,12 @@ fn a_second_connect_on_a_queue_before_the_first_completes_is_refused() {
     let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
-    let host = "nqn.2014-08.org.nvmexpress:uuid:1";
     for round in 0..3 {
-        let (mut admin, status, cntlid) = connect_queue(port, 0, 0xFFFF);
-        assert_eq!(status, 0, "admin Connect");
-        let (status, _) = command(
-            &mut admin,
-            wire::property_set(2, wire::CC_OFFSET, wire::CC_ENABLE),
-            vec![],
-        );
-        assert_eq!(status, 0, "Property Set CC.EN");
+        let (admin, cntlid) = enabled_controller(port, FUZZ_NQN, FUZZ_HOST);
         let mut io = negotiated(port);
         let mut both = Vec::new();
         for cid in [1, 2] {
-            let (sqe, data) = wire::connect(cid, 1, 127, 0, cntlid, FUZZ_NQN, host);
+            let (sqe, data) = wire::connect(cid, 1, 127, 0, cntlid, FUZZ_NQN, FUZZ_HOST);
             both.extend(wire::capsule(&sqe.0, data, Default::default(), 0).encode());
         }
         io.write_all(&both).unwrap();

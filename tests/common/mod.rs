@@ -273,19 +273,22 @@ pub fn add_pmem_bdev(t: &Target, pool: &Path, name: &str) {
     t.rpc_ok(&["bdev_pmem_create", "-n", name, pool]);
 }
 
+/// rpc.py `method` (`nvmf_subsystem_add_listener` or `_remove_listener`)
+/// for `nqn` on TCP 127.0.0.1:`port`.
+pub fn tcp_listener_rpc(t: &Target, method: &str, nqn: &str, port: u16) -> Output {
+    let port_s = port.to_string();
+    t.rpc(&[method, nqn, "-t", "TCP", "-a", "127.0.0.1", "-s", &port_s])
+}
+
 /// A TCP listener for `nqn` on 127.0.0.1:`port`.
 pub fn add_tcp_listener(t: &Target, nqn: &str, port: u16) {
-    let port_s = port.to_string();
-    t.rpc_ok(&[
-        "nvmf_subsystem_add_listener",
-        nqn,
-        "-t",
-        "TCP",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        &port_s,
-    ]);
+    let out = tcp_listener_rpc(t, "nvmf_subsystem_add_listener", nqn, port);
+    assert!(
+        out.status.success(),
+        "adding listener 127.0.0.1:{port} to {nqn}: {}\ntarget log:\n{}",
+        output_text(&out),
+        t.log_text()
+    );
 }
 
 /// The nvmf_tgt the hostile-input tests attack: ours, unless

@@ -50,8 +50,8 @@ pub fn connect_as(
     (s, status, dw0 as u16)
 }
 
-/// An enabled controller of `subnqn` with one I/O queue: (admin, I/O).
-pub fn io_queue(port: u16, subnqn: &str, hostnqn: &str) -> (TcpStream, TcpStream) {
+/// A new controller of `subnqn`, enabled (CC.EN): its admin queue and id.
+pub fn enabled_controller(port: u16, subnqn: &str, hostnqn: &str) -> (TcpStream, u16) {
     let (mut admin, status, cntlid) = connect_as(port, subnqn, hostnqn, 0, 0xFFFF);
     assert_eq!(status, 0, "admin Connect");
     let (status, _) = command(
@@ -60,6 +60,12 @@ pub fn io_queue(port: u16, subnqn: &str, hostnqn: &str) -> (TcpStream, TcpStream
         vec![],
     );
     assert_eq!(status, 0, "Property Set CC.EN");
+    (admin, cntlid)
+}
+
+/// An enabled controller of `subnqn` with one I/O queue: (admin, I/O).
+pub fn io_queue(port: u16, subnqn: &str, hostnqn: &str) -> (TcpStream, TcpStream) {
+    let (admin, cntlid) = enabled_controller(port, subnqn, hostnqn);
     let (io, status, _) = connect_as(port, subnqn, hostnqn, 1, cntlid);
     assert_eq!(status, 0, "I/O Connect");
     (admin, io)
