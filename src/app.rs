@@ -652,20 +652,20 @@ pub(crate) fn is_running() -> bool {
     APP_RUNNING.load(Ordering::SeqCst)
 }
 
-/// Whether the application is up and not shutting down: RPC requests may
-/// still be answered (SPDK frees its RPC server once shutdown begins).
+/// Whether RPC requests may still be answered: an application runs and has
+/// not begun to shut down (SPDK frees its RPC server then). This includes
+/// start-up, before the start closure, when SPDK loads a `--json`
+/// configuration through its own RPC server.
 pub(crate) fn serving() -> bool {
-    *phase() == Phase::Serving
+    is_running() && *phase() != Phase::Stopping
 }
 
 /// SPDK's shutdown callback (SIGINT, SIGTERM, `spdk_kill_instance`, [`shutdown`]):
 /// marks the shutdown, then stops as SPDK's default does.
 extern "C" fn shutdown_trampoline() {
     catch_panic(|| {
-        let mut phase = phase();
-        if *phase == Phase::Serving {
-            *phase = Phase::Stopping;
-        }
+        // SPDK calls this only while its application runs, start-up included.
+        *phase() = Phase::Stopping;
         // SAFETY: on the app thread, inside SPDK's own shutdown path.
         unsafe { sys::spdk_app_stop(0) };
     });
@@ -683,7 +683,13 @@ extern "C" fn start_trampoline(arg: *mut c_void) {
     // SAFETY: called on the app thread, which spdk_get_thread returns.
     let id = unsafe { sys::spdk_thread_get_id(sys::spdk_get_thread()) };
     APP_THREAD_ID.store(id, Ordering::SeqCst);
-    *phase() = Phase::Serving;
+    {
+        // A shutdown that began during start-up stands.
+        let mut phase = phase();
+        if *phase == Phase::Idle {
+            *phase = Phase::Serving;
+        }
+    }
     if let Some(start) = context.start.take() {
         catch_panic(start);
     }

@@ -99,6 +99,22 @@ pub struct Args {
     /// Run without hugepages (not in SPDK 20.07; PCI devices cannot be used)
     #[arg(long = "no-huge")]
     pub no_huge: bool,
+    /// Which pmem bdev module serves bdev_pmem_create/_delete: rust (this
+    /// project's, I/O off the reactor for pools on disk; the default) or c
+    /// (SPDK 20.07's, for comparison). Not in SPDK 20.07.
+    #[arg(long = "pmem-module", value_name = "rust|c", default_value = "rust",
+          value_parser = ["rust", "c"])]
+    pub pmem_module: String,
+    /// Where the Rust pmem module does pool I/O: auto (inline for a pool on
+    /// tmpfs or ramfs, worker threads otherwise), inline, or a number of
+    /// worker threads. Not in SPDK 20.07.
+    #[arg(long = "pmem-io-threads", value_name = "auto|inline|N", default_value = "auto",
+          value_parser = parse_io_threads)]
+    pub pmem_io_threads: crate::pmem_bdev::IoThreads,
+}
+
+fn parse_io_threads(s: &str) -> std::result::Result<crate::pmem_bdev::IoThreads, String> {
+    crate::pmem_bdev::IoThreads::parse(s).map_err(|e| e.to_string())
 }
 
 /// `SPDK v20.07`, as the C binary prints for `-v`.

@@ -32,6 +32,23 @@ pub enum Error {
     Environment(String),
     /// The SPDK object a handle names is gone (deleted over RPC, say).
     NotFound(String),
+    /// The bdev behind a descriptor was hot-removed (unregistered): its I/O
+    /// fails, and the descriptor closes.
+    BdevRemoved {
+        /// The bdev's name.
+        bdev: String,
+    },
+    /// A bdev I/O completed with an error; the NVMe status says which.
+    BdevIo {
+        /// The I/O: `read`, `write`, `write_zeroes`, `unmap`, `flush`, `reset`.
+        op: &'static str,
+        /// The bdev's name.
+        bdev: String,
+        /// NVMe Status Code Type (2: media and data integrity errors).
+        sct: i32,
+        /// NVMe Status Code.
+        sc: i32,
+    },
 }
 
 impl Error {
@@ -43,10 +60,22 @@ impl Error {
         }
     }
 
+    /// Whether this is a bdev I/O that failed on unreadable media (NVMe
+    /// Unrecovered Read Error).
+    pub fn is_media_error(&self) -> bool {
+        matches!(
+            self,
+            Error::BdevIo { sct, sc, .. } if *sct == crate::sys::SPDK_NVME_SCT_MEDIA_ERROR as i32
+                && *sc == crate::sys::SPDK_NVME_SC_UNRECOVERED_READ_ERROR as i32
+        )
+    }
+
     /// The errno behind this error, where there is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Spdk { errno, .. } | Error::Pmem { errno, .. } => Some(*errno),
+            Error::BdevRemoved { .. } => Some(libc::ENODEV),
+            Error::BdevIo { .. } => Some(libc::EIO),
             _ => None,
         }
     }
@@ -82,6 +111,20 @@ impl fmt::Display for Error {
             }
             Error::InvalidArgument(msg) | Error::Environment(msg) | Error::NotFound(msg) => {
                 f.write_str(msg)
+            }
+            Error::BdevRemoved { bdev } => write!(
+                f,
+                "bdev {bdev} was removed: its descriptor is closed and its I/O fails"
+            ),
+            Error::BdevIo { op, bdev, sct, sc } => {
+                write!(
+                    f,
+                    "{op} on bdev {bdev} failed: NVMe status SCT {sct:#x} SC {sc:#x}"
+                )?;
+                if self.is_media_error() {
+                    f.write_str(" (unrecovered read error: the block cannot be read)")?;
+                }
+                Ok(())
             }
         }
     }

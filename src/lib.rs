@@ -7,7 +7,8 @@
 //! - [`error`]: the crate's error type;
 //! - [`pmem`]: a safe libpmemblk pool;
 //! - [`thread`]: SPDK threads, pollers, and awaiting C completions;
-//! - [`bdev`]: the pmem bdev and bdev lookups;
+//! - [`bdev`]: bdev lookups, SPDK's C pmem bdev, bdev I/O and bdev modules in Rust;
+//! - [`pmem_bdev`]: the pmem bdev in Rust, behind SPDK's pmem RPCs;
 //! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces;
 //! - [`rpc`]: JSON-RPC methods in Rust and a filter in front of SPDK's dispatch;
 //! - [`rpc_compat`]: newer SPDK clients' fields against 20.07's methods;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod legacy;
 pub mod nvmf;
 pub mod pmem;
+pub mod pmem_bdev;
 pub mod rpc;
 pub mod rpc_compat;
 pub mod thread;

@@ -121,6 +121,11 @@ fn registry() -> &'static Mutex<HashMap<String, Handler>> {
     METHODS.get_or_init(Mutex::default)
 }
 
+fn replacements() -> &'static Mutex<HashMap<String, Handler>> {
+    static METHODS: OnceLock<Mutex<HashMap<String, Handler>>> = OnceLock::new();
+    METHODS.get_or_init(Mutex::default)
+}
+
 fn filter_slot() -> &'static Mutex<Option<Arc<Filter>>> {
     static FILTER: OnceLock<Mutex<Option<Arc<Filter>>>> = OnceLock::new();
     FILTER.get_or_init(Mutex::default)
@@ -196,6 +201,39 @@ where
     unsafe {
         sys::spdk_rpc_register_method(c_name.as_ptr(), Some(method_trampoline), states.mask())
     };
+    install_hook();
+    Ok(())
+}
+
+/// Serves SPDK's C method `name` (or one of its aliases, which are matched
+/// by the name the client sent) with a Rust handler instead: same name, same
+/// place in `rpc_get_methods`, SPDK's own state check (a call in the wrong
+/// state still gets SPDK's answer), and the dispatch filter applied first.
+/// The handler runs on the RPC thread, as [`register_async_method`]'s do.
+pub fn replace_c_method<F, Fut>(name: &str, handler: F) -> Result<()>
+where
+    F: Fn(Option<Value>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = RpcResult> + 'static,
+{
+    let c_name = CString::new(name)
+        .map_err(|_| Error::InvalidArgument(format!("method name {name:?} contains a NUL byte")))?;
+    // SAFETY: `c_name` is a C string; SPDK walks its method list.
+    let spdk_has_it = unsafe {
+        sys::spdk_rpc_is_method_allowed(
+            c_name.as_ptr(),
+            sys::SPDK_RPC_STARTUP | sys::SPDK_RPC_RUNTIME,
+        )
+    } != -libc::ENOENT;
+    if !spdk_has_it {
+        return Err(Error::NotFound(format!(
+            "replacing RPC method {name}: SPDK has no method of that name"
+        )));
+    }
+    let handler: Handler = Arc::new(move |params| Box::pin(handler(params)) as BoxedReply);
+    replacements()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), handler);
     install_hook();
     Ok(())
 }
@@ -443,9 +481,19 @@ extern "C" fn dispatch_hook(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let Some(filter) = filter else {
+        let replacement = replacements()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned()
+            // SAFETY: `method` is a valid C string; SPDK's method list is
+            // read on this (the RPC) thread, where it is changed.
+            .filter(|_| unsafe {
+                sys::spdk_rpc_is_method_allowed(method, sys::spdk_rpc_get_state()) == 0
+            });
+        if filter.is_none() && replacement.is_none() {
             return false;
-        };
+        }
         // SAFETY: `params` is SPDK's parsed request, valid for this call.
         let value = match unsafe { params_to_value(params) } {
             Ok(v) => v,
@@ -455,22 +503,32 @@ extern "C" fn dispatch_hook(
                 return true;
             }
         };
-        match filter(&name, value.as_ref()) {
-            Filtered::Unchanged => false,
+        let decision = filter.map_or(Filtered::Unchanged, |f| f(&name, value.as_ref()));
+        let params = match decision {
             Filtered::Refused(e) => {
                 // SAFETY: as above.
                 unsafe { respond(request, Err(e)) };
-                true
+                return true;
             }
+            Filtered::Unchanged => value,
+            Filtered::Rewritten(new) if replacement.is_some() => Some(new),
             Filtered::Rewritten(new) => {
                 // SAFETY: as above; the method name is a valid C string.
                 if let Err(e) = unsafe { dispatch_with(request, method, &new) } {
                     // SAFETY: dispatch failed before SPDK saw the request.
                     unsafe { respond(request, Err(RpcError::internal(e))) };
                 }
-                true
+                return true;
             }
+        };
+        let Some(handler) = replacement else {
+            return false;
+        };
+        if let Err(e) = answer_later(request, name, handler(params)) {
+            // SAFETY: the reply was never started, so the request is unanswered.
+            unsafe { respond(request, Err(e)) };
         }
+        true
     }));
     match result {
         Ok(handled) => handled,
@@ -503,26 +561,7 @@ extern "C" fn method_trampoline(
             .ok_or_else(|| RpcError::internal(format!("no Rust handler for {name}")))?;
         // SAFETY: `params` is SPDK's parsed request, valid for this call.
         let value = unsafe { params_to_value(params) }.map_err(RpcError::invalid_params)?;
-        let reply = handler(value);
-        let request_addr = request as usize;
-        thread::spawn_local(async move {
-            let outcome = match futures_catch(reply).await {
-                Ok(r) => r,
-                Err(msg) => Err(RpcError::internal(format!(
-                    "internal error in {name}: {msg}"
-                ))),
-            };
-            // Once shutdown began, SPDK finishes (frees) its RPC server and the
-            // request with it: the answer has nowhere to go.
-            if !crate::app::serving() {
-                return;
-            }
-            // SAFETY: SPDK keeps the request alive until it is answered, once,
-            // here, while the app serves (checked just above, on the app
-            // thread, where the server is also finished).
-            unsafe { respond(request_addr as *mut sys::spdk_jsonrpc_request, outcome) };
-        })
-        .map_err(|e| RpcError::internal(e.to_string()))
+        answer_later(request, name, handler(value))
     }));
     let failure = match result {
         Ok(Ok(())) => return,
@@ -531,6 +570,34 @@ extern "C" fn method_trampoline(
     };
     // SAFETY: the handler never started, so the request is still unanswered.
     unsafe { respond(request, Err(failure)) };
+}
+
+/// Runs a handler's reply on this (the RPC) thread and answers `request`
+/// with it, unless the application has begun to shut down by then.
+fn answer_later(
+    request: *mut sys::spdk_jsonrpc_request,
+    name: String,
+    reply: BoxedReply,
+) -> std::result::Result<(), RpcError> {
+    let request_addr = request as usize;
+    thread::spawn_local(async move {
+        let outcome = match futures_catch(reply).await {
+            Ok(r) => r,
+            Err(msg) => Err(RpcError::internal(format!(
+                "internal error in {name}: {msg}"
+            ))),
+        };
+        // Once shutdown began, SPDK finishes (frees) its RPC server and the
+        // request with it: the answer has nowhere to go.
+        if !crate::app::serving() {
+            return;
+        }
+        // SAFETY: SPDK keeps the request alive until it is answered, once,
+        // here, while the app serves (checked just above, on the app
+        // thread, where the server is also finished).
+        unsafe { respond(request_addr as *mut sys::spdk_jsonrpc_request, outcome) };
+    })
+    .map_err(|e| RpcError::internal(e.to_string()))
 }
 
 /// Polls `fut`, turning a panic inside it into an error message.

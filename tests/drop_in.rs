@@ -62,9 +62,21 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
     assert_eq!(subsystems, c_subsystems);
     assert_eq!(subsystems[1]["serial_number"], "SPDK0001");
     assert_eq!(subsystems[1]["namespaces"][0]["bdev_name"], "pmdk0");
+    // The Rust pmem bdev (our default) differs from SPDK's C module only
+    // where it says so: it supports FLUSH, and driver_specific names the
+    // module and its I/O threads.
+    assert_eq!(bdevs[0]["supported_io_types"]["flush"], true);
+    assert_eq!(c_bdevs[0]["supported_io_types"]["flush"], false);
+    let pmem = &bdevs[0]["driver_specific"]["pmem"];
+    assert_eq!(pmem["module"], "pmem_rs", "{bdevs:#}");
+    assert!(pmem["io_threads"].is_u64(), "{bdevs:#}");
     let strip = |mut b: Value| {
         b[0].as_object_mut().unwrap().remove("uuid");
-        b[0]["driver_specific"]["pmem"]["pmem_file"] = Value::from("POOL");
+        b[0]["supported_io_types"]["flush"] = Value::Null;
+        let pmem = b[0]["driver_specific"]["pmem"].as_object_mut().unwrap();
+        pmem.insert("pmem_file".into(), Value::from("POOL"));
+        pmem.remove("module");
+        pmem.remove("io_threads");
         b
     };
     assert_eq!(strip(bdevs), strip(c_bdevs));

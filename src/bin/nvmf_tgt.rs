@@ -25,6 +25,12 @@ fn main() {
     // Beyond 20.07's RPC vocabulary: newer clients' default-valued fields and
     // the article's construct_nvmf_subsystem.
     spdk_pmem::rpc::set_filter(Box::new(spdk_pmem::rpc_compat::filter));
+    if args.pmem_module != "c" {
+        if let Err(e) = spdk_pmem::pmem_bdev::serve_spdk_rpcs(args.pmem_io_threads) {
+            eprintln!("nvmf_tgt: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = spdk_pmem::legacy::register() {
         eprintln!("nvmf_tgt: {e}");
         std::process::exit(1);

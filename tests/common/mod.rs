@@ -14,6 +14,32 @@ use std::time::{Duration, Instant};
 
 pub const SPDK_ROOT: &str = spdk_pmem::SPDK_ROOT;
 
+/// Held while this test process has a libpmemblk pool open and while it
+/// spawns a target. libpmemblk opens pool files without O_CLOEXEC: a target
+/// forked by a parallel test in that window inherits the descriptor and
+/// holds the pool's flock for its whole life (another target's
+/// bdev_pmem_create then fails: "Resource temporarily unavailable").
+pub static POOL_FD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` on the pool at `path` (created with `blocks` blocks of
+/// `block_size` if missing), closing it before any target can be spawned.
+pub fn with_pool<R>(
+    path: &Path,
+    block_size: usize,
+    blocks: u64,
+    f: impl FnOnce(&spdk_pmem::pmem::Pool) -> R,
+) -> R {
+    use spdk_pmem::pmem::Pool;
+    let _held = POOL_FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = if path.exists() {
+        Pool::open(path, Some(block_size))
+    } else {
+        Pool::create_with_blocks(path, block_size, blocks, 0o600)
+    }
+    .unwrap_or_else(|e| panic!("pool {}: {e}", path.display()));
+    f(&pool)
+}
+
 /// Our binary, as cargo built it for this test run.
 pub fn our_nvmf_tgt() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nvmf_tgt"))
@@ -117,6 +143,7 @@ impl Target {
                 });
             }
         }
+        let held = POOL_FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let child = cmd
             .arg("-m")
             .arg("0x1")
@@ -133,6 +160,7 @@ impl Target {
             .stderr(logf)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
+        drop(held);
         Target {
             child: Some(child),
             sock,

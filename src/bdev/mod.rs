@@ -1,6 +1,11 @@
-//! Block devices: SPDK's pmem bdev over a libpmemblk pool, and lookups.
+//! Block devices: lookups, SPDK's C pmem bdev over a libpmemblk pool, I/O
+//! from Rust ([`io`], [`dma`]) and bdev modules written in Rust ([`module`]).
 //!
 //! Bdevs are created and deleted on the application thread, as SPDK's RPCs do.
+
+pub mod dma;
+pub mod io;
+pub mod module;
 
 use std::ffi::{c_void, CString};
 use std::path::Path;
@@ -31,6 +36,14 @@ impl Bdev {
             name: name.to_string(),
             _spdk: spdk,
         })
+    }
+
+    /// A handle for a bdev just registered under `name`.
+    pub(crate) fn known(spdk: Spdk, name: &str) -> Bdev {
+        Bdev {
+            name: name.to_string(),
+            _spdk: spdk,
+        }
     }
 
     /// The registered bdev now, or NotFound; for calls into SPDK, which must
@@ -125,10 +138,15 @@ extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
     });
 }
 
-/// Deletes a pmem bdev (`delete_pmem_disk`); the pool file stays. Resolves
+/// Deletes a pmem bdev of either module (SPDK's C `delete_pmem_disk`, or
+/// [`crate::pmem_bdev::delete`]); the pool file stays. Resolves
 /// when SPDK has unregistered it.
 pub fn delete_pmem_bdev(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
+    let rust_module = crate::pmem_bdev::is_rust_pmem(&bdev);
     let started = (|| {
+        if rust_module {
+            return Ok(None);
+        }
         let raw = bdev.as_ptr()?;
         if bdev.product_name()? != "pmemblk disk" {
             return Err(Error::InvalidArgument(format!(
@@ -140,10 +158,12 @@ pub fn delete_pmem_bdev(bdev: Bdev) -> impl std::future::Future<Output = Result<
         // SAFETY: `raw` was just looked up, so registered; delete_done
         // reclaims the completer once.
         unsafe { sys::delete_pmem_disk(raw, Some(delete_done), completer.into_raw()) };
-        Ok(done)
+        Ok(Some(done))
     })();
     async move {
-        let rc = started?.await?;
-        crate::error::check_rc("delete_pmem_disk", rc)
+        match started? {
+            Some(done) => crate::error::check_rc("delete_pmem_disk", done.await?),
+            None => crate::pmem_bdev::delete(bdev).await,
+        }
     }
 }

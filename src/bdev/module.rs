@@ -1,0 +1,817 @@
+//! Bdev modules in Rust: a type that implements [`BlockDevice`] becomes an
+//! SPDK bdev, served by the bdev layer like any C module's (NVMe-oF
+//! namespaces, `bdev_get_bdevs`, `save_config`).
+//!
+//! ```no_run
+//! use spdk_pmem::bdev::module::{self, BdevIo, BlockDevice, BdevProps, IoStatus, IoType};
+//! use spdk_pmem::thread::Spdk;
+//!
+//! /// A device that reads zeros and accepts every write.
+//! struct Zeros;
+//!
+//! impl BlockDevice for Zeros {
+//!     type Channel = ();
+//!     fn io_type_supported(&self, io_type: IoType) -> bool {
+//!         matches!(io_type, IoType::Read | IoType::Write)
+//!     }
+//!     fn create_channel(&self) -> spdk_pmem::Result<()> {
+//!         Ok(())
+//!     }
+//!     fn submit(&self, _channel: &mut (), mut io: BdevIo) {
+//!         if io.io_type() == IoType::Read {
+//!             io.segments_mut().for_each(|s| s.fill(0));
+//!         }
+//!         io.complete(IoStatus::Success);
+//!     }
+//! }
+//!
+//! # fn f(spdk: Spdk) -> spdk_pmem::Result<()> {
+//! let module = module::Module::get_or_register("zeros")?;
+//! let props = BdevProps::new("zero0", "zeros", 4096, 1024);
+//! module.register_bdev(spdk, props, Zeros)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Threads: the bdev layer calls [`BlockDevice::submit`] on whichever SPDK
+//! thread the I/O was submitted (each has its own [`BlockDevice::Channel`]),
+//! so the device is `Send + Sync` and the channel stays on its thread. An I/O
+//! completes on that thread: [`BdevIo`] is `!Send`; work done elsewhere goes
+//! through [`BdevIo::defer`], whose [`DeferredIo`] may cross to any thread
+//! and sends its completion back.
+//!
+//! Panics: a panic in a module's code is caught at the C boundary and
+//! reported on stderr; the I/O it was handling fails (a [`BdevIo`] or
+//! [`DeferredIo`] dropped without completion completes as failed), and the
+//! application keeps serving.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::Value;
+
+use crate::bdev::Bdev;
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::thread::{Spdk, Thread};
+
+/// The kinds of I/O a bdev may be asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoType {
+    /// Read blocks into the I/O's buffers.
+    Read,
+    /// Write the I/O's buffers to blocks.
+    Write,
+    /// Make blocks read as zeros.
+    WriteZeroes,
+    /// Deallocate blocks (NVMe Deallocate / SCSI UNMAP).
+    Unmap,
+    /// Make every completed write durable.
+    Flush,
+    /// Finish or abort everything outstanding.
+    Reset,
+    /// Any other SPDK I/O type (NVMe passthrough, zones, compare, abort...),
+    /// by its `spdk_bdev_io_type` value.
+    Other(u32),
+}
+
+impl IoType {
+    fn from_raw(raw: u32) -> IoType {
+        match raw {
+            sys::SPDK_BDEV_IO_TYPE_READ => IoType::Read,
+            sys::SPDK_BDEV_IO_TYPE_WRITE => IoType::Write,
+            sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES => IoType::WriteZeroes,
+            sys::SPDK_BDEV_IO_TYPE_UNMAP => IoType::Unmap,
+            sys::SPDK_BDEV_IO_TYPE_FLUSH => IoType::Flush,
+            sys::SPDK_BDEV_IO_TYPE_RESET => IoType::Reset,
+            other => IoType::Other(other),
+        }
+    }
+}
+
+/// How an I/O ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoStatus {
+    /// Done.
+    Success,
+    /// Failed (NVMe hosts see Internal Device Error).
+    Failed,
+    /// Out of resources for now: the bdev layer queues the I/O and submits
+    /// it again once another I/O on the channel completes.
+    NoMemory,
+    /// An NVMe status: code type and code.
+    Nvme {
+        /// Status Code Type.
+        sct: i32,
+        /// Status Code.
+        sc: i32,
+    },
+}
+
+impl IoStatus {
+    /// NVMe Media and Data Integrity Error / Unrecovered Read Error: what a
+    /// host sees for a block that cannot be read.
+    pub const MEDIA_ERROR: IoStatus = IoStatus::Nvme {
+        sct: sys::SPDK_NVME_SCT_MEDIA_ERROR as i32,
+        sc: sys::SPDK_NVME_SC_UNRECOVERED_READ_ERROR as i32,
+    };
+}
+
+/// A Rust block device, served by SPDK's bdev layer once registered with
+/// [`Module::register_bdev`].
+pub trait BlockDevice: Send + Sync + 'static {
+    /// Per-SPDK-thread state: created on each thread that does I/O to the
+    /// bdev, used and dropped there.
+    type Channel: 'static;
+
+    /// Whether the device handles `io_type`; the bdev layer refuses the
+    /// others before they reach [`submit`](Self::submit).
+    fn io_type_supported(&self, io_type: IoType) -> bool;
+
+    /// Makes the state for the calling SPDK thread. An error (or a panic)
+    /// makes the bdev layer's channel creation fail on that thread.
+    fn create_channel(&self) -> Result<Self::Channel>;
+
+    /// Handles one I/O. It must end in [`BdevIo::complete`], now or later,
+    /// on this thread (or through [`BdevIo::defer`]); an I/O dropped instead
+    /// completes as failed.
+    fn submit(&self, channel: &mut Self::Channel, io: BdevIo);
+
+    /// What `bdev_get_bdevs` shows under `driver_specific`: an object whose
+    /// members are written there. `None` writes nothing.
+    fn dump_info_json(&self) -> Option<Value> {
+        None
+    }
+
+    /// The RPC call that recreates this bdev, for `save_config`
+    /// (`{"method": ..., "params": ...}`). `None` leaves it out.
+    fn write_config_json(&self, _bdev_name: &str) -> Option<Value> {
+        None
+    }
+
+    /// Called once the bdev is unregistered, every descriptor is closed and
+    /// every channel dropped, on the thread that unregistered it; the device
+    /// is dropped right after.
+    fn destruct(&mut self) {}
+}
+
+/// What the bdev layer needs to know about a new bdev.
+#[derive(Debug, Clone)]
+pub struct BdevProps {
+    /// The bdev's unique name.
+    pub name: String,
+    /// Shown as `product_name` by `bdev_get_bdevs`.
+    pub product_name: String,
+    /// Bytes per logical block.
+    pub block_size: u32,
+    /// Logical blocks.
+    pub block_count: u64,
+    /// Whether the device has a volatile write cache (FLUSH makes writes durable).
+    pub write_cache: bool,
+}
+
+impl BdevProps {
+    /// Properties of a bdev without a volatile write cache.
+    pub fn new(name: &str, product_name: &str, block_size: u32, block_count: u64) -> Self {
+        BdevProps {
+            name: name.to_string(),
+            product_name: product_name.to_string(),
+            block_size,
+            block_count,
+            write_cache: false,
+        }
+    }
+}
+
+/// A bdev module registered with SPDK's bdev layer (`spdk_bdev_module`):
+/// the owner of the bdevs registered through it. Registered once per name
+/// for the life of the process.
+pub struct Module {
+    raw: NonNull<sys::spdk_bdev_module>,
+    name: &'static str,
+}
+
+// SAFETY: the module struct is leaked (never freed) and SPDK's bdev layer
+// only reads it after registration; Module gives out no mutable access.
+unsafe impl Send for Module {}
+// SAFETY: as for Send.
+unsafe impl Sync for Module {}
+
+fn modules() -> &'static Mutex<HashMap<String, &'static Module>> {
+    static MODULES: OnceLock<Mutex<HashMap<String, &'static Module>>> = OnceLock::new();
+    MODULES.get_or_init(Mutex::default)
+}
+
+impl Module {
+    /// The module called `name`, registered with SPDK's bdev layer on first
+    /// use. Call before the application starts or on its main thread (where
+    /// SPDK's module list is read). A name SPDK's C modules use is refused.
+    pub fn get_or_register(name: &str) -> Result<&'static Module> {
+        let mut map = modules().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = map.get(name) {
+            return Ok(m);
+        }
+        if crate::app::is_running() && Thread::current() != Thread::app_thread() {
+            return Err(Error::InvalidArgument(format!(
+                "registering bdev module {name}: while the application runs, register on its \
+                 main thread"
+            )));
+        }
+        let c_name = CString::new(name).map_err(|_| {
+            Error::InvalidArgument(format!("bdev module name {name:?} contains a NUL byte"))
+        })?;
+        // SAFETY: `c_name` is a valid C string; the list is only changed here
+        // and by constructors at load time.
+        if !unsafe { sys::spdk_bdev_module_list_find(c_name.as_ptr()) }.is_null() {
+            return Err(Error::spdk(
+                format!("registering bdev module {name}: SPDK has a module of that name"),
+                -libc::EEXIST,
+            ));
+        }
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        let raw = Box::leak(Box::new(sys::spdk_bdev_module {
+            name: Box::leak(c_name.into_boxed_c_str()).as_ptr(),
+            // SPDK calls it unconditionally at bdev layer start.
+            module_init: Some(module_init),
+            ..Default::default()
+        }));
+        // SAFETY: `raw` is a leaked, fully initialised module that lives for
+        // the rest of the process, as SPDK's list requires; no module of that
+        // name is listed (checked above).
+        unsafe { sys::spdk_bdev_module_list_add(raw) };
+        let module: &'static Module = Box::leak(Box::new(Module {
+            raw: NonNull::from(raw),
+            name,
+        }));
+        map.insert(name.to_string(), module);
+        Ok(module)
+    }
+
+    /// The module's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether `bdev` belongs to this module.
+    pub fn owns(&self, bdev: &Bdev) -> bool {
+        bdev.as_ptr()
+            // SAFETY: just looked up on this SPDK thread, so registered.
+            .map(|raw| unsafe { (*raw).module } == self.raw.as_ptr())
+            .unwrap_or(false)
+    }
+
+    /// Registers `device` as the bdev `props.name`. Call on the app thread.
+    /// On failure nothing stays registered and the device is dropped.
+    pub fn register_bdev<T: BlockDevice>(
+        &self,
+        spdk: Spdk,
+        props: BdevProps,
+        device: T,
+    ) -> Result<Bdev> {
+        let spdk = spdk.check()?;
+        if props.block_size == 0 || props.block_count == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "bdev {}: block size {} and block count {} must both be non-zero",
+                props.name, props.block_size, props.block_count
+            )));
+        }
+        if Bdev::by_name(spdk, &props.name).is_some() {
+            return Err(Error::spdk(
+                format!(
+                    "registering bdev {:?}: a bdev of that name exists",
+                    props.name
+                ),
+                -libc::EEXIST,
+            ));
+        }
+        let name = crate::cstr::to_c("bdev name", &props.name)?;
+        let product = crate::cstr::to_c("product name", &props.product_name)?;
+        let disk = Box::into_raw(Box::new(Disk {
+            // SAFETY: spdk_bdev is a plain C struct for which all-zero is
+            // the initial state SPDK expects (modules calloc it).
+            bdev: unsafe { std::mem::zeroed() },
+            fn_table: sys::spdk_bdev_fn_table {
+                destruct: Some(destruct::<T>),
+                submit_request: Some(submit_request::<T>),
+                io_type_supported: Some(io_type_supported::<T>),
+                get_io_channel: Some(get_io_channel),
+                dump_info_json: Some(dump_info_json::<T>),
+                write_config_json: Some(write_config_json::<T>),
+                get_spin_time: None,
+            },
+            name,
+            product,
+            registered: true,
+            device,
+        }));
+        // SAFETY: `disk` is the leaked Box just made; its bdev, fn_table and
+        // strings live until io_device_gone frees it, after SPDK's last use.
+        unsafe {
+            let d = &mut *disk;
+            d.bdev.ctxt = disk as *mut c_void;
+            d.bdev.name = d.name.as_ptr() as *mut _;
+            d.bdev.product_name = d.product.as_ptr() as *mut _;
+            d.bdev.blocklen = props.block_size;
+            d.bdev.blockcnt = props.block_count;
+            d.bdev.write_cache = props.write_cache as i32;
+            d.bdev.fn_table = &d.fn_table;
+            d.bdev.module = self.raw.as_ptr();
+            sys::spdk_io_device_register(
+                disk as *mut c_void,
+                Some(channel_create::<T>),
+                Some(channel_destroy::<T>),
+                std::mem::size_of::<*mut T::Channel>() as u32,
+                d.name.as_ptr(),
+            );
+            let rc = sys::spdk_bdev_register(&mut d.bdev);
+            if rc != 0 {
+                // Not registered: no destruct will come; free through the
+                // io_device's unregistration like a destructed bdev.
+                d.registered = false;
+                sys::spdk_io_device_unregister(disk as *mut c_void, Some(io_device_gone::<T>));
+                return Err(Error::spdk(
+                    format!("spdk_bdev_register({})", props.name),
+                    rc,
+                ));
+            }
+        }
+        Ok(Bdev::known(spdk, &props.name))
+    }
+}
+
+extern "C" fn module_init() -> i32 {
+    0
+}
+
+/// Unregisters a bdev of any module (`spdk_bdev_unregister`), started at
+/// once; the future resolves when SPDK has destructed it. Descriptors open
+/// on it get a hot-remove event.
+pub fn unregister(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
+    let started = bdev.as_ptr().map(|raw| {
+        let (completer, done) = crate::thread::completion::<i32>("spdk_bdev_unregister");
+        // SAFETY: `raw` was just looked up on this SPDK thread; unregister_done
+        // reclaims the completer once.
+        unsafe { sys::spdk_bdev_unregister(raw, Some(unregister_done), completer.into_raw()) };
+        done
+    });
+    async move {
+        let rc = started?.await?;
+        crate::error::check_rc(&format!("spdk_bdev_unregister({})", bdev.name()), rc)
+    }
+}
+
+extern "C" fn unregister_done(arg: *mut c_void, rc: i32) {
+    guard("unregister callback", || {
+        // SAFETY: `arg` is the Completer that unregister handed to C.
+        unsafe { crate::thread::Completer::<i32>::from_raw(arg) }.complete(rc)
+    });
+}
+
+/// What SPDK's bdev points at: the C struct, its strings and function
+/// table, and the Rust device.
+struct Disk<T: BlockDevice> {
+    bdev: sys::spdk_bdev,
+    fn_table: sys::spdk_bdev_fn_table,
+    name: CString,
+    product: CString,
+    /// False when spdk_bdev_register refused it: no destruct to report.
+    registered: bool,
+    device: T,
+}
+
+impl<T: BlockDevice> Disk<T> {
+    fn bdev_name(&self) -> String {
+        self.name.to_string_lossy().into_owned()
+    }
+}
+
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// How many panics in bdev modules' code this process has caught (each
+/// reported on stderr when it happened).
+pub fn panics_caught() -> u64 {
+    PANICS.load(Ordering::Relaxed)
+}
+
+/// Runs module code from a C callback: a panic is counted and reported, and
+/// never unwinds into C (nor stops the application, unlike app callbacks).
+fn guard<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            eprintln!("bdev module: panic in {what}: {msg}");
+            None
+        }
+    }
+}
+
+/// # Safety
+/// `ctx` is the `Disk<T>` registered as this bdev's context.
+unsafe fn disk<'a, T: BlockDevice>(ctx: *mut c_void) -> &'a Disk<T> {
+    // SAFETY: per the function's contract.
+    unsafe { &*(ctx as *const Disk<T>) }
+}
+
+extern "C" fn destruct<T: BlockDevice>(ctx: *mut c_void) -> i32 {
+    // SAFETY: SPDK passes the bdev's ctxt, our Disk<T>; the module's
+    // channels may still be on their way out (spdk_put_io_channel is
+    // deferred), so the Disk is freed once the io_device is gone.
+    unsafe { sys::spdk_io_device_unregister(ctx, Some(io_device_gone::<T>)) };
+    // Asynchronous: io_device_gone calls spdk_bdev_destruct_done.
+    1
+}
+
+extern "C" fn io_device_gone<T: BlockDevice>(io_device: *mut c_void) {
+    // SAFETY: `io_device` is the Disk<T> leaked by register_bdev; SPDK calls
+    // this once, after its last channel is destroyed and (for a registered
+    // bdev) from destruct, so nothing else uses it any more.
+    let mut disk = unsafe { Box::from_raw(io_device as *mut Disk<T>) };
+    let name = disk.bdev_name();
+    if disk.registered {
+        guard(&format!("destruct of bdev {name}"), || {
+            disk.device.destruct()
+        });
+        // SAFETY: the bdev is destructed; SPDK reports it to whoever
+        // unregistered it and does not touch the struct afterwards.
+        unsafe { sys::spdk_bdev_destruct_done(&mut disk.bdev, 0) };
+    }
+    guard(&format!("drop of bdev {name}"), move || drop(disk));
+}
+
+extern "C" fn io_type_supported<T: BlockDevice>(ctx: *mut c_void, io_type: u32) -> bool {
+    // SAFETY: SPDK passes the bdev's ctxt while the bdev is registered.
+    let disk = unsafe { disk::<T>(ctx) };
+    guard("io_type_supported", || {
+        disk.device.io_type_supported(IoType::from_raw(io_type))
+    })
+    .unwrap_or(false)
+}
+
+extern "C" fn get_io_channel(ctx: *mut c_void) -> *mut sys::spdk_io_channel {
+    // SAFETY: `ctx` is the Disk registered as an io_device in register_bdev.
+    unsafe { sys::spdk_get_io_channel(ctx) }
+}
+
+extern "C" fn channel_create<T: BlockDevice>(io_device: *mut c_void, ctx_buf: *mut c_void) -> i32 {
+    // SAFETY: `io_device` is our Disk<T>, alive while it is registered.
+    let disk = unsafe { disk::<T>(io_device) };
+    match guard("create_channel", || disk.device.create_channel()) {
+        Some(Ok(channel)) => {
+            // SAFETY: SPDK gives a buffer of the size registered, a pointer.
+            unsafe { *(ctx_buf as *mut *mut T::Channel) = Box::into_raw(Box::new(channel)) };
+            0
+        }
+        Some(Err(e)) => {
+            eprintln!("bdev {}: creating a channel: {e}", disk.bdev_name());
+            -e.errno().unwrap_or(libc::ENOMEM)
+        }
+        None => -libc::EIO,
+    }
+}
+
+extern "C" fn channel_destroy<T: BlockDevice>(_io_device: *mut c_void, ctx_buf: *mut c_void) {
+    // SAFETY: channel_create stored a leaked Box<T::Channel> here; SPDK
+    // destroys each channel once, on its thread.
+    let channel = unsafe { Box::from_raw(*(ctx_buf as *mut *mut T::Channel)) };
+    guard("channel drop", move || drop(channel));
+}
+
+extern "C" fn submit_request<T: BlockDevice>(
+    ch: *mut sys::spdk_io_channel,
+    bdev_io: *mut sys::spdk_bdev_io,
+) {
+    // SAFETY: SPDK hands a live bdev_io of one of our bdevs, on `ch`'s thread.
+    let io = unsafe { BdevIo::new(bdev_io) };
+    let needs_buffer = io.io_type() == IoType::Read
+        // SAFETY: as above; a read carries at least one iovec.
+        && unsafe { (*bdev_io).u.bdev.iovcnt > 0 && (*(*bdev_io).u.bdev.iovs).iov_base.is_null() };
+    if needs_buffer {
+        let len = io.num_blocks() * u64::from(io.block_size());
+        std::mem::forget(io);
+        // SAFETY: the bdev layer allocates a buffer and calls back on this
+        // thread; the I/O stays ours until then.
+        unsafe { sys::spdk_bdev_io_get_buf(bdev_io, Some(buffer_ready::<T>), len) };
+        return;
+    }
+    submit_now::<T>(ch, io);
+}
+
+extern "C" fn buffer_ready<T: BlockDevice>(
+    ch: *mut sys::spdk_io_channel,
+    bdev_io: *mut sys::spdk_bdev_io,
+    success: bool,
+) {
+    // SAFETY: the bdev_io submit_request forgot, handed back on its thread.
+    let io = unsafe { BdevIo::new(bdev_io) };
+    if !success {
+        io.complete(IoStatus::NoMemory);
+        return;
+    }
+    submit_now::<T>(ch, io);
+}
+
+fn submit_now<T: BlockDevice>(ch: *mut sys::spdk_io_channel, io: BdevIo) {
+    // SAFETY: the bdev's ctxt is our Disk<T> while it has I/O.
+    let disk = unsafe { disk::<T>((*(*io.raw.as_ptr()).bdev).ctxt) };
+    // SAFETY: channel_create stored the channel's Box pointer in its context;
+    // this runs on the channel's thread, the only one that touches it.
+    let channel = unsafe { &mut **(channel_ctx(ch) as *mut *mut T::Channel) };
+    let what = format!("submit to bdev {} ({:?})", disk.bdev_name(), io.io_type());
+    // On a panic the unwinding drops `io` (unless the module stored it), and
+    // its Drop completes it as failed.
+    guard(&what, || disk.device.submit(channel, io));
+}
+
+/// `spdk_io_channel_get_ctx`, a static inline in thread.h: the context
+/// buffer follows the channel struct.
+///
+/// # Safety
+/// `ch` is a live channel.
+unsafe fn channel_ctx(ch: *mut sys::spdk_io_channel) -> *mut c_void {
+    // SAFETY: per the function's contract, as thread.h computes it.
+    unsafe { (ch as *mut u8).add(std::mem::size_of::<sys::spdk_io_channel>()) as *mut c_void }
+}
+
+extern "C" fn dump_info_json<T: BlockDevice>(
+    ctx: *mut c_void,
+    w: *mut sys::spdk_json_write_ctx,
+) -> i32 {
+    // SAFETY: SPDK passes the bdev's ctxt while the bdev is registered.
+    let disk = unsafe { disk::<T>(ctx) };
+    let Some(Some(Value::Object(members))) =
+        guard("dump_info_json", || disk.device.dump_info_json())
+    else {
+        return 0;
+    };
+    for (name, value) in members {
+        // SAFETY: `w` is SPDK's writer, inside the driver_specific object.
+        unsafe { write_named_raw(w, &name, &value) };
+    }
+    0
+}
+
+extern "C" fn write_config_json<T: BlockDevice>(
+    bdev: *mut sys::spdk_bdev,
+    w: *mut sys::spdk_json_write_ctx,
+) {
+    // SAFETY: SPDK passes one of our registered bdevs.
+    let disk = unsafe { disk::<T>((*bdev).ctxt) };
+    let name = disk.bdev_name();
+    if let Some(Some(call)) = guard("write_config_json", || disk.device.write_config_json(&name)) {
+        let text = call.to_string();
+        // SAFETY: `w` is SPDK's writer, inside the bdev subsystem's array;
+        // the text is one complete JSON value.
+        unsafe { sys::spdk_json_write_val_raw(w, text.as_ptr() as *const c_void, text.len()) };
+    }
+}
+
+/// # Safety
+/// `w` is a live SPDK JSON writer positioned inside an object.
+unsafe fn write_named_raw(w: *mut sys::spdk_json_write_ctx, name: &str, value: &Value) {
+    let Ok(c_name) = CString::new(name) else {
+        return;
+    };
+    let text = value.to_string();
+    // SAFETY: per the function's contract; both buffers outlive the calls.
+    unsafe {
+        sys::spdk_json_write_name(w, c_name.as_ptr());
+        sys::spdk_json_write_val_raw(w, text.as_ptr() as *const c_void, text.len());
+    }
+}
+
+/// One I/O submitted to a Rust bdev, on the SPDK thread that submitted it
+/// (`!Send`). Complete it with [`complete`](Self::complete); dropped without
+/// that, it completes as failed.
+pub struct BdevIo {
+    raw: NonNull<sys::spdk_bdev_io>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl BdevIo {
+    /// # Safety
+    /// `raw` is a live bdev_io submitted to one of our bdevs, not yet completed.
+    unsafe fn new(raw: *mut sys::spdk_bdev_io) -> BdevIo {
+        BdevIo {
+            // SAFETY: SPDK never submits a NULL bdev_io.
+            raw: unsafe { NonNull::new_unchecked(raw) },
+            _not_send: PhantomData,
+        }
+    }
+
+    fn view(&self) -> IoView {
+        IoView(self.raw)
+    }
+
+    /// The kind of I/O.
+    pub fn io_type(&self) -> IoType {
+        self.view().io_type()
+    }
+    /// First block.
+    pub fn offset_blocks(&self) -> u64 {
+        self.view().offset_blocks()
+    }
+    /// Number of blocks (0 for a reset).
+    pub fn num_blocks(&self) -> u64 {
+        self.view().num_blocks()
+    }
+    /// The bdev's block size.
+    pub fn block_size(&self) -> u32 {
+        self.view().block_size()
+    }
+    /// The data buffers of a read or write, in order (empty for other types).
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        // SAFETY: the I/O is ours until completed; &self keeps it so.
+        unsafe { self.view().segments() }.map(|s| &*s)
+    }
+    /// The data buffers, to fill for a read.
+    pub fn segments_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        // SAFETY: as for segments; &mut self makes the access unique.
+        unsafe { self.view().segments() }
+    }
+
+    /// Completes the I/O.
+    pub fn complete(self, status: IoStatus) {
+        let raw = self.raw;
+        std::mem::forget(self);
+        // SAFETY: not yet completed (completion consumes the BdevIo), and on
+        // the submitting thread (BdevIo is !Send).
+        unsafe { complete_raw(raw.as_ptr(), status) };
+    }
+
+    /// Hands the I/O to other threads: the [`DeferredIo`] is `Send`, and
+    /// completing it sends the completion back to this thread.
+    pub fn defer(self) -> DeferredIo {
+        let raw = self.raw;
+        std::mem::forget(self);
+        DeferredIo {
+            raw,
+            thread: Thread::current().expect("a BdevIo exists only on an SPDK thread"),
+        }
+    }
+}
+
+impl Drop for BdevIo {
+    fn drop(&mut self) {
+        // SAFETY: an I/O dropped without completion: fail it, on its thread.
+        unsafe { complete_raw(self.raw.as_ptr(), IoStatus::Failed) };
+    }
+}
+
+/// # Safety
+/// `raw` is a live, not yet completed bdev_io, and the caller is on the
+/// thread that submitted it.
+unsafe fn complete_raw(raw: *mut sys::spdk_bdev_io, status: IoStatus) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        match status {
+            IoStatus::Success => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_SUCCESS),
+            IoStatus::Failed => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_FAILED),
+            IoStatus::NoMemory => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_NOMEM),
+            IoStatus::Nvme { sct, sc } => sys::spdk_bdev_io_complete_nvme_status(raw, 0, sct, sc),
+        }
+    }
+}
+
+/// A [`BdevIo`] handed to another thread (a worker doing blocking work).
+/// Completing it, or dropping it, sends the completion to the SPDK thread
+/// that submitted it, where SPDK requires it to happen.
+pub struct DeferredIo {
+    raw: NonNull<sys::spdk_bdev_io>,
+    thread: Thread,
+}
+
+// SAFETY: until completed, the bdev_io and its data buffers belong to the
+// module, which may read and write them from any thread (they are ordinary
+// memory); the completion itself is sent to the submitting thread.
+unsafe impl Send for DeferredIo {}
+
+impl DeferredIo {
+    fn view(&self) -> IoView {
+        IoView(self.raw)
+    }
+    /// The kind of I/O.
+    pub fn io_type(&self) -> IoType {
+        self.view().io_type()
+    }
+    /// First block.
+    pub fn offset_blocks(&self) -> u64 {
+        self.view().offset_blocks()
+    }
+    /// Number of blocks.
+    pub fn num_blocks(&self) -> u64 {
+        self.view().num_blocks()
+    }
+    /// The bdev's block size.
+    pub fn block_size(&self) -> u32 {
+        self.view().block_size()
+    }
+    /// The data buffers of a read or write, in order.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        // SAFETY: the I/O is ours until completed; &self keeps it so.
+        unsafe { self.view().segments() }.map(|s| &*s)
+    }
+    /// The data buffers, to fill for a read.
+    pub fn segments_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        // SAFETY: as for segments; &mut self makes the access unique.
+        unsafe { self.view().segments() }
+    }
+
+    /// Sends the completion to the submitting thread.
+    pub fn complete(self, status: IoStatus) {
+        let (raw, thread) = (self.raw.as_ptr() as usize, self.thread);
+        std::mem::forget(self);
+        let sent = thread.send(move || {
+            // SAFETY: the bdev_io is live and not completed (DeferredIo was
+            // consumed), and this runs on the thread that submitted it.
+            unsafe { complete_raw(raw as *mut sys::spdk_bdev_io, status) }
+        });
+        if let Err(e) = sent {
+            eprintln!("bdev module: an I/O's completion was lost: {e}");
+        }
+    }
+}
+
+impl Drop for DeferredIo {
+    fn drop(&mut self) {
+        let failed = DeferredIo {
+            raw: self.raw,
+            thread: self.thread,
+        };
+        failed.complete(IoStatus::Failed);
+    }
+}
+
+/// Read-only access to a bdev_io's fields, shared by BdevIo and DeferredIo.
+#[derive(Clone, Copy)]
+struct IoView(NonNull<sys::spdk_bdev_io>);
+
+impl IoView {
+    fn io(&self) -> &sys::spdk_bdev_io {
+        // SAFETY: IoView is made only from a live, uncompleted bdev_io
+        // owned by a BdevIo or DeferredIo.
+        unsafe { self.0.as_ref() }
+    }
+    fn io_type(&self) -> IoType {
+        IoType::from_raw(u32::from(self.io().type_))
+    }
+    fn is_block_io(&self) -> bool {
+        !matches!(self.io_type(), IoType::Reset | IoType::Other(_))
+    }
+    fn offset_blocks(&self) -> u64 {
+        if !self.is_block_io() {
+            return 0;
+        }
+        // SAFETY: block I/O types use the `bdev` member of the union.
+        unsafe { self.io().u.bdev.offset_blocks }
+    }
+    fn num_blocks(&self) -> u64 {
+        if !self.is_block_io() {
+            return 0;
+        }
+        // SAFETY: as for offset_blocks.
+        unsafe { self.io().u.bdev.num_blocks }
+    }
+    fn block_size(&self) -> u32 {
+        // SAFETY: every bdev_io points at its (registered) bdev.
+        unsafe { (*self.io().bdev).blocklen }
+    }
+    /// # Safety
+    /// The caller gives out the slices with a lifetime no longer than its
+    /// ownership of the I/O, and unique when mutable.
+    unsafe fn segments<'a>(self) -> impl Iterator<Item = &'a mut [u8]> {
+        let (iovs, count, mut left) = if matches!(self.io_type(), IoType::Read | IoType::Write) {
+            // SAFETY: reads and writes use the `bdev` member of the union.
+            let b = unsafe { self.io().u.bdev };
+            (
+                b.iovs,
+                b.iovcnt.max(0) as usize,
+                b.num_blocks * u64::from(self.block_size()),
+            )
+        } else {
+            (std::ptr::null_mut(), 0, 0)
+        };
+        (0..count).filter_map(move |i| {
+            // SAFETY: `iovs` has `count` entries, each a buffer of iov_len
+            // bytes the bdev layer lent to this I/O.
+            let iov = unsafe { *iovs.add(i) };
+            let len = (iov.iov_len as u64).min(left) as usize;
+            left -= len as u64;
+            if len == 0 || iov.iov_base.is_null() {
+                return None;
+            }
+            // SAFETY: as above; the caller bounds the lifetime.
+            Some(unsafe { std::slice::from_raw_parts_mut(iov.iov_base as *mut u8, len) })
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! Bdev I/O from Rust and bdev modules in Rust, in one spdk_app (one per
+//! process), against real SPDK and libpmemblk:
+//! - the Rust pmem bdev, inline and on worker threads: multi-block writes
+//!   read back equal, write-zeroes, unmap, flush, reset, 64 I/Os in flight,
+//!   a bad block read as a media error, a read-only descriptor refusing
+//!   writes, ranges and buffer sizes checked;
+//! - a Rust module (a RAM disk with a block that panics and one that takes
+//!   its time): the panic fails that I/O only and the app keeps serving;
+//!   `bdev_get_bdevs` shows its `dump_info_json`; hot-remove while an I/O is
+//!   in flight reports it and every later I/O as `BdevRemoved`, closes the
+//!   descriptor by itself, and the unregistration then completes;
+//! - after deleting the pmem bdevs, their pools open again (closed).
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use spdk_pmem::app::AppOptions;
+use spdk_pmem::bdev::dma::DmaBuf;
+use spdk_pmem::bdev::io::{Descriptor, IoChannel};
+use spdk_pmem::bdev::module::{self, BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Module};
+use spdk_pmem::pmem::Pool;
+use spdk_pmem::pmem_bdev::{self, IoThreads};
+use spdk_pmem::thread::{self, Spdk, Thread};
+use spdk_pmem::{app, Error};
+
+const BS: usize = 4096;
+/// Marked bad (pmemblk_set_error) before the bdev exists; no other check touches it.
+const BAD_BLOCK: u64 = 500;
+
+type Outcome = Result<(), String>;
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn buf_with(spdk: Spdk, data: &[u8]) -> DmaBuf {
+    let mut b = DmaBuf::new(spdk, data.len(), BS).expect("DMA memory");
+    b.copy_from_slice(data);
+    b
+}
+
+async fn read(ch: &IoChannel, spdk: Spdk, lba: u64, blocks: usize) -> Result<Vec<u8>, Error> {
+    let (buf, r) = ch.read(lba, DmaBuf::new(spdk, blocks * BS, BS)?).await;
+    r.map(|()| buf.to_vec())
+}
+
+async fn write(ch: &IoChannel, spdk: Spdk, lba: u64, data: &[u8]) -> Result<(), Error> {
+    ch.write(lba, buf_with(spdk, data)).await.1
+}
+
+/// Reads, writes and the other I/O types against one pmem bdev.
+async fn exercise_pmem(spdk: Spdk, name: &str, bad_block: u64) -> Outcome {
+    let fail = |what: &str, e: &dyn std::fmt::Debug| format!("{name}: {what}: {e:?}");
+    let desc = Descriptor::open(spdk, name, true).map_err(|e| fail("open", &e))?;
+    let ch = desc.channel().map_err(|e| fail("channel", &e))?;
+    let last = desc.num_blocks() - 1;
+
+    // Multi-block write and read back, and the last block.
+    let eight = pattern(1, 8 * BS);
+    write(&ch, spdk, 0, &eight)
+        .await
+        .map_err(|e| fail("write 8", &e))?;
+    write(&ch, spdk, last, &pattern(2, BS))
+        .await
+        .map_err(|e| fail("write last", &e))?;
+    if read(&ch, spdk, 0, 8)
+        .await
+        .map_err(|e| fail("read 8", &e))?
+        != eight
+    {
+        return Err(fail("8 blocks read back", &"differ"));
+    }
+    if read(&ch, spdk, last, 1)
+        .await
+        .map_err(|e| fail("read last", &e))?
+        != pattern(2, BS)
+    {
+        return Err(fail("last block read back", &"differs"));
+    }
+
+    // Write-zeroes and unmap make blocks read as zeros, and only those.
+    ch.write_zeroes(2, 2)
+        .await
+        .map_err(|e| fail("write_zeroes", &e))?;
+    ch.unmap(5, 1).await.map_err(|e| fail("unmap", &e))?;
+    let back = read(&ch, spdk, 0, 8)
+        .await
+        .map_err(|e| fail("read after zeroes", &e))?;
+    for block in 0..8 {
+        let got = &back[block * BS..(block + 1) * BS];
+        let zero = [2, 3, 5].contains(&block);
+        if zero != got.iter().all(|b| *b == 0)
+            || (!zero && got != &eight[block * BS..(block + 1) * BS])
+        {
+            return Err(fail("zeroed blocks", &block));
+        }
+    }
+    ch.flush(0, desc.num_blocks())
+        .await
+        .map_err(|e| fail("flush", &e))?;
+    ch.reset().await.map_err(|e| fail("reset", &e))?;
+
+    // 64 writes in flight at once (each call submits), then read back.
+    let writes: Vec<_> = (0..64u64)
+        .map(|i| ch.write(16 + i, buf_with(spdk, &pattern(100 + i, BS))))
+        .collect();
+    for (i, w) in writes.into_iter().enumerate() {
+        w.await
+            .1
+            .map_err(|e| fail(&format!("concurrent write {i}"), &e))?;
+    }
+    let back = read(&ch, spdk, 16, 64)
+        .await
+        .map_err(|e| fail("read 64", &e))?;
+    for i in 0..64 {
+        if back[i * BS..(i + 1) * BS] != pattern(100 + i as u64, BS) {
+            return Err(fail("concurrent write read back", &i));
+        }
+    }
+
+    // The bad block: a media error, typed; writing it heals it.
+    match read(&ch, spdk, bad_block, 1).await {
+        Err(e) if e.is_media_error() => {}
+        other => return Err(fail("bad block read", &other.map(|d| d.len()))),
+    }
+    write(&ch, spdk, bad_block, &pattern(3, BS))
+        .await
+        .map_err(|e| fail("heal", &e))?;
+    if read(&ch, spdk, bad_block, 1)
+        .await
+        .map_err(|e| fail("healed read", &e))?
+        != pattern(3, BS)
+    {
+        return Err(fail("healed block", &"differs"));
+    }
+
+    // Refused before SPDK: out of range, partial blocks, read-only writes.
+    match write(&ch, spdk, last, &pattern(4, 2 * BS)).await {
+        Err(Error::InvalidArgument(m)) if m.contains("out of range") => {}
+        other => return Err(fail("write past the end", &other)),
+    }
+    match ch.read(0, DmaBuf::new(spdk, BS + 512, 0).unwrap()).await.1 {
+        Err(Error::InvalidArgument(m)) if m.contains("whole number") => {}
+        other => return Err(fail("partial block buffer", &other)),
+    }
+    let ro = Descriptor::open(spdk, name, false).map_err(|e| fail("open read-only", &e))?;
+    let ro_ch = ro.channel().map_err(|e| fail("read-only channel", &e))?;
+    match write(&ro_ch, spdk, 0, &eight[..BS]).await {
+        Err(Error::InvalidArgument(m)) if m.contains("read-only") => {}
+        other => return Err(fail("write through a read-only descriptor", &other)),
+    }
+    if read(&ro_ch, spdk, 0, 1)
+        .await
+        .map_err(|e| fail("read-only read", &e))?
+        != eight[..BS]
+    {
+        return Err(fail("read-only read", &"differs"));
+    }
+    Ok(())
+}
+
+/// A RAM disk whose block 13 panics and whose block 20 takes 300 ms (on a
+/// thread, through DeferredIo).
+struct TestDisk {
+    data: Arc<Mutex<Vec<u8>>>,
+    destructed: Arc<AtomicBool>,
+}
+
+const PANIC_BLOCK: u64 = 13;
+const SLOW_BLOCK: u64 = 20;
+
+impl BlockDevice for TestDisk {
+    type Channel = u64;
+
+    fn io_type_supported(&self, io_type: IoType) -> bool {
+        matches!(io_type, IoType::Read | IoType::Write)
+    }
+
+    fn create_channel(&self) -> spdk_pmem::Result<u64> {
+        Ok(0)
+    }
+
+    fn submit(&self, submitted: &mut u64, mut io: BdevIo) {
+        *submitted += 1;
+        let (lba, io_type) = (io.offset_blocks(), io.io_type());
+        if lba == PANIC_BLOCK {
+            panic!("block {PANIC_BLOCK} is cursed");
+        }
+        if lba == SLOW_BLOCK {
+            let mut later = io.defer();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                later.segments_mut().for_each(|s| s.fill(0x5a));
+                later.complete(IoStatus::Success);
+            });
+            return;
+        }
+        let mut data = self.data.lock().unwrap();
+        let mut at = lba as usize * BS;
+        if io_type == IoType::Read {
+            for s in io.segments_mut() {
+                s.copy_from_slice(&data[at..at + s.len()]);
+                at += s.len();
+            }
+        } else {
+            for s in io.segments() {
+                data[at..at + s.len()].copy_from_slice(s);
+                at += s.len();
+            }
+        }
+        drop(data);
+        io.complete(IoStatus::Success);
+    }
+
+    fn dump_info_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"test_disk": {"bytes": self.data.lock().unwrap().len()}}))
+    }
+
+    fn destruct(&mut self) {
+        self.destructed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs rpc.py off the reactor (the RPC server runs on it).
+async fn rpc_elsewhere(sock: PathBuf, args: Vec<&'static str>) -> Result<String, String> {
+    let (completer, done) = thread::completion::<Result<String, String>>("rpc.py");
+    let app = Thread::current().unwrap();
+    std::thread::spawn(move || {
+        let out = rpc_py(&sock, &args);
+        let text = output_text(&out);
+        let r = if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        };
+        app.send(move || completer.complete(r)).unwrap();
+    });
+    done.await.map_err(|e| e.to_string())?
+}
+
+async fn exercise_module(spdk: Spdk, sock: PathBuf) -> Outcome {
+    let fail = |what: &str, e: &dyn std::fmt::Debug| format!("test module: {what}: {e:?}");
+    let module = Module::get_or_register("test_disk").map_err(|e| fail("module", &e))?;
+    match Module::get_or_register("pmem") {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        other => return Err(fail("a C module's name", &other.map(|m| m.name()))),
+    }
+    let destructed = Arc::new(AtomicBool::new(false));
+    let disk = TestDisk {
+        data: Arc::new(Mutex::new(vec![0u8; 64 * BS])),
+        destructed: destructed.clone(),
+    };
+    let bdev = module
+        .register_bdev(
+            spdk,
+            BdevProps::new("ram0", "test disk", BS as u32, 64),
+            disk,
+        )
+        .map_err(|e| fail("register", &e))?;
+    if !module.owns(&bdev) || pmem_bdev::is_rust_pmem(&bdev) {
+        return Err(fail("ownership", &bdev.name()));
+    }
+    let shown = rpc_elsewhere(sock.clone(), vec!["bdev_get_bdevs", "-b", "ram0"]).await?;
+    if !shown.contains("\"test_disk\"") || !shown.contains("\"bytes\": 262144") {
+        return Err(fail("dump_info_json in bdev_get_bdevs", &shown));
+    }
+
+    let desc = Descriptor::open(spdk, "ram0", true).map_err(|e| fail("open", &e))?;
+    let ch = desc.channel().map_err(|e| fail("channel", &e))?;
+    write(&ch, spdk, 3, &pattern(7, 2 * BS))
+        .await
+        .map_err(|e| fail("write", &e))?;
+    if read(&ch, spdk, 3, 2).await.map_err(|e| fail("read", &e))? != pattern(7, 2 * BS) {
+        return Err(fail("read back", &"differs"));
+    }
+    // The panic fails that I/O, is counted, and nothing else changes.
+    let before = module::panics_caught();
+    match read(&ch, spdk, PANIC_BLOCK, 1).await {
+        Err(Error::BdevIo { op: "read", .. }) => {}
+        other => return Err(fail("the panicking block", &other)),
+    }
+    if module::panics_caught() != before + 1 {
+        return Err(fail("panics counted", &module::panics_caught()));
+    }
+    if read(&ch, spdk, 3, 2)
+        .await
+        .map_err(|e| fail("read after the panic", &e))?
+        != pattern(7, 2 * BS)
+    {
+        return Err(fail("read after the panic", &"differs"));
+    }
+    // The module does not do write-zeroes: SPDK's bdev layer writes zeros
+    // through it instead.
+    ch.write_zeroes(3, 1)
+        .await
+        .map_err(|e| fail("emulated write_zeroes", &e))?;
+    let back = read(&ch, spdk, 3, 2)
+        .await
+        .map_err(|e| fail("read after zeroes", &e))?;
+    if back[..BS].iter().any(|b| *b != 0) || back[BS..] != pattern(7, 2 * BS)[BS..] {
+        return Err(fail("emulated write_zeroes", &"wrong blocks"));
+    }
+
+    // Hot-remove with an I/O in flight (block 20 takes 300 ms).
+    let slow = ch.read(SLOW_BLOCK, DmaBuf::new(spdk, BS, 0).unwrap());
+    let unregistered = module::unregister(bdev);
+    let (buf, r) = slow.await;
+    if !matches!(r, Err(Error::BdevRemoved { .. })) || buf.len() != BS {
+        return Err(fail("the I/O in flight at hot-remove", &r));
+    }
+    if !desc.is_removed() {
+        return Err(fail("descriptor after hot-remove", &"not removed"));
+    }
+    match read(&ch, spdk, 3, 1).await {
+        Err(Error::BdevRemoved { bdev }) if bdev == "ram0" => {}
+        other => return Err(fail("I/O after hot-remove", &other)),
+    }
+    match desc.channel() {
+        Err(Error::BdevRemoved { .. }) => {}
+        other => return Err(fail("a channel after hot-remove", &other.map(|_| ()))),
+    }
+    // The descriptor closed by itself (the handles are still alive here),
+    // so the unregistration completes and the device is destructed.
+    unregistered.await.map_err(|e| fail("unregister", &e))?;
+    if !destructed.load(Ordering::SeqCst) {
+        return Err(fail("destruct", &"not called"));
+    }
+    drop((ch, desc));
+    Ok(())
+}
+
+async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
+    let spdk = Spdk::here().map_err(|e| e.to_string())?;
+    let mut pools = Vec::new();
+    for (name, threads) in [
+        ("pm_inline", IoThreads::Inline),
+        ("pm_workers", IoThreads::Workers(3)),
+    ] {
+        let pool = dir.join(format!("{name}.pool"));
+        pmem_bdev::create(spdk, &pool, name, threads).map_err(|e| format!("{name}: {e}"))?;
+        exercise_pmem(spdk, name, BAD_BLOCK).await?;
+        pools.push((name, pool));
+    }
+    exercise_module(spdk, sock).await?;
+    for (name, pool) in pools {
+        let bdev = spdk_pmem::bdev::Bdev::by_name(spdk, name).ok_or("bdev gone")?;
+        pmem_bdev::delete(bdev)
+            .await
+            .map_err(|e| format!("delete {name}: {e}"))?;
+        // Closed: libpmemblk's lock is free again.
+        Pool::open(&pool, None).map_err(|e| format!("{name}'s pool after delete: {e}"))?;
+    }
+    Ok(())
+}
+
+fn new_pool(path: &Path, bad_block: u64) {
+    let pool = Pool::create_with_blocks(path, BS, 1024, 0o600).unwrap();
+    pool.set_error(bad_block).unwrap();
+}
+
+#[test]
+fn rust_bdev_io_and_modules_against_real_spdk() {
+    let dir = shm_dir();
+    for name in ["pm_inline", "pm_workers"] {
+        new_pool(&dir.path().join(format!("{name}.pool")), BAD_BLOCK);
+    }
+    let (shm_id, _) = unique_ids();
+    let sock = dir.path().join("rpc.sock");
+    let outcome: Arc<Mutex<Option<Outcome>>> = Arc::default();
+    let result = outcome.clone();
+    let (path, rpc_sock) = (dir.path().to_path_buf(), sock.clone());
+    let code = AppOptions::new("bdev_io")
+        .reactor_mask("0x1")
+        .shm_id(shm_id)
+        .rpc_addr(sock.to_str().unwrap())
+        .run(move || {
+            thread::spawn_local(async move {
+                let r = exercise(path, rpc_sock).await;
+                let code = if r.is_ok() { 0 } else { 1 };
+                *result.lock().unwrap() = Some(r);
+                app::stop(code).expect("the app is serving");
+            })
+            .unwrap();
+        })
+        .expect("valid options");
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    remove_trace_file("bdev_io", std::process::id());
+    let outcome = outcome.lock().unwrap().take().expect("the test ran");
+    outcome.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 0);
+}
