@@ -56,4 +56,5 @@ fn app_starts_runs_the_closure_and_a_poller_and_stops_with_its_code() {
         "no poller outside an SPDK thread"
     );
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let _ = std::fs::remove_file(format!("/dev/shm/app_lifecycle_trace.{shm_id}"));
 }

@@ -21,4 +21,5 @@ fn panic_in_start_closure_is_resumed_after_shutdown() {
         Some(&"start closure failed")
     );
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let _ = std::fs::remove_file(format!("/dev/shm/app_panic_trace.{shm_id}"));
 }

@@ -84,6 +84,7 @@ fn stop_before_start_and_after_end_is_an_error_and_a_pending_rpc_survives_sigint
         })
         .expect("valid options");
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let _ = std::fs::remove_file(format!("/dev/shm/app_shutdown_trace.{shm_id}"));
     assert_eq!(code, 0, "SIGINT is a clean shutdown");
     assert!(
         RESOLVED_LATE.load(Ordering::SeqCst),

@@ -397,7 +397,7 @@ fn rust_bdev_io_and_modules_against_real_spdk() {
         })
         .expect("valid options");
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
-    remove_trace_file("bdev_io", std::process::id());
+    let _ = std::fs::remove_file(format!("/dev/shm/bdev_io_trace.{shm_id}"));
     let outcome = outcome.lock().unwrap().take().expect("the test ran");
     outcome.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, 0);

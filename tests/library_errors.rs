@@ -245,6 +245,7 @@ fn library_errors_are_typed_and_leave_nothing_behind() {
         })
         .expect("valid options");
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let _ = std::fs::remove_file(format!("/dev/shm/library_errors_trace.{shm_id}"));
     let outcome = outcome.lock().unwrap().take().expect("the test ran");
     let id = outcome.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, 0);

@@ -42,6 +42,9 @@ fn nvme_fuzz(dir: &Path, args: &[&str], limit: Duration) -> String {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Its 135 MB trace file in /dev/shm stays after any exit that recorded
+    // trace entries.
+    remove_trace_file("nvme_fuzz", child.id());
     let out = std::fs::read_to_string(&log).unwrap_or_default()
         + &std::fs::read_to_string(dir.join("nvme_fuzz.err")).unwrap_or_default();
     assert!(status.success(), "nvme_fuzz {args:?}: {status}\n{out}");

@@ -191,7 +191,9 @@ impl DescInner {
 
     fn close(&self) {
         let desc = self.desc.replace(std::ptr::null_mut());
-        if desc.is_null() {
+        if desc.is_null() || self._spdk.check().is_err() {
+            // Kept past its application (a leaked future, say): SPDK's bdev
+            // layer is gone, so there is nothing left to close into.
             return;
         }
         // SAFETY: open until now, closed once (the pointer is cleared), on
@@ -238,7 +240,7 @@ struct ChanInner {
 impl ChanInner {
     fn put(&self) {
         let raw = self.raw.replace(std::ptr::null_mut());
-        if !raw.is_null() {
+        if !raw.is_null() && self.desc._spdk.check().is_ok() {
             // SAFETY: got from spdk_bdev_get_io_channel on this thread, put once.
             unsafe { sys::spdk_put_io_channel(raw) };
         }

@@ -401,6 +401,12 @@ pub fn panics_caught() -> u64 {
 /// Runs module code from a C callback: a panic is counted and reported, and
 /// never unwinds into C (nor stops the application, unlike app callbacks).
 fn guard<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    guard_with(|| what.to_string(), f)
+}
+
+/// [`guard`], with the description made only if there is a panic to report
+/// (the I/O path allocates nothing for it).
+fn guard_with<R>(what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Option<R> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
         Err(payload) => {
@@ -410,7 +416,7 @@ fn guard<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".into());
-            eprintln!("bdev module: panic in {what}: {msg}");
+            eprintln!("bdev module: panic in {}: {msg}", what());
             None
         }
     }
@@ -527,10 +533,13 @@ fn submit_now<T: BlockDevice>(ch: *mut sys::spdk_io_channel, io: BdevIo) {
     // SAFETY: channel_create stored the channel's Box pointer in its context;
     // this runs on the channel's thread, the only one that touches it.
     let channel = unsafe { &mut **(channel_ctx(ch) as *mut *mut T::Channel) };
-    let what = format!("submit to bdev {} ({:?})", disk.bdev_name(), io.io_type());
+    let io_type = io.io_type();
     // On a panic the unwinding drops `io` (unless the module stored it), and
     // its Drop completes it as failed.
-    guard(&what, || disk.device.submit(channel, io));
+    guard_with(
+        || format!("submit to bdev {} ({io_type:?})", disk.bdev_name()),
+        || disk.device.submit(channel, io),
+    );
 }
 
 /// `spdk_io_channel_get_ctx`, a static inline in thread.h: the context
@@ -792,7 +801,7 @@ impl IoView {
     unsafe fn segments<'a>(self) -> impl Iterator<Item = &'a mut [u8]> {
         let (iovs, count, mut left) = if matches!(self.io_type(), IoType::Read | IoType::Write) {
             // SAFETY: reads and writes use the `bdev` member of the union.
-            let b = unsafe { self.io().u.bdev };
+            let b = unsafe { &self.io().u.bdev };
             (
                 b.iovs,
                 b.iovcnt.max(0) as usize,
