@@ -46,7 +46,6 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -529,7 +528,7 @@ extern "C" fn buffer_ready<T: BlockDevice>(
 
 fn submit_now<T: BlockDevice>(ch: *mut sys::spdk_io_channel, io: BdevIo) {
     // SAFETY: the bdev's ctxt is our Disk<T> while it has I/O.
-    let disk = unsafe { disk::<T>((*(*io.raw.as_ptr()).bdev).ctxt) };
+    let disk = unsafe { disk::<T>((*io.io().bdev).ctxt) };
     // SAFETY: channel_create stored the channel's Box pointer in its context;
     // this runs on the channel's thread, the only one that touches it.
     let channel = unsafe { &mut **(channel_ctx(ch) as *mut *mut T::Channel) };
@@ -599,206 +598,65 @@ unsafe fn write_named_raw(w: *mut sys::spdk_json_write_ctx, name: &str, value: &
     }
 }
 
-/// One I/O submitted to a Rust bdev, on the SPDK thread that submitted it
-/// (`!Send`). Complete it with [`complete`](Self::complete); dropped without
-/// that, it completes as failed.
-pub struct BdevIo {
+/// What an I/O asks for: its type, blocks and data buffers. Reached only
+/// through a [`BdevIo`] or [`DeferredIo`] (by `Deref`), never owned or
+/// copied on its own, so it cannot outlive the I/O's completion.
+pub struct IoRequest {
     raw: NonNull<sys::spdk_bdev_io>,
-    _not_send: PhantomData<*mut ()>,
 }
 
-impl BdevIo {
-    /// # Safety
-    /// `raw` is a live bdev_io submitted to one of our bdevs, not yet completed.
-    unsafe fn new(raw: *mut sys::spdk_bdev_io) -> BdevIo {
-        BdevIo {
-            // SAFETY: SPDK never submits a NULL bdev_io.
-            raw: unsafe { NonNull::new_unchecked(raw) },
-            _not_send: PhantomData,
-        }
-    }
-
-    fn view(&self) -> IoView {
-        IoView(self.raw)
-    }
-
-    /// The kind of I/O.
-    pub fn io_type(&self) -> IoType {
-        self.view().io_type()
-    }
-    /// First block.
-    pub fn offset_blocks(&self) -> u64 {
-        self.view().offset_blocks()
-    }
-    /// Number of blocks (0 for a reset).
-    pub fn num_blocks(&self) -> u64 {
-        self.view().num_blocks()
-    }
-    /// The bdev's block size.
-    pub fn block_size(&self) -> u32 {
-        self.view().block_size()
-    }
-    /// The data buffers of a read or write, in order (empty for other types).
-    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
-        // SAFETY: the I/O is ours until completed; &self keeps it so.
-        unsafe { self.view().segments() }.map(|s| &*s)
-    }
-    /// The data buffers, to fill for a read.
-    pub fn segments_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
-        // SAFETY: as for segments; &mut self makes the access unique.
-        unsafe { self.view().segments() }
-    }
-
-    /// Completes the I/O.
-    pub fn complete(self, status: IoStatus) {
-        let raw = self.raw;
-        std::mem::forget(self);
-        // SAFETY: not yet completed (completion consumes the BdevIo), and on
-        // the submitting thread (BdevIo is !Send).
-        unsafe { complete_raw(raw.as_ptr(), status) };
-    }
-
-    /// Hands the I/O to other threads: the [`DeferredIo`] is `Send`, and
-    /// completing it sends the completion back to this thread.
-    pub fn defer(self) -> DeferredIo {
-        let raw = self.raw;
-        std::mem::forget(self);
-        DeferredIo {
-            raw,
-            thread: Thread::current().expect("a BdevIo exists only on an SPDK thread"),
-        }
-    }
-}
-
-impl Drop for BdevIo {
-    fn drop(&mut self) {
-        // SAFETY: an I/O dropped without completion: fail it, on its thread.
-        unsafe { complete_raw(self.raw.as_ptr(), IoStatus::Failed) };
-    }
-}
-
-/// # Safety
-/// `raw` is a live, not yet completed bdev_io, and the caller is on the
-/// thread that submitted it.
-unsafe fn complete_raw(raw: *mut sys::spdk_bdev_io, status: IoStatus) {
-    // SAFETY: per the function's contract.
-    unsafe {
-        match status {
-            IoStatus::Success => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_SUCCESS),
-            IoStatus::Failed => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_FAILED),
-            IoStatus::NoMemory => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_NOMEM),
-            IoStatus::Nvme { sct, sc } => sys::spdk_bdev_io_complete_nvme_status(raw, 0, sct, sc),
-        }
-    }
-}
-
-/// A [`BdevIo`] handed to another thread (a worker doing blocking work).
-/// Completing it, or dropping it, sends the completion to the SPDK thread
-/// that submitted it, where SPDK requires it to happen.
-pub struct DeferredIo {
-    raw: NonNull<sys::spdk_bdev_io>,
-    thread: Thread,
-}
-
-// SAFETY: until completed, the bdev_io and its data buffers belong to the
-// module, which may read and write them from any thread (they are ordinary
-// memory); the completion itself is sent to the submitting thread.
-unsafe impl Send for DeferredIo {}
-
-impl DeferredIo {
-    fn view(&self) -> IoView {
-        IoView(self.raw)
-    }
-    /// The kind of I/O.
-    pub fn io_type(&self) -> IoType {
-        self.view().io_type()
-    }
-    /// First block.
-    pub fn offset_blocks(&self) -> u64 {
-        self.view().offset_blocks()
-    }
-    /// Number of blocks.
-    pub fn num_blocks(&self) -> u64 {
-        self.view().num_blocks()
-    }
-    /// The bdev's block size.
-    pub fn block_size(&self) -> u32 {
-        self.view().block_size()
-    }
-    /// The data buffers of a read or write, in order.
-    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
-        // SAFETY: the I/O is ours until completed; &self keeps it so.
-        unsafe { self.view().segments() }.map(|s| &*s)
-    }
-    /// The data buffers, to fill for a read.
-    pub fn segments_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
-        // SAFETY: as for segments; &mut self makes the access unique.
-        unsafe { self.view().segments() }
-    }
-
-    /// Sends the completion to the submitting thread.
-    pub fn complete(self, status: IoStatus) {
-        let (raw, thread) = (self.raw.as_ptr() as usize, self.thread);
-        std::mem::forget(self);
-        let sent = thread.send(move || {
-            // SAFETY: the bdev_io is live and not completed (DeferredIo was
-            // consumed), and this runs on the thread that submitted it.
-            unsafe { complete_raw(raw as *mut sys::spdk_bdev_io, status) }
-        });
-        if let Err(e) = sent {
-            eprintln!("bdev module: an I/O's completion was lost: {e}");
-        }
-    }
-}
-
-impl Drop for DeferredIo {
-    fn drop(&mut self) {
-        let failed = DeferredIo {
-            raw: self.raw,
-            thread: self.thread,
-        };
-        failed.complete(IoStatus::Failed);
-    }
-}
-
-/// Read-only access to a bdev_io's fields, shared by BdevIo and DeferredIo.
-#[derive(Clone, Copy)]
-struct IoView(NonNull<sys::spdk_bdev_io>);
-
-impl IoView {
+impl IoRequest {
     fn io(&self) -> &sys::spdk_bdev_io {
-        // SAFETY: IoView is made only from a live, uncompleted bdev_io
-        // owned by a BdevIo or DeferredIo.
-        unsafe { self.0.as_ref() }
+        // SAFETY: an IoRequest lives inside a BdevIo or DeferredIo, which
+        // own a live, uncompleted bdev_io until they complete it (consuming
+        // themselves).
+        unsafe { self.raw.as_ref() }
     }
-    fn io_type(&self) -> IoType {
+
+    /// The kind of I/O.
+    pub fn io_type(&self) -> IoType {
         IoType::from_raw(u32::from(self.io().type_))
     }
+
     fn is_block_io(&self) -> bool {
         !matches!(self.io_type(), IoType::Reset | IoType::Other(_))
     }
-    fn offset_blocks(&self) -> u64 {
+
+    /// First block (0 for a reset).
+    pub fn offset_blocks(&self) -> u64 {
         if !self.is_block_io() {
             return 0;
         }
         // SAFETY: block I/O types use the `bdev` member of the union.
         unsafe { self.io().u.bdev.offset_blocks }
     }
-    fn num_blocks(&self) -> u64 {
+
+    /// Number of blocks (0 for a reset).
+    pub fn num_blocks(&self) -> u64 {
         if !self.is_block_io() {
             return 0;
         }
         // SAFETY: as for offset_blocks.
         unsafe { self.io().u.bdev.num_blocks }
     }
-    fn block_size(&self) -> u32 {
+
+    /// The bdev's block size.
+    pub fn block_size(&self) -> u32 {
         // SAFETY: every bdev_io points at its (registered) bdev.
         unsafe { (*self.io().bdev).blocklen }
     }
+
+    /// The data buffers of a read or write, in order (empty for other types).
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        // SAFETY: shared slices for as long as &self, during which nothing
+        // hands out mutable ones (that takes &mut BdevIo or &mut DeferredIo).
+        unsafe { self.raw_segments() }.map(|s| &*s)
+    }
+
     /// # Safety
-    /// The caller gives out the slices with a lifetime no longer than its
-    /// ownership of the I/O, and unique when mutable.
-    unsafe fn segments<'a>(self) -> impl Iterator<Item = &'a mut [u8]> {
+    /// The caller bounds the slices' lifetime by its borrow of the I/O, and
+    /// gives out mutable ones only under a unique borrow.
+    unsafe fn raw_segments(&self) -> impl Iterator<Item = &mut [u8]> {
         let (iovs, count, mut left) = if matches!(self.io_type(), IoType::Read | IoType::Write) {
             // SAFETY: reads and writes use the `bdev` member of the union.
             let b = unsafe { &self.io().u.bdev };
@@ -822,5 +680,149 @@ impl IoView {
             // SAFETY: as above; the caller bounds the lifetime.
             Some(unsafe { std::slice::from_raw_parts_mut(iov.iov_base as *mut u8, len) })
         })
+    }
+}
+
+/// One I/O submitted to a Rust bdev, on the SPDK thread that submitted it
+/// (`!Send`). Its type, blocks and buffers are read through `Deref` to
+/// [`IoRequest`]. Complete it with [`complete`](Self::complete); dropped
+/// without that, it completes as failed.
+///
+/// ```compile_fail,E0277
+/// # fn f(io: spdk_pmem::bdev::module::BdevIo) {
+/// // Completion belongs on the submitting thread: use BdevIo::defer.
+/// std::thread::spawn(move || drop(io));
+/// # }
+/// ```
+/// ```no_run
+/// # fn f(io: spdk_pmem::bdev::module::BdevIo) {
+/// let deferred = io.defer();
+/// std::thread::spawn(move || drop(deferred));
+/// # }
+/// ```
+pub struct BdevIo {
+    request: IoRequest,
+}
+
+impl std::ops::Deref for BdevIo {
+    type Target = IoRequest;
+    fn deref(&self) -> &IoRequest {
+        &self.request
+    }
+}
+
+impl BdevIo {
+    /// # Safety
+    /// `raw` is a live bdev_io submitted to one of our bdevs, not yet completed.
+    unsafe fn new(raw: *mut sys::spdk_bdev_io) -> BdevIo {
+        BdevIo {
+            request: IoRequest {
+                // SAFETY: SPDK never submits a NULL bdev_io.
+                raw: unsafe { NonNull::new_unchecked(raw) },
+            },
+        }
+    }
+
+    /// The data buffers, to fill for a read.
+    pub fn segments_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        // SAFETY: bounded by &mut self, which makes the access unique.
+        unsafe { self.request.raw_segments() }
+    }
+
+    /// Completes the I/O.
+    pub fn complete(self, status: IoStatus) {
+        let raw = self.request.raw;
+        std::mem::forget(self);
+        // SAFETY: not yet completed (completion consumes the BdevIo), and on
+        // the submitting thread (BdevIo is !Send).
+        unsafe { complete_raw(raw.as_ptr(), status) };
+    }
+
+    /// Hands the I/O to other threads: the [`DeferredIo`] is `Send`, and
+    /// completing it sends the completion back to this thread.
+    pub fn defer(self) -> DeferredIo {
+        let raw = self.request.raw;
+        std::mem::forget(self);
+        DeferredIo {
+            request: IoRequest { raw },
+            thread: Thread::current().expect("a BdevIo exists only on an SPDK thread"),
+        }
+    }
+}
+
+impl Drop for BdevIo {
+    fn drop(&mut self) {
+        // SAFETY: an I/O dropped without completion: fail it, on its thread.
+        unsafe { complete_raw(self.request.raw.as_ptr(), IoStatus::Failed) };
+    }
+}
+
+/// # Safety
+/// `raw` is a live, not yet completed bdev_io, and the caller is on the
+/// thread that submitted it.
+unsafe fn complete_raw(raw: *mut sys::spdk_bdev_io, status: IoStatus) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        match status {
+            IoStatus::Success => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_SUCCESS),
+            IoStatus::Failed => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_FAILED),
+            IoStatus::NoMemory => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_NOMEM),
+            IoStatus::Nvme { sct, sc } => sys::spdk_bdev_io_complete_nvme_status(raw, 0, sct, sc),
+        }
+    }
+}
+
+/// A [`BdevIo`] handed to another thread (a worker doing blocking work),
+/// read through `Deref` to [`IoRequest`]. Completing it, or dropping it,
+/// sends the completion to the SPDK thread that submitted it, where SPDK
+/// requires it to happen.
+pub struct DeferredIo {
+    request: IoRequest,
+    thread: Thread,
+}
+
+// SAFETY: until completed, the bdev_io and its data buffers belong to the
+// module, which may read and write them from any thread (they are ordinary
+// memory); the completion itself is sent to the submitting thread.
+unsafe impl Send for DeferredIo {}
+
+impl std::ops::Deref for DeferredIo {
+    type Target = IoRequest;
+    fn deref(&self) -> &IoRequest {
+        &self.request
+    }
+}
+
+impl DeferredIo {
+    /// The data buffers, to fill for a read.
+    pub fn segments_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        // SAFETY: bounded by &mut self, which makes the access unique.
+        unsafe { self.request.raw_segments() }
+    }
+
+    /// Sends the completion to the submitting thread.
+    pub fn complete(self, status: IoStatus) {
+        let (raw, thread) = (self.request.raw.as_ptr() as usize, self.thread);
+        std::mem::forget(self);
+        let sent = thread.send(move || {
+            // SAFETY: the bdev_io is live and not completed (DeferredIo was
+            // consumed), and this runs on the thread that submitted it.
+            unsafe { complete_raw(raw as *mut sys::spdk_bdev_io, status) }
+        });
+        if let Err(e) = sent {
+            eprintln!("bdev module: an I/O's completion was lost: {e}");
+        }
+    }
+}
+
+impl Drop for DeferredIo {
+    fn drop(&mut self) {
+        let failed = DeferredIo {
+            request: IoRequest {
+                raw: self.request.raw,
+            },
+            thread: self.thread,
+        };
+        failed.complete(IoStatus::Failed);
     }
 }
