@@ -35,15 +35,7 @@ const BAD_BLOCK: u64 = 500;
 type Outcome = Result<(), String>;
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::rng::Rng::new(seed).bytes(len)
 }
 
 fn buf_with(spdk: Spdk, data: &[u8]) -> DmaBuf {
