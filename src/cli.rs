@@ -111,6 +111,20 @@ pub struct Args {
     #[arg(long = "pmem-io-threads", value_name = "auto|inline|N", default_value = "auto",
           value_parser = parse_io_threads)]
     pub pmem_io_threads: crate::pmem_bdev::IoThreads,
+    /// The share of one CPU, in percent, that the Rust pmem module's worker
+    /// threads may use together while an SPDK thread serving its bdevs is
+    /// busy (more than half its polls do work); 100 lifts the limit. Not in
+    /// SPDK 20.07.
+    #[arg(long = "pmem-busy-cpu-limit", value_name = "PERCENT", default_value = "10",
+          value_parser = parse_percent)]
+    pub pmem_busy_cpu_limit: f64,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.1..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?}: give a percentage from 0.1 to 100")),
+    }
 }
 
 fn parse_io_threads(s: &str) -> std::result::Result<crate::pmem_bdev::IoThreads, String> {

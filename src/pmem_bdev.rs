@@ -13,6 +13,10 @@
 //!   nothing: both measured faster that way (README, "The two pmem modules").
 //!   A read of a page the kernel has evicted still faults it in on the
 //!   reactor.
+//! - The workers yield to busy reactors: while an SPDK thread that serves
+//!   these bdevs is busy with other I/O, they share a CPU budget
+//!   ([`cpu_budget`]), so a disk-backed bdev cannot take the CPU a busy
+//!   namespace on memory needs.
 //! - FLUSH is supported (every acknowledged write is already persistent, so
 //!   it completes at once); SPDK 20.07's module refused it.
 //! - A block libpmemblk cannot read (`pmemblk_set_error`, or a media error)
@@ -23,7 +27,7 @@
 //! `save_config` entry is the same `bdev_pmem_create` call.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -39,6 +43,8 @@ use crate::error::{Error, Result};
 use crate::pmem::{Pool, MIN_BLOCK_SIZE};
 use crate::rpc::{self, RpcError};
 use crate::thread::Spdk;
+
+pub mod cpu_budget;
 
 /// The bdev module's name (SPDK's C one is `pmem`).
 pub const MODULE_NAME: &str = "pmem_rs";
@@ -225,7 +231,8 @@ struct PmemDisk {
 }
 
 impl BlockDevice for PmemDisk {
-    type Channel = ();
+    /// Each thread that does I/O is watched for the workers' CPU budget.
+    type Channel = cpu_budget::ThreadWatch;
 
     fn io_type_supported(&self, io_type: IoType) -> bool {
         matches!(
@@ -239,11 +246,11 @@ impl BlockDevice for PmemDisk {
         )
     }
 
-    fn create_channel(&self) -> Result<()> {
-        Ok(())
+    fn create_channel(&self) -> Result<cpu_budget::ThreadWatch> {
+        cpu_budget::ThreadWatch::start()
     }
 
-    fn submit(&self, _channel: &mut (), mut io: BdevIo) {
+    fn submit(&self, _channel: &mut cpu_budget::ThreadWatch, mut io: BdevIo) {
         match (io.io_type(), &self.workers) {
             // Every acknowledged write is already persistent.
             (IoType::Flush, _) => io.complete(IoStatus::Success),
@@ -267,6 +274,9 @@ impl BlockDevice for PmemDisk {
                 "pmem_file": self.path,
                 "module": MODULE_NAME,
                 "io_threads": self.workers.as_ref().map_or(0, |w| w.threads.len()),
+                "busy_cpu_limit_percent": cpu_budget::limit() as f64 / 10.0,
+                "budget_waits": self.workers.as_ref()
+                    .map_or(0, |w| w.budget_waits.load(Ordering::Relaxed)),
             }
         }))
     }
@@ -346,6 +356,8 @@ struct Workers {
     threads: Vec<JoinHandle<()>>,
     /// I/O queued or running, for resets to wait on.
     busy: Arc<(Mutex<usize>, Condvar)>,
+    /// I/O that waited for the workers' CPU budget.
+    budget_waits: Arc<AtomicU64>,
 }
 
 static WORKER_SERIAL: AtomicUsize = AtomicUsize::new(0);
@@ -355,16 +367,18 @@ impl Workers {
         let (tx, rx) = mpsc::channel::<DeferredIo>();
         let rx = Arc::new(Mutex::new(rx));
         let busy = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let budget_waits = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::with_capacity(count);
         let serial = WORKER_SERIAL.fetch_add(1, Ordering::Relaxed);
         let cpus = all_cpus();
         for i in 0..count {
             let (rx, pool, busy) = (rx.clone(), pool.clone(), busy.clone());
+            let waits = budget_waits.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("pmem{serial}.{i}"))
                 .spawn(move || {
                     schedule_worker(&cpus);
-                    work(&rx, &pool, &busy)
+                    work(&rx, &pool, &busy, &waits)
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -380,6 +394,7 @@ impl Workers {
             queue: Some(tx),
             threads,
             busy,
+            budget_waits,
         })
     }
 
@@ -421,19 +436,29 @@ impl Workers {
     }
 }
 
-fn work(rx: &Mutex<mpsc::Receiver<DeferredIo>>, pool: &Pool, busy: &(Mutex<usize>, Condvar)) {
+fn work(
+    rx: &Mutex<mpsc::Receiver<DeferredIo>>,
+    pool: &Pool,
+    busy: &(Mutex<usize>, Condvar),
+    waits: &AtomicU64,
+) {
     loop {
         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(mut io) = next else {
             return;
         };
         let (io_type, offset, count) = (io.io_type(), io.offset_blocks(), io.num_blocks());
+        if cpu_budget::wait_turn() {
+            waits.fetch_add(1, Ordering::Relaxed);
+        }
+        let started = cpu_budget::thread_cpu_time();
         // A panic fails this I/O (its DeferredIo is dropped while unwinding)
         // and leaves the worker serving.
         let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             execute(pool, io_type, offset, count, io.segments_mut())
         }))
         .unwrap_or(IoStatus::Failed);
+        cpu_budget::charge(cpu_budget::thread_cpu_time().saturating_sub(started));
         io.complete(status);
         let (lock, cv) = busy;
         let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -147,6 +147,42 @@ extern "C" fn msg_trampoline(arg: *mut c_void) {
     catch_panic(f);
 }
 
+/// How long the calling SPDK thread has spent in polls that did work and in
+/// polls that found none, in TSC ticks since it started (SPDK's
+/// `spdk_thread_get_stats`). Differences between two readings give its
+/// busy share over that time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollTicks {
+    /// In polls where a poller or message did work.
+    pub busy: u64,
+    /// In polls that found nothing to do.
+    pub idle: u64,
+}
+
+impl PollTicks {
+    /// The calling SPDK thread's ticks; `None` off SPDK threads.
+    pub fn current() -> Option<PollTicks> {
+        let mut stats = sys::spdk_thread_stats::default();
+        // SAFETY: fills `stats` for the calling thread, or fails with -EINVAL
+        // when there is none.
+        (unsafe { sys::spdk_thread_get_stats(&mut stats) } == 0).then_some(PollTicks {
+            busy: stats.busy_tsc,
+            idle: stats.idle_tsc,
+        })
+    }
+
+    /// The busy share (0.0 to 1.0) of the polls between `earlier` and `self`.
+    pub fn busy_share_since(&self, earlier: &PollTicks) -> f64 {
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let idle = self.idle.saturating_sub(earlier.idle);
+        if busy + idle == 0 {
+            0.0
+        } else {
+            busy as f64 / (busy + idle) as f64
+        }
+    }
+}
+
 /// A poller on the current SPDK thread: calls the closure every `period_us`
 /// microseconds (0: every reactor iteration) until dropped.
 ///

@@ -64,7 +64,7 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
     assert_eq!(subsystems[1]["namespaces"][0]["bdev_name"], "pmdk0");
     // The Rust pmem bdev (our default) differs from SPDK's C module only
     // where it says so: it supports FLUSH, and driver_specific names the
-    // module and its I/O threads.
+    // module, its I/O threads and their CPU budget.
     assert_eq!(bdevs[0]["supported_io_types"]["flush"], true);
     assert_eq!(c_bdevs[0]["supported_io_types"]["flush"], false);
     let pmem = &bdevs[0]["driver_specific"]["pmem"];
@@ -77,6 +77,8 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
         pmem.insert("pmem_file".into(), Value::from("POOL"));
         pmem.remove("module");
         pmem.remove("io_threads");
+        pmem.remove("busy_cpu_limit_percent");
+        pmem.remove("budget_waits");
         b
     };
     assert_eq!(strip(bdevs), strip(c_bdevs));

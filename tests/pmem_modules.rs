@@ -9,6 +9,11 @@
 //! - A pool in a file on disk is served by worker threads, a pool in
 //!   /dev/shm inline; `--pmem-io-threads` overrides that, and a bad value is
 //!   refused at start with what to give instead.
+//! - Those workers yield to a busy reactor: writing a disk-backed namespace
+//!   alone never waits for their CPU budget; writing it while a /dev/shm
+//!   namespace keeps the same reactor busy does, unless
+//!   `--pmem-busy-cpu-limit 100` lifts the limit. (How much the neighbour
+//!   keeps is measured in scripts/bench.sh, not asserted here.)
 
 mod common;
 #[allow(dead_code)]
@@ -149,6 +154,90 @@ fn pools_on_disk_get_worker_threads_and_pools_in_memory_are_served_inline() {
     assert_eq!(status.code(), Some(2), "{}", t.log_text());
     assert!(
         t.log_text().contains("give auto, inline (or 0)"),
+        "{}",
+        t.log_text()
+    );
+}
+
+fn budget_waits(t: &Target, bdev: &str) -> u64 {
+    let info = t.rpc_json(&["bdev_get_bdevs", "-b", bdev]);
+    info[0]["driver_specific"]["pmem"]["budget_waits"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no budget_waits: {info:#}"))
+}
+
+/// One perf process writing every subsystem given, QD 32 each.
+fn perf_randwrite(subsystems: &[(&str, u16)], seconds: u32) -> String {
+    let trids: Vec<String> = subsystems.iter().map(|(n, p)| trid(n, *p)).collect();
+    let t = seconds.to_string();
+    let mut args = vec![
+        "-q",
+        "32",
+        "-o",
+        "4096",
+        "-w",
+        "randwrite",
+        "-t",
+        &t,
+        "-c",
+        "0x2",
+    ];
+    for trid in &trids {
+        args.extend(["-r", trid.as_str()]);
+    }
+    let text = run_tool("build/examples/perf", &args);
+    check_perf(&text);
+    text
+}
+
+#[test]
+fn disk_pool_workers_wait_for_their_cpu_budget_only_beside_a_busy_reactor() {
+    let shm = shm_dir();
+    let disk = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (quiet, busy) = ("nqn.2016-06.io.spdk:quiet", "nqn.2016-06.io.spdk:busy-disk");
+    for (limit, waits_beside_busy) in [("10", true), ("100", false)] {
+        let shm_pool = shm.path().join(format!("quiet{limit}.pool"));
+        let disk_pool = disk.path().join(format!("disk{limit}.pool"));
+        with_pool(&shm_pool, 4096, 4096, |_| ());
+        with_pool(&disk_pool, 4096, 1024, |_| ());
+        let mut t = Target::start(&our_nvmf_tgt(), &["--pmem-busy-cpu-limit", limit]);
+        t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+        let mut ports = vec![];
+        for (nqn, bdev, pool) in [(quiet, "shm0", &shm_pool), (busy, "disk0", &disk_pool)] {
+            let port = test_port();
+            t.rpc_ok(&["bdev_pmem_create", "-n", bdev, pool.to_str().unwrap()]);
+            t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", "SPDK-BUDGET"]);
+            add_tcp_listener(&t, nqn, port);
+            t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, bdev]);
+            ports.push(port);
+        }
+        let info = t.rpc_json(&["bdev_get_bdevs", "-b", "disk0"]);
+        let pmem = &info[0]["driver_specific"]["pmem"];
+        assert_eq!(
+            pmem["busy_cpu_limit_percent"],
+            limit.parse::<f64>().unwrap()
+        );
+        assert!(pmem["io_threads"].as_u64() > Some(0), "{info:#}");
+
+        // The disk namespace alone: its reactor mostly waits, no budget.
+        perf_randwrite(&[(busy, ports[1])], 2);
+        assert_eq!(budget_waits(&t, "disk0"), 0, "limit {limit}: alone");
+        // Beside the /dev/shm namespace at full speed on the same reactor.
+        let text = perf_randwrite(&[(quiet, ports[0]), (busy, ports[1])], 3);
+        let waits = budget_waits(&t, "disk0");
+        assert_eq!(
+            waits > 0,
+            waits_beside_busy,
+            "limit {limit}: {waits} I/O waited beside a busy reactor\n{text}"
+        );
+        assert_eq!(budget_waits(&t, "shm0"), 0, "inline I/O never waits");
+        t.stop();
+    }
+    let mut t = Target::spawn(&our_nvmf_tgt(), &["--pmem-busy-cpu-limit", "0"]);
+    let status = t.wait_exit(std::time::Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{}", t.log_text());
+    assert!(
+        t.log_text().contains("give a percentage from 0.1 to 100"),
         "{}",
         t.log_text()
     );

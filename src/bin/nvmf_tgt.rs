@@ -26,6 +26,9 @@ fn main() {
     // the article's construct_nvmf_subsystem.
     spdk_pmem::rpc::set_filter(Box::new(spdk_pmem::rpc_compat::filter));
     if args.pmem_module != "c" {
+        spdk_pmem::pmem_bdev::cpu_budget::set_limit(
+            (args.pmem_busy_cpu_limit * 10.0).round() as u32
+        );
         if let Err(e) = spdk_pmem::pmem_bdev::serve_spdk_rpcs(args.pmem_io_threads) {
             eprintln!("nvmf_tgt: {e}");
             std::process::exit(1);
