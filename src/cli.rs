@@ -113,8 +113,8 @@ pub struct Args {
     pub pmem_io_threads: crate::pmem_bdev::IoThreads,
     /// The share of one CPU, in percent, that the Rust pmem module's worker
     /// threads may use together while an SPDK thread serving its bdevs is
-    /// busy (more than half its polls do work); 100 lifts the limit. Not in
-    /// SPDK 20.07.
+    /// busy (half its time or more in polls that do work); 100 lifts the
+    /// limit. Not in SPDK 20.07.
     #[arg(long = "pmem-busy-cpu-limit", value_name = "PERCENT", default_value = "10",
           value_parser = parse_percent)]
     pub pmem_busy_cpu_limit: f64,

@@ -258,8 +258,12 @@ impl BlockDevice for PmemDisk {
             (IoType::Reset, Some(w)) => w.reset(io.defer()),
             // Only what persists blocks: a read is a copy out of the mapped
             // pool (page cache for a file), faster inline than a thread hop
-            // (measured, README).
+            // (measured, README)...
             (IoType::Write | IoType::WriteZeroes | IoType::Unmap, Some(w)) => w.submit(io.defer()),
+            // ...unless workers are writing: libpmemblk gives each call the
+            // next of its lanes in turn and waits for that lane's lock, so
+            // a read on the reactor would wait for a worker's msyncs.
+            (IoType::Read, Some(w)) if w.in_flight.any() => w.submit(io.defer()),
             (io_type, _) => {
                 let (offset, count) = (io.offset_blocks(), io.num_blocks());
                 let status = execute(&self.pool, io_type, offset, count, io.segments_mut());
@@ -354,8 +358,7 @@ fn execute<'a>(
 struct Workers {
     queue: Option<mpsc::Sender<DeferredIo>>,
     threads: Vec<JoinHandle<()>>,
-    /// I/O queued or running, for resets to wait on.
-    busy: Arc<(Mutex<usize>, Condvar)>,
+    in_flight: Arc<InFlight>,
     /// I/O that waited for the workers' CPU budget.
     budget_waits: Arc<AtomicU64>,
 }
@@ -366,19 +369,19 @@ impl Workers {
     fn start(name: &str, pool: &Arc<Pool>, count: usize) -> Result<Workers> {
         let (tx, rx) = mpsc::channel::<DeferredIo>();
         let rx = Arc::new(Mutex::new(rx));
-        let busy = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let in_flight = Arc::new(InFlight::default());
         let budget_waits = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::with_capacity(count);
         let serial = WORKER_SERIAL.fetch_add(1, Ordering::Relaxed);
         let cpus = all_cpus();
         for i in 0..count {
-            let (rx, pool, busy) = (rx.clone(), pool.clone(), busy.clone());
+            let (rx, pool, in_flight) = (rx.clone(), pool.clone(), in_flight.clone());
             let waits = budget_waits.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("pmem{serial}.{i}"))
                 .spawn(move || {
                     schedule_worker(&cpus);
-                    work(&rx, &pool, &busy, &waits)
+                    work(&rx, &pool, &in_flight, &waits)
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -393,13 +396,13 @@ impl Workers {
         Ok(Workers {
             queue: Some(tx),
             threads,
-            busy,
+            in_flight,
             budget_waits,
         })
     }
 
     fn submit(&self, io: DeferredIo) {
-        *self.busy.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.in_flight.add();
         if let Some(queue) = &self.queue {
             // A send fails only once the workers are gone: the I/O is then
             // dropped, which fails it.
@@ -410,16 +413,11 @@ impl Workers {
     /// Completes a reset once the I/O queued and running before it is done,
     /// from a short-lived thread, so no worker waits.
     fn reset(&self, io: DeferredIo) {
-        let busy = self.busy.clone();
+        let in_flight = self.in_flight.clone();
         let waited = std::thread::Builder::new()
             .name("pmem-reset".into())
             .spawn(move || {
-                let (lock, cv) = &*busy;
-                let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
-                while *n > 0 {
-                    n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
-                }
-                drop(n);
+                in_flight.wait_none();
                 io.complete(IoStatus::Success);
             });
         if let Err(e) = waited {
@@ -439,7 +437,7 @@ impl Workers {
 fn work(
     rx: &Mutex<mpsc::Receiver<DeferredIo>>,
     pool: &Pool,
-    busy: &(Mutex<usize>, Condvar),
+    in_flight: &InFlight,
     waits: &AtomicU64,
 ) {
     loop {
@@ -448,23 +446,54 @@ fn work(
             return;
         };
         let (io_type, offset, count) = (io.io_type(), io.offset_blocks(), io.num_blocks());
-        if cpu_budget::wait_turn() {
+        let turn = cpu_budget::Turn::wait();
+        if turn.waited {
             waits.fetch_add(1, Ordering::Relaxed);
         }
-        let started = cpu_budget::thread_cpu_time();
         // A panic fails this I/O (its DeferredIo is dropped while unwinding)
         // and leaves the worker serving.
         let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             execute(pool, io_type, offset, count, io.segments_mut())
         }))
         .unwrap_or(IoStatus::Failed);
-        cpu_budget::charge(cpu_budget::thread_cpu_time().saturating_sub(started));
+        turn.end();
         io.complete(status);
-        let (lock, cv) = busy;
-        let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
-        if *n == 0 {
-            cv.notify_all();
+        in_flight.done();
+    }
+}
+
+/// A bdev's I/O queued for or running on its workers. While there is none,
+/// no worker holds one of libpmemblk's lanes: a worker takes a lane only
+/// inside an I/O counted here, and gives it back before it is uncounted.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    lock: Mutex<()>,
+    none_left: Condvar,
+}
+
+impl InFlight {
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Under the lock, so a waiter between its check and its wait
+            // cannot miss this.
+            let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.none_left.notify_all();
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 0
+    }
+
+    fn wait_none(&self) {
+        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.any() {
+            held = self.none_left.wait(held).unwrap_or_else(|e| e.into_inner());
         }
     }
 }

@@ -12,13 +12,16 @@
 //!
 //! So the workers run at full speed only while the SPDK threads that use
 //! their bdevs are mostly idle. Each channel of a Rust pmem bdev watches its
-//! thread's poll statistics; while any such thread is busy (more than half
-//! its polls did work over the last window), all workers together may use
-//! no more than [`limit`] of one CPU, measured as their own threads' CPU
-//! time, and wait for their turn otherwise.
+//! thread: while one spends at least half its time in polls that did work
+//! (SPDK's busy TSC, sampled every 10 ms; it counts as idle again below a
+//! quarter), the workers of all Rust pmem bdevs together may use [`limit`]
+//! of one CPU, measured as their own threads' CPU time, and wait for their
+//! turn otherwise. That includes the busy thread's own inline work: a
+//! namespace whose cached reads keep its reactor busy slows its own writes
+//! as well.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -30,17 +33,22 @@ pub const DEFAULT_PERMILLE: u32 = 100;
 
 /// How often a channel's thread is sampled.
 const WINDOW: Duration = Duration::from_millis(10);
-/// Busy from this share of a window's polls on...
+/// Busy from this share of a window's time in busy polls on...
 const BUSY_FROM: f64 = 0.5;
 /// ...until it falls below this one.
 const IDLE_BELOW: f64 = 0.25;
 /// The most CPU time saved up while under budget, so a burst after a quiet
 /// spell cannot take a busy reactor's core for long.
 const BURST: Duration = Duration::from_millis(20);
+/// What an I/O is expected to cost before any was measured.
+const FIRST_ESTIMATE: Duration = Duration::from_micros(100);
 
 static LIMIT_PERMILLE: AtomicU32 = AtomicU32::new(DEFAULT_PERMILLE);
-static BUSY_THREADS: AtomicUsize = AtomicUsize::new(0);
-static BALANCE: Mutex<Option<Balance>> = Mutex::new(None);
+/// Until when (nanoseconds on [`clock`]) some watched thread counts as
+/// busy: each watch of a busy thread pushes it two windows ahead, so a
+/// thread that stops being watched (or exits) stops counting by itself.
+static BUSY_UNTIL: AtomicU64 = AtomicU64::new(0);
+static BUDGET: Mutex<Option<Budget>> = Mutex::new(None);
 
 /// Sets the share of one CPU (in thousandths, 1 to 1000) the workers of
 /// every Rust pmem bdev in this process may use while a reactor serving
@@ -54,9 +62,15 @@ pub fn limit() -> u32 {
     LIMIT_PERMILLE.load(Ordering::Relaxed)
 }
 
+/// Nanoseconds since the first call, on the monotonic clock.
+fn clock() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_nanos() as u64
+}
+
 /// Whether some SPDK thread serving a Rust pmem bdev is busy now.
 pub fn reactor_busy() -> bool {
-    BUSY_THREADS.load(Ordering::Relaxed) > 0
+    clock() < BUSY_UNTIL.load(Ordering::Relaxed)
 }
 
 /// Watches the SPDK thread it was started on, as long as it lives.
@@ -68,15 +82,19 @@ impl ThreadWatch {
     /// Starts watching the calling SPDK thread.
     pub fn start() -> Result<ThreadWatch> {
         let mut last = PollTicks::current().unwrap_or_default();
-        let mut busy = BusyMark(false);
+        let mut busy = false;
         let poller = Poller::register(WINDOW.as_micros() as u64, move || {
             let now = PollTicks::current().unwrap_or_default();
             let share = now.busy_share_since(&last);
             last = now;
-            if share >= BUSY_FROM {
-                busy.set(true);
-            } else if share < IDLE_BELOW {
-                busy.set(false);
+            busy = if busy {
+                share >= IDLE_BELOW
+            } else {
+                share >= BUSY_FROM
+            };
+            if busy {
+                let until = clock() + 2 * WINDOW.as_nanos() as u64;
+                BUSY_UNTIL.fetch_max(until, Ordering::Relaxed);
             }
             // Sampling is not work: it must not make the thread look busy.
             false
@@ -85,86 +103,116 @@ impl ThreadWatch {
     }
 }
 
-/// One watched thread's vote in [`BUSY_THREADS`], withdrawn when dropped.
-struct BusyMark(bool);
+/// The workers' CPU time account while a reactor is busy: earned at the
+/// limit's rate (saving at most [`BURST`]), and spent by each I/O, reserved
+/// at its expected cost when it starts, so workers waiting together do not
+/// all start at once, and settled at its measured cost when it ends. A debt
+/// is never forgiven: an I/O dearer than the savings makes the next ones
+/// wait longer.
+#[derive(Debug)]
+struct Budget {
+    /// Nanoseconds of CPU time the workers may still use; negative: owed.
+    balance: i64,
+    /// [`clock`] time the balance was last earned to.
+    at: u64,
+    /// A running average of an I/O's cost, in nanoseconds.
+    estimate: i64,
+}
 
-impl BusyMark {
-    fn set(&mut self, busy: bool) {
-        if busy != self.0 {
-            if busy {
-                BUSY_THREADS.fetch_add(1, Ordering::Relaxed);
-            } else {
-                BUSY_THREADS.fetch_sub(1, Ordering::Relaxed);
-            }
-            self.0 = busy;
+impl Budget {
+    fn new(now: u64) -> Budget {
+        Budget {
+            balance: 0,
+            at: now,
+            estimate: FIRST_ESTIMATE.as_nanos() as i64,
         }
     }
-}
 
-impl Drop for BusyMark {
-    fn drop(&mut self) {
-        self.set(false);
+    fn earn(&mut self, now: u64, permille: u32) {
+        let elapsed = now.saturating_sub(self.at) as u128;
+        let earned = (elapsed * permille as u128 / 1000).min(i64::MAX as u128) as i64;
+        let cap = (BURST.as_nanos() as i64) * permille as i64 / 1000;
+        self.balance = self.balance.saturating_add(earned).min(cap);
+        self.at = now.max(self.at);
     }
-}
 
-/// CPU time the workers may still use: earned at [`limit`]'s rate, spent by
-/// [`charge`].
-struct Balance {
-    nanos: i64,
-    at: Instant,
-}
-
-impl Balance {
-    fn earn(&mut self, now: Instant, permille: u32) {
-        let cap = burst_nanos(permille);
-        let earned = now.duration_since(self.at).as_nanos() as i64 * permille as i64 / 1000;
-        self.nanos = (self.nanos.saturating_add(earned)).clamp(-cap, cap);
-        self.at = now;
-    }
-}
-
-fn burst_nanos(permille: u32) -> i64 {
-    BURST.as_nanos() as i64 * permille as i64 / 1000
-}
-
-/// Waits, on a worker, until the workers may run: at once while no reactor
-/// is busy or the limit is lifted, else once the balance is not negative.
-/// Returns whether it waited.
-pub fn wait_turn() -> bool {
-    let mut waited = false;
-    loop {
-        let permille = limit();
-        if permille >= 1000 || !reactor_busy() {
-            return waited;
+    /// Starts an I/O if the account allows (returning what it reserved), or
+    /// says how long until it will.
+    fn start(&mut self, now: u64, permille: u32) -> std::result::Result<i64, Duration> {
+        self.earn(now, permille);
+        if self.balance >= 0 {
+            self.balance -= self.estimate;
+            Ok(self.estimate)
+        } else {
+            let owed = self.balance.unsigned_abs() as u128;
+            Err(Duration::from_nanos(
+                (owed * 1000 / permille as u128) as u64,
+            ))
         }
-        let wait = {
-            let mut guard = BALANCE.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let balance = guard.get_or_insert(Balance { nanos: 0, at: now });
-            balance.earn(now, permille);
-            if balance.nanos >= 0 {
-                return waited;
+    }
+
+    /// Settles an I/O that used `used` nanoseconds; `reserved` is what its
+    /// start took, if it was charged at all.
+    fn settle(&mut self, now: u64, permille: u32, reserved: Option<i64>, used: i64) {
+        self.earn(now, permille);
+        if let Some(reserved) = reserved {
+            self.balance = self.balance.saturating_add(reserved).saturating_sub(used);
+        }
+        self.estimate = (self.estimate * 7 + used) / 8;
+    }
+}
+
+fn with_budget<T>(f: impl FnOnce(&mut Budget, u64) -> T) -> T {
+    let mut guard = BUDGET.lock().unwrap_or_else(|e| e.into_inner());
+    let now = clock();
+    f(guard.get_or_insert_with(|| Budget::new(now)), now)
+}
+
+/// A worker's turn at one I/O: from [`Turn::wait`] to [`Turn::end`].
+pub struct Turn {
+    /// CPU time reserved from the budget; `None` when the I/O runs free.
+    reserved: Option<i64>,
+    started: Duration,
+    /// Whether the worker had to wait for it.
+    pub waited: bool,
+}
+
+impl Turn {
+    /// Waits, on a worker, until it may run an I/O: at once while no
+    /// reactor is busy or the limit is lifted, else once the budget allows.
+    pub fn wait() -> Turn {
+        let mut waited = false;
+        let reserved = loop {
+            let permille = limit();
+            if permille >= 1000 || !reactor_busy() {
+                break None;
             }
-            Duration::from_nanos((-balance.nanos) as u64 * 1000 / permille as u64)
+            match with_budget(|b, now| b.start(now, permille)) {
+                Ok(reserved) => break Some(reserved),
+                // Short naps, so the end of the busy spell is noticed.
+                Err(wait) => std::thread::sleep(wait.min(WINDOW)),
+            }
+            waited = true;
         };
-        // Short naps, so the end of the busy spell is noticed.
-        std::thread::sleep(wait.min(WINDOW));
-        waited = true;
+        Turn {
+            reserved,
+            started: thread_cpu_time(),
+            waited,
+        }
     }
-}
 
-/// Spends `used` from the workers' balance.
-pub fn charge(used: Duration) {
-    let permille = limit();
-    let mut guard = BALANCE.lock().unwrap_or_else(|e| e.into_inner());
-    let now = Instant::now();
-    let balance = guard.get_or_insert(Balance { nanos: 0, at: now });
-    balance.earn(now, permille);
-    balance.nanos = (balance.nanos - used.as_nanos() as i64).max(-burst_nanos(permille));
+    /// Charges the CPU time the worker used since [`Turn::wait`].
+    pub fn end(self) {
+        if limit() >= 1000 {
+            return;
+        }
+        let used = thread_cpu_time().saturating_sub(self.started).as_nanos() as i64;
+        with_budget(|b, now| b.settle(now, limit(), self.reserved, used));
+    }
 }
 
 /// The calling thread's CPU time so far, user and system.
-pub fn thread_cpu_time() -> Duration {
+fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -178,17 +226,82 @@ pub fn thread_cpu_time() -> Duration {
 mod tests {
     use super::*;
 
+    const MS: u64 = 1_000_000;
+
     #[test]
-    fn the_balance_earns_at_the_limit_and_saves_no_more_than_a_burst() {
-        let t0 = Instant::now();
-        let mut b = Balance { nanos: 0, at: t0 };
-        b.earn(t0 + Duration::from_millis(10), 100);
-        assert_eq!(b.nanos, 1_000_000, "10 ms at 10% of a CPU earns 1 ms");
-        b.earn(t0 + Duration::from_secs(10), 100);
-        assert_eq!(b.nanos, burst_nanos(100), "capped at a burst");
-        b.nanos = -50_000_000;
-        b.earn(t0 + Duration::from_secs(10), 100);
-        assert_eq!(b.nanos, -burst_nanos(100), "a debt is capped as well");
+    fn the_balance_earns_at_the_limit_saves_no_more_than_a_burst_and_keeps_debts() {
+        let mut b = Budget::new(0);
+        b.earn(10 * MS, 100);
+        assert_eq!(b.balance, MS as i64, "10 ms at 10% of a CPU earns 1 ms");
+        b.earn(10_000 * MS, 100);
+        assert_eq!(
+            b.balance,
+            2 * MS as i64,
+            "saved: at most a 20 ms burst's share"
+        );
+        b.balance = -50 * MS as i64;
+        b.earn(10_000 * MS, 100);
+        assert_eq!(b.balance, -50 * MS as i64, "no time passed: the debt stays");
+        b.earn(u64::MAX, 1000);
+        assert_eq!(b.balance, 20 * MS as i64, "no overflow, however long");
+    }
+
+    /// Workers whose every I/O costs 270 µs of CPU (a disk-pool write here)
+    /// and 2 ms of waiting for the disk, under a 10% limit for a simulated
+    /// second: the CPU they get is the limit's, not more.
+    fn simulate(workers: usize, cost_us: u64, permille: u32) -> (u64, usize) {
+        let mut b = Budget::new(0);
+        let mut free_at = vec![0u64; workers];
+        let mut reserved = vec![None; workers];
+        let (mut cpu, mut ios) = (0u64, 0usize);
+        let step = 10_000; // 10 µs
+        for now in (0..1000 * MS).step_by(step) {
+            for w in 0..workers {
+                if now < free_at[w] {
+                    continue;
+                }
+                if let Some(r) = reserved[w].take() {
+                    b.settle(now, permille, Some(r), cost_us as i64 * 1000);
+                }
+                if let Ok(r) = b.start(now, permille) {
+                    reserved[w] = Some(r);
+                    free_at[w] = now + cost_us * 1000 + 2 * MS;
+                    cpu += cost_us * 1000;
+                    ios += 1;
+                }
+            }
+        }
+        (cpu, ios)
+    }
+
+    #[test]
+    fn workers_get_the_limits_share_of_a_cpu_whatever_their_number_or_cost() {
+        for (workers, cost_us, permille) in [
+            (4, 270, 100),
+            (12, 270, 100),
+            (64, 270, 100),
+            (4, 8_600, 100),
+            (4, 270, 1),
+        ] {
+            let (cpu, ios) = simulate(workers, cost_us, permille);
+            let allowed = 1000 * MS * permille as u64 / 1000;
+            let slack = 20 * MS * permille as u64 / 1000 + cost_us * 1000 * 2;
+            assert!(
+                cpu <= allowed + slack && cpu + slack >= allowed,
+                "{workers} workers at {cost_us} µs an I/O, {permille}‰: {cpu} ns of CPU \
+                 in {ios} I/O, allowed {allowed}"
+            );
+        }
+    }
+
+    #[test]
+    fn workers_waiting_together_start_one_at_a_time() {
+        let mut b = Budget::new(0);
+        b.balance = -1;
+        assert!(b.start(0, 100).is_err());
+        // 10 µs later the debt is paid: one worker starts, the others wait.
+        let started = (0..12).filter(|_| b.start(10_000, 100).is_ok()).count();
+        assert_eq!(started, 1);
     }
 
     #[test]
