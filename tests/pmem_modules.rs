@@ -166,6 +166,29 @@ fn budget_waits(t: &Target, bdev: &str) -> u64 {
         .unwrap_or_else(|| panic!("no budget_waits: {info:#}"))
 }
 
+/// User CPU time of the target's pmem worker threads, in clock ticks.
+fn worker_user_ticks(pid: u32) -> u64 {
+    let mut ticks = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+        let Some((name, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if name.contains("(pmem") {
+            // Fields after the name: state is the first, utime the 12th.
+            ticks += rest.split(' ').nth(11).unwrap().parse::<u64>().unwrap();
+        }
+    }
+    ticks
+}
+
+/// Reads and writes the bdev completed, from `bdev_get_iostat`.
+fn completed_ios(t: &Target, bdev: &str) -> u64 {
+    let stat = t.rpc_json(&["bdev_get_iostat", "-b", bdev]);
+    let b = &stat["bdevs"][0];
+    b["num_read_ops"].as_u64().unwrap() + b["num_write_ops"].as_u64().unwrap()
+}
+
 /// One perf process loading every subsystem given, QD 32 each: `randwrite`,
 /// or `randrw` (half reads).
 fn perf_load(workload: &str, subsystems: &[(&str, u16)], seconds: u32) -> String {
@@ -229,6 +252,25 @@ fn disk_pool_workers_wait_for_their_cpu_budget_only_beside_a_busy_reactor() {
             "limit {limit}: {waits} I/O waited beside a busy reactor\n{text}"
         );
         assert_eq!(budget_waits(&t, "shm0"), 0, "inline I/O never waits");
+
+        // Half reads beside the busy namespace: the most completions from
+        // workers while the reactor is busy. Sent as SPDK messages, they
+        // made the real-time workers spin in the reactor's DPDK ring
+        // (bdev::completions): over a second of user CPU per I/O.
+        let pid = t.child.as_ref().unwrap().id();
+        let before = worker_user_ticks(pid);
+        let ios_before = completed_ios(&t, "disk0");
+        perf_load("randrw", &[(quiet, ports[0]), (busy, ports[1])], 3);
+        let ticks = worker_user_ticks(pid) - before;
+        let ios = completed_ios(&t, "disk0") - ios_before;
+        // SAFETY: sysconf only reads.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let per_io_ms = ticks as f64 / hz * 1000.0 / ios.max(1) as f64;
+        assert!(
+            ios > 0 && per_io_ms < 0.5,
+            "limit {limit}: the workers used {ticks} ticks of user CPU for {ios} I/O \
+             ({per_io_ms:.3} ms each; measured 0.01 ms, and 6.9 ms spinning)"
+        );
         t.stop();
     }
     let mut t = Target::spawn(&our_nvmf_tgt(), &["--pmem-busy-cpu-limit", "0"]);

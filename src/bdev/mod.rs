@@ -3,6 +3,7 @@
 //!
 //! Bdevs are created and deleted on the application thread, as SPDK's RPCs do.
 
+mod completions;
 pub mod dma;
 pub mod io;
 pub mod module;

@@ -49,10 +49,11 @@ use std::ffi::{c_void, CString};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
+use crate::bdev::completions::{ChannelCompletions, CompletionQueue};
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -324,7 +325,7 @@ impl Module {
                 disk as *mut c_void,
                 Some(channel_create::<T>),
                 Some(channel_destroy::<T>),
-                std::mem::size_of::<*mut T::Channel>() as u32,
+                std::mem::size_of::<*mut ChannelCtx<T::Channel>>() as u32,
                 d.name.as_ptr(),
             );
             let rc = sys::spdk_bdev_register(&mut d.bdev);
@@ -473,8 +474,12 @@ extern "C" fn channel_create<T: BlockDevice>(io_device: *mut c_void, ctx_buf: *m
     let disk = unsafe { disk::<T>(io_device) };
     match guard("create_channel", || disk.device.create_channel()) {
         Some(Ok(channel)) => {
+            let ctx = Box::new(ChannelCtx {
+                completions: ChannelCompletions::default(),
+                channel,
+            });
             // SAFETY: SPDK gives a buffer of the size registered, a pointer.
-            unsafe { *(ctx_buf as *mut *mut T::Channel) = Box::into_raw(Box::new(channel)) };
+            unsafe { *(ctx_buf as *mut *mut ChannelCtx<T::Channel>) = Box::into_raw(ctx) };
             0
         }
         Some(Err(e)) => {
@@ -486,10 +491,11 @@ extern "C" fn channel_create<T: BlockDevice>(io_device: *mut c_void, ctx_buf: *m
 }
 
 extern "C" fn channel_destroy<T: BlockDevice>(_io_device: *mut c_void, ctx_buf: *mut c_void) {
-    // SAFETY: channel_create stored a leaked Box<T::Channel> here; SPDK
+    // SAFETY: channel_create stored a leaked Box<ChannelCtx> here; SPDK
     // destroys each channel once, on its thread.
-    let channel = unsafe { Box::from_raw(*(ctx_buf as *mut *mut T::Channel)) };
-    guard("channel drop", move || drop(channel));
+    let ctx = unsafe { Box::from_raw(*(ctx_buf as *mut *mut ChannelCtx<T::Channel>)) };
+    ctx.completions.close();
+    guard("channel drop", move || drop(ctx));
 }
 
 extern "C" fn submit_request<T: BlockDevice>(
@@ -529,9 +535,10 @@ extern "C" fn buffer_ready<T: BlockDevice>(
 fn submit_now<T: BlockDevice>(ch: *mut sys::spdk_io_channel, io: BdevIo) {
     // SAFETY: the bdev's ctxt is our Disk<T> while it has I/O.
     let disk = unsafe { disk::<T>((*io.io().bdev).ctxt) };
-    // SAFETY: channel_create stored the channel's Box pointer in its context;
-    // this runs on the channel's thread, the only one that touches it.
-    let channel = unsafe { &mut **(channel_ctx(ch) as *mut *mut T::Channel) };
+    // SAFETY: channel_create stored the ChannelCtx's Box pointer in its
+    // context; this runs on the channel's thread, the only one that touches
+    // it.
+    let channel = unsafe { &mut (**(channel_ctx(ch) as *mut *mut ChannelCtx<T::Channel>)).channel };
     let io_type = io.io_type();
     // On a panic the unwinding drops `io` (unless the module stored it), and
     // its Drop completes it as failed.
@@ -539,6 +546,15 @@ fn submit_now<T: BlockDevice>(ch: *mut sys::spdk_io_channel, io: BdevIo) {
         || format!("submit to bdev {} ({io_type:?})", disk.bdev_name()),
         || disk.device.submit(channel, io),
     );
+}
+
+/// What a Rust module's channel context points to: the framework's part
+/// first (`repr(C)`), so code that does not know the module's channel type
+/// reaches it through the same pointer.
+#[repr(C)]
+struct ChannelCtx<C> {
+    completions: ChannelCompletions,
+    channel: C,
 }
 
 /// `spdk_io_channel_get_ctx`, a static inline in thread.h: the context
@@ -739,13 +755,23 @@ impl BdevIo {
     }
 
     /// Hands the I/O to other threads: the [`DeferredIo`] is `Send`, and
-    /// completing it sends the completion back to this thread.
+    /// completing it queues the completion for this thread, where a poller
+    /// of the channel completes it.
     pub fn defer(self) -> DeferredIo {
         let raw = self.request.raw;
         std::mem::forget(self);
+        // SAFETY: the bdev_io is live and ours; its module channel is one of
+        // ours, whose context starts with a pointer to a ChannelCtx whose
+        // first field (repr(C)) is its ChannelCompletions; this is the
+        // channel's thread (BdevIo is !Send), the only one that touches it.
+        let queue = unsafe {
+            let ch = sys::spdk_bdev_io_get_io_channel(raw.as_ptr());
+            let ctx = *(channel_ctx(ch) as *mut *mut ChannelCompletions);
+            (*ctx).queue()
+        };
         DeferredIo {
             request: IoRequest { raw },
-            thread: Thread::current().expect("a BdevIo exists only on an SPDK thread"),
+            completions: Some(queue),
         }
     }
 }
@@ -760,7 +786,7 @@ impl Drop for BdevIo {
 /// # Safety
 /// `raw` is a live, not yet completed bdev_io, and the caller is on the
 /// thread that submitted it.
-unsafe fn complete_raw(raw: *mut sys::spdk_bdev_io, status: IoStatus) {
+pub(super) unsafe fn complete_raw(raw: *mut sys::spdk_bdev_io, status: IoStatus) {
     // SAFETY: per the function's contract.
     unsafe {
         match status {
@@ -774,11 +800,12 @@ unsafe fn complete_raw(raw: *mut sys::spdk_bdev_io, status: IoStatus) {
 
 /// A [`BdevIo`] handed to another thread (a worker doing blocking work),
 /// read through `Deref` to [`IoRequest`]. Completing it, or dropping it,
-/// sends the completion to the SPDK thread that submitted it, where SPDK
-/// requires it to happen.
+/// queues the completion for the SPDK thread that submitted it, where SPDK
+/// requires it to happen (see `bdev::completions` for why not a message).
 pub struct DeferredIo {
     request: IoRequest,
-    thread: Thread,
+    /// Taken by [`DeferredIo::complete`]; there until then.
+    completions: Option<Arc<CompletionQueue>>,
 }
 
 // SAFETY: until completed, the bdev_io and its data buffers belong to the
@@ -800,29 +827,21 @@ impl DeferredIo {
         unsafe { self.request.raw_segments() }
     }
 
-    /// Sends the completion to the submitting thread.
-    pub fn complete(self, status: IoStatus) {
-        let (raw, thread) = (self.request.raw.as_ptr() as usize, self.thread);
-        std::mem::forget(self);
-        let sent = thread.send(move || {
-            // SAFETY: the bdev_io is live and not completed (DeferredIo was
-            // consumed), and this runs on the thread that submitted it.
-            unsafe { complete_raw(raw as *mut sys::spdk_bdev_io, status) }
-        });
-        if let Err(e) = sent {
-            eprintln!("bdev module: an I/O's completion was lost: {e}");
+    /// Queues the completion for the submitting thread.
+    pub fn complete(mut self, status: IoStatus) {
+        self.finish(status);
+    }
+
+    fn finish(&mut self, status: IoStatus) {
+        if let Some(queue) = self.completions.take() {
+            queue.push(self.request.raw.as_ptr(), status);
         }
     }
 }
 
 impl Drop for DeferredIo {
     fn drop(&mut self) {
-        let failed = DeferredIo {
-            request: IoRequest {
-                raw: self.request.raw,
-            },
-            thread: self.thread,
-        };
-        failed.complete(IoStatus::Failed);
+        // Uncompleted (complete takes the queue first): fail it.
+        self.finish(IoStatus::Failed);
     }
 }
