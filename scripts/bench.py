@@ -13,8 +13,9 @@ Cases: pool on /dev/shm and in a file on disk (/var/tmp); randread,
 randwrite and a 70/30 random mix; QD 1 and 32; each run starts from a copy
 of a pool whose every block was written. Then the noisy neighbour: one
 target serves a /dev/shm pool and a disk pool on the same core; the
-/dev/shm namespace is written alone, then while the disk one is written
-too, and its IOPS under load are reported as a fraction of its IOPS alone.
+/dev/shm namespace is loaded alone, then while the disk one is loaded the
+same way too, and its IOPS under load are reported as a fraction of its
+IOPS alone: randwrite, and the 70/30 mix, both at QD 32.
 
 A run with any I/O error (perf "completed with error", an *ERROR* line, no
 Total line) fails the benchmark. Output: every run as it happens, then the
@@ -39,6 +40,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ["rust", "cmod", "spdk"]
 WORKLOADS = {"randread": [], "randwrite": [], "mix70": ["-M", "70"]}
 PERF_WORKLOAD = {"randread": "randread", "randwrite": "randwrite", "mix70": "randrw"}
+NEIGHBOUR_WORKLOADS = ["randwrite", "mix70"]
 POOL_BLOCKS = 8192
 NQN = "nqn.2016-06.io.spdk:bench"
 
@@ -201,8 +203,8 @@ def run_case(config, pool_dir, template, workload, qd, seconds, shm_id, port):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_neighbours(config, templates, seconds, shm_id, port):
-    """IOPS of the /dev/shm namespace alone, then while the disk one is written."""
+def run_neighbours(config, templates, workload, seconds, shm_id, port):
+    """IOPS of the /dev/shm namespace alone, then while the disk one is loaded."""
     work = tempfile.mkdtemp(prefix="bench-run.", dir="/dev/shm")
     shm_pool = fresh_pool(templates["shm"], work, "shm.pool")
     disk_pool = fresh_pool(templates["disk"], os.path.dirname(templates["disk"]),
@@ -213,8 +215,8 @@ def run_neighbours(config, templates, seconds, shm_id, port):
         target = Target(config, work, shm_id)
         target.serve(shm_pool, "shm0", quiet, port)
         target.serve(disk_pool, "disk0", busy, port + 1, transport=False)
-        alone = perf([(quiet, port)], "randwrite", 32, seconds)[quiet]
-        both = perf([(quiet, port), (busy, port + 1)], "randwrite", 32, seconds)
+        alone = perf([(quiet, port)], workload, 32, seconds)[quiet]
+        both = perf([(quiet, port), (busy, port + 1)], workload, 32, seconds)
         return {"alone": alone["iops"], "loaded": both[quiet]["iops"],
                 "disk": both[busy]["iops"], "fraction": both[quiet]["iops"] / alone["iops"]}
     finally:
@@ -259,12 +261,13 @@ def summarise(runs, neighbours):
     memory = {c: statistics.median(r["vmhwm_kib"] for r in runs if r["config"] == c)
               for c in CONFIGS if any(r["config"] == c for r in runs)}
     nb = {}
-    for c in CONFIGS:
-        got = [n for n in neighbours if n["config"] == c]
-        if got:
-            nb[c] = {k: statistics.median(n[k] for n in got)
-                     for k in ("alone", "loaded", "disk", "fraction")}
-            nb[c]["fraction_spread"] = spread([n["fraction"] for n in got])
+    for w in NEIGHBOUR_WORKLOADS:
+        for c in CONFIGS:
+            got = [n for n in neighbours if n["config"] == c and n["workload"] == w]
+            if got:
+                nb[(w, c)] = {k: statistics.median(n[k] for n in got)
+                              for k in ("alone", "loaded", "disk", "fraction")}
+                nb[(w, c)]["fraction_spread"] = spread([n["fraction"] for n in got])
     return rows, nb, memory
 
 
@@ -283,13 +286,13 @@ def table(rows, nb, memory, meta):
             f"{r['cmod_iops']:,.0f} | {r['spdk_iops']:,.0f} | {lat[0]} | {lat[1]} | {lat[2]} | "
             f"**{r['rust/cmod']:.2f}** ({r['rust/cmod_spread']}) | "
             f"{r['rust/spdk']:.2f} ({r['rust/spdk_spread']}) |")
-    out += ["", "Noisy neighbour: a /dev/shm namespace written (randwrite, QD 32) alone, then "
-            "while a disk-backed namespace on the same target core is written too.", "",
-            "| target | /dev/shm alone IOPS | with the disk namespace busy | fraction kept "
-            "| disk namespace IOPS |", "|---|---|---|---|---|"]
+    out += ["", "Noisy neighbour: a /dev/shm namespace loaded (QD 32) alone, then while a "
+            "disk-backed namespace on the same target core is loaded the same way too.", "",
+            "| workload | target | /dev/shm alone IOPS | with the disk namespace busy "
+            "| fraction kept | disk namespace IOPS |", "|---|---|---|---|---|---|"]
     names = {"rust": "Rust pmem bdev", "cmod": "C module (ours)", "spdk": "SPDK nvmf_tgt"}
-    for c, n in nb.items():
-        out.append(f"| {names[c]} | {n['alone']:,.0f} | {n['loaded']:,.0f} | "
+    for (w, c), n in nb.items():
+        out.append(f"| {w} | {names[c]} | {n['alone']:,.0f} | {n['loaded']:,.0f} | "
                    f"**{n['fraction']:.3f}** ({n['fraction_spread']}) | {n['disk']:,.0f} |")
     if memory:
         out += ["", "Peak resident memory of the target (VmHWM, median over its runs): " +
@@ -306,7 +309,9 @@ def chart(rows, nb):
              "spdk": "C module, SPDK nvmf_tgt"}
     groups = [(f"{r['pool']} {r['workload']} QD{r['qd']}",
                {c: r[f"{c}_iops"] for c in CONFIGS}) for r in rows]
-    groups += [(f"neighbour kept (x1000)", {c: nb[c]["fraction"] * 1000 for c in nb})]
+    groups += [(f"neighbour {w} kept (x1000)",
+                {c: n["fraction"] * 1000 for (w2, c), n in nb.items() if w2 == w})
+               for w in NEIGHBOUR_WORKLOADS if any(w2 == w for w2, _ in nb)]
     width, left, top, bar, gap = 980, 210, 50, 7, 8
     height = top + len(groups) * (3 * bar + gap) + 60
     vmax = max(v for _, g in groups for v in g.values())
@@ -380,12 +385,16 @@ def main():
                     print(f"round {rnd + 1} {pool:4} {workload:9} QD{qd:<2} {config:4} "
                           f"{r['iops']:>12,.0f} IOPS  avg {r['avg_us']:>9.1f} us  "
                           f"p99 {r['p99_us']:>9.1f} us", flush=True)
-            if pick("neighbour"):
+            for workload in NEIGHBOUR_WORKLOADS:
+                if not pick(f"neighbour {workload}"):
+                    continue
                 for config in order:
-                    n = run_neighbours(config, templates, a.seconds, shm_id, free_port())
-                    n.update(config=config, round=rnd)
+                    n = run_neighbours(config, templates, workload, a.seconds, shm_id,
+                                       free_port())
+                    n.update(config=config, round=rnd, workload=workload)
                     neighbours.append(n)
-                    print(f"round {rnd + 1} neighbour {config:4} alone {n['alone']:>10,.0f}  "
+                    print(f"round {rnd + 1} neighbour {workload:9} {config:4} "
+                          f"alone {n['alone']:>10,.0f}  "
                           f"loaded {n['loaded']:>10,.0f}  fraction {n['fraction']:.3f}  "
                           f"(disk {n['disk']:,.0f})", flush=True)
     except BenchError as e:
