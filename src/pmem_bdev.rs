@@ -7,12 +7,14 @@
 //!   module does that on the reactor, stalling every other bdev and
 //!   connection on that core. Here the writes (and write-zeroes, unmaps) to
 //!   such pools run on worker threads (as many as libpmemblk has BTT lanes,
-//!   two per CPU), and each completion is sent back to the submitting SPDK
-//!   thread. Reads, a copy out of the mapped pool, stay inline, and so does
-//!   all I/O to a pool on memory (tmpfs, ramfs), where persisting costs
-//!   nothing: both measured faster that way (README, "The two pmem modules").
-//!   A read of a page the kernel has evicted still faults it in on the
-//!   reactor.
+//!   two per CPU), and each completion is queued for the submitting SPDK
+//!   thread. Reads, a copy out of the mapped pool, stay inline while the
+//!   workers are idle, and so does all I/O to a pool on memory (tmpfs,
+//!   ramfs), where persisting costs nothing: both measured faster that way
+//!   (README, "The two pmem modules"). While workers write, reads go to them
+//!   too: libpmemblk would make a read on the reactor wait for a lane a
+//!   worker holds. A read of a page the kernel has evicted still faults it
+//!   in on the reactor.
 //! - The workers yield to busy reactors: while an SPDK thread that serves
 //!   these bdevs is busy with other I/O, they share a CPU budget
 //!   ([`cpu_budget`]), so a disk-backed bdev cannot take the CPU a busy

@@ -37,7 +37,7 @@
 //! so the device is `Send + Sync` and the channel stays on its thread. An I/O
 //! completes on that thread: [`BdevIo`] is `!Send`; work done elsewhere goes
 //! through [`BdevIo::defer`], whose [`DeferredIo`] may cross to any thread
-//! and sends its completion back.
+//! and queues its completion for a poller of the channel, on that thread.
 //!
 //! Panics: a panic in a module's code is caught at the C boundary and
 //! reported on stderr; the I/O it was handling fails (a [`BdevIo`] or
