@@ -37,8 +37,13 @@ pub struct Args {
     /// Shared memory ID
     #[arg(short = 'i', long = "shm-id", value_name = "id", value_parser = parse_non_negative)]
     pub shm_id: Option<i32>,
-    /// Core mask for DPDK, e.g. 0x3 or [0,1]
-    #[arg(short = 'm', long = "cpumask", value_name = "mask")]
+    /// Core mask for DPDK, e.g. `0x3` or `[0,1]` (the help text is SPDK's).
+    #[arg(
+        short = 'm',
+        long = "cpumask",
+        value_name = "mask",
+        help = "Core mask for DPDK, e.g. 0x3 or [0,1]"
+    )]
     pub cpumask: Option<String>,
     /// Number of memory channels used for DPDK
     #[arg(short = 'n', long = "mem-channels", value_name = "num", value_parser = parse_non_negative)]
