@@ -107,8 +107,9 @@ impl ChannelCompletions {
         match Poller::register(0, move || polled.run(&mut batch)) {
             Ok(poller) => *started = Some((queue.clone(), poller)),
             Err(e) => {
-                // Without a poller nothing would complete: close the queue
-                // so the I/O says so instead of hanging silently.
+                // Without a poller nothing completes: close the queue, so
+                // each I/O deferred here is reported as it finishes rather
+                // than left waiting without a word.
                 eprintln!("bdev module: starting the completion poller: {e}");
                 queue.done.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
             }
