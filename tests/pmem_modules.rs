@@ -241,11 +241,23 @@ fn disk_pool_workers_wait_for_their_cpu_budget_only_beside_a_busy_reactor() {
         // Half reads: a read on the reactor while workers write would wait
         // for a libpmemblk lane, keeping the reactor busy (and the writes
         // waiting for the budget); with workers writing, reads go to them.
+        let ios_before = completed_ios(&t, "disk0");
         perf_load("randrw", &[(busy, ports[1])], 2);
-        assert_eq!(budget_waits(&t, "disk0"), 0, "limit {limit}: alone");
+        let (waits, ios) = (
+            budget_waits(&t, "disk0"),
+            completed_ios(&t, "disk0") - ios_before,
+        );
+        // At most a trace: a reactor preempted by other tests' processes can
+        // still look busy for a window (measured: none here; 500 of about
+        // 16,000 I/O with reads waiting for lanes on the reactor).
+        assert!(
+            waits * 100 < ios,
+            "limit {limit}: alone, {waits} of {ios} I/O waited for the budget"
+        );
         // Beside the /dev/shm namespace at full speed on the same reactor.
+        let waits_alone = budget_waits(&t, "disk0");
         let text = perf_load("randwrite", &[(quiet, ports[0]), (busy, ports[1])], 3);
-        let waits = budget_waits(&t, "disk0");
+        let waits = budget_waits(&t, "disk0") - waits_alone;
         assert_eq!(
             waits > 0,
             waits_beside_busy,

@@ -81,11 +81,13 @@ pub struct ThreadWatch {
 impl ThreadWatch {
     /// Starts watching the calling SPDK thread.
     pub fn start() -> Result<ThreadWatch> {
-        let mut last = PollTicks::current().unwrap_or_default();
+        // SAFETY: spdk_get_ticks_hz only reads the environment's tick rate.
+        let hz = unsafe { crate::sys::spdk_get_ticks_hz() }.max(1) as f64;
+        let mut last = (PollTicks::current().unwrap_or_default(), thread_cpu_time());
         let mut busy = false;
         let poller = Poller::register(WINDOW.as_micros() as u64, move || {
-            let now = PollTicks::current().unwrap_or_default();
-            let share = now.busy_share_since(&last);
+            let now = (PollTicks::current().unwrap_or_default(), thread_cpu_time());
+            let share = busy_share(&last, &now, hz);
             last = now;
             busy = if busy {
                 share >= IDLE_BELOW
@@ -101,6 +103,25 @@ impl ThreadWatch {
         })?;
         Ok(ThreadWatch { _poller: poller })
     }
+}
+
+/// The share of the time a thread ran that went to polls that did work,
+/// between two readings of its poll ticks and CPU time. SPDK's busy ticks
+/// are wall time, so time the thread spent preempted inside a busy poll
+/// (by a worker it just woke, or by anything else on a loaded host) counts
+/// as busy; that time, wall time minus CPU time, is taken out of it. Under
+/// the CPU contention of a parallel test run, a reactor serving a disk
+/// namespace alone otherwise looked busy often enough to throttle itself.
+fn busy_share(last: &(PollTicks, Duration), now: &(PollTicks, Duration), hz: f64) -> f64 {
+    let ns = |ticks: u64| ticks as f64 * 1e9 / hz;
+    let busy = ns(now.0.busy.saturating_sub(last.0.busy));
+    let wall = busy + ns(now.0.idle.saturating_sub(last.0.idle));
+    let ran = now.1.saturating_sub(last.1).as_nanos() as f64;
+    if ran <= 0.0 {
+        return 0.0;
+    }
+    let off_cpu = (wall - ran).max(0.0);
+    ((busy - off_cpu).max(0.0) / ran).min(1.0)
 }
 
 /// The workers' CPU time account while a reactor is busy: earned at the
@@ -302,6 +323,22 @@ mod tests {
         // 10 µs later the debt is paid: one worker starts, the others wait.
         let started = (0..12).filter(|_| b.start(10_000, 100).is_ok()).count();
         assert_eq!(started, 1);
+    }
+
+    #[test]
+    fn time_spent_preempted_is_not_counted_as_busy() {
+        let at = |busy, idle, cpu_ms| (PollTicks { busy, idle }, Duration::from_millis(cpu_ms));
+        // 1 GHz ticks; a 10 ms window.
+        let start = at(0, 0, 0);
+        // Ran the whole window, 90% in busy polls.
+        assert!((busy_share(&start, &at(9_000_000, 1_000_000, 10), 1e9) - 0.9).abs() < 1e-9);
+        // 5% busy work, but preempted 4 ms inside busy polls: not busy.
+        let share = busy_share(&start, &at(4_500_000, 5_500_000, 6), 1e9);
+        assert!(share < 0.1, "{share}");
+        // Busy while it ran, 3 ms of it preempted: still busy.
+        let share = busy_share(&start, &at(9_000_000, 1_000_000, 7), 1e9);
+        assert!(share > 0.8, "{share}");
+        assert_eq!(busy_share(&start, &start, 1e9), 0.0);
     }
 
     #[test]
