@@ -149,8 +149,7 @@ extern "C" fn msg_trampoline(arg: *mut c_void) {
 
 /// How long the calling SPDK thread has spent in polls that did work and in
 /// polls that found none, in TSC ticks since it started (SPDK's
-/// `spdk_thread_get_stats`). Differences between two readings give its
-/// busy share over that time.
+/// `spdk_thread_get_stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PollTicks {
     /// In polls where a poller or message did work.
@@ -169,17 +168,6 @@ impl PollTicks {
             busy: stats.busy_tsc,
             idle: stats.idle_tsc,
         })
-    }
-
-    /// The busy share (0.0 to 1.0) of the polls between `earlier` and `self`.
-    pub fn busy_share_since(&self, earlier: &PollTicks) -> f64 {
-        let busy = self.busy.saturating_sub(earlier.busy);
-        let idle = self.idle.saturating_sub(earlier.idle);
-        if busy + idle == 0 {
-            0.0
-        } else {
-            busy as f64 / (busy + idle) as f64
-        }
     }
 }
 

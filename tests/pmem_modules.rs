@@ -49,6 +49,14 @@ fn write_block(io: &mut std::net::TcpStream, cid: u16, lba: u64, fill: u8) {
     assert_eq!(status, 0, "write of block {lba}");
 }
 
+/// A target started with `flags` exits 2, saying `what` to give instead.
+fn refused_at_start(flags: &[&str], what: &str) {
+    let mut t = Target::spawn(&our_nvmf_tgt(), flags);
+    let status = t.wait_exit(std::time::Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{flags:?}: {}", t.log_text());
+    assert!(t.log_text().contains(what), "{flags:?}: {}", t.log_text());
+}
+
 fn pmem_info(t: &Target) -> serde_json::Value {
     let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "pmdk0"]);
     bdevs[0].clone()
@@ -149,14 +157,7 @@ fn pools_on_disk_get_worker_threads_and_pools_in_memory_are_served_inline() {
         assert!(iops > 0.0);
         t.stop();
     }
-    let mut t = Target::spawn(&our_nvmf_tgt(), &["--pmem-io-threads", "many"]);
-    let status = t.wait_exit(std::time::Duration::from_secs(20));
-    assert_eq!(status.code(), Some(2), "{}", t.log_text());
-    assert!(
-        t.log_text().contains("give auto, inline (or 0)"),
-        "{}",
-        t.log_text()
-    );
+    refused_at_start(&["--pmem-io-threads", "many"], "give auto, inline (or 0)");
 }
 
 fn budget_waits(t: &Target, bdev: &str) -> u64 {
@@ -285,13 +286,9 @@ fn disk_pool_workers_wait_for_their_cpu_budget_only_beside_a_busy_reactor() {
         );
         t.stop();
     }
-    let mut t = Target::spawn(&our_nvmf_tgt(), &["--pmem-busy-cpu-limit", "0"]);
-    let status = t.wait_exit(std::time::Duration::from_secs(20));
-    assert_eq!(status.code(), Some(2), "{}", t.log_text());
-    assert!(
-        t.log_text().contains("give a percentage from 0.1 to 100"),
-        "{}",
-        t.log_text()
+    refused_at_start(
+        &["--pmem-busy-cpu-limit", "0"],
+        "give a percentage from 0.1 to 100",
     );
 }
 
