@@ -123,6 +123,23 @@ pub struct Args {
     #[arg(long = "pmem-busy-cpu-limit", value_name = "PERCENT", default_value = "10",
           value_parser = parse_percent)]
     pub pmem_busy_cpu_limit: f64,
+    /// How many NVMe/TCP connections may wait for a Fabrics Connect at
+    /// once, from all sources; more are closed when accepted. Not in SPDK
+    /// 20.07.
+    #[arg(long = "tcp-max-waiting-connects", value_name = "N", default_value = "1024",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_waiting_connects: u32,
+    /// How many of those may come from one source address (a host connects
+    /// all its queues before their Connects: keep it above its queue
+    /// count). Not in SPDK 20.07.
+    #[arg(long = "tcp-max-waiting-connects-per-address", value_name = "N",
+          default_value = "128", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_waiting_connects_per_address: u32,
+    /// Seconds an NVMe/TCP connection may take to send its Fabrics Connect
+    /// before it is closed. Not in SPDK 20.07.
+    #[arg(long = "tcp-connect-timeout", value_name = "SECONDS", default_value = "10",
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub tcp_connect_timeout: u32,
 }
 
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
@@ -147,6 +164,17 @@ pub fn spdk_version_string() -> String {
 }
 
 impl Args {
+    /// The limits on NVMe/TCP connections waiting for a Fabrics Connect.
+    pub fn tcp_connect_limits(&self) -> Result<crate::tcp_admission::ConnectLimits> {
+        let limits = crate::tcp_admission::ConnectLimits {
+            max_waiting: self.tcp_max_waiting_connects,
+            max_waiting_per_address: self.tcp_max_waiting_connects_per_address,
+            deadline: std::time::Duration::from_secs(self.tcp_connect_timeout.into()),
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
+
     /// The application options these flags ask for, named `nvmf` as in the C binary.
     pub fn app_options(&self) -> Result<AppOptions> {
         if !self.logflag.is_empty() && !crate::sys::DEBUG_BUILD {

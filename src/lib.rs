@@ -10,6 +10,7 @@
 //! - [`bdev`]: bdev lookups, SPDK's C pmem bdev, bdev I/O and bdev modules in Rust;
 //! - [`pmem_bdev`]: the pmem bdev in Rust, behind SPDK's pmem RPCs;
 //! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces;
+//! - [`tcp_admission`]: limits on NVMe/TCP connections not yet connected;
 //! - [`rpc`]: JSON-RPC methods in Rust and a filter in front of SPDK's dispatch;
 //! - [`rpc_compat`]: newer SPDK clients' fields against 20.07's methods;
 //! - [`legacy`]: the 2018 `construct_nvmf_subsystem`.
@@ -27,6 +28,7 @@ pub mod pmem;
 pub mod pmem_bdev;
 pub mod rpc;
 pub mod rpc_compat;
+pub mod tcp_admission;
 pub mod thread;
 
 pub use error::{Error, Result};

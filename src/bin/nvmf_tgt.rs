@@ -15,13 +15,17 @@ fn main() {
             "Deprecation warning: The maximum allowed latency parameter is no longer supported."
         );
     }
-    let options = match args.app_options() {
-        Ok(o) => o,
-        Err(e) => {
+    let (options, connect_limits) = match (args.app_options(), args.tcp_connect_limits()) {
+        (Ok(o), Ok(l)) => (o, l),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("nvmf_tgt: {e}");
             std::process::exit(2);
         }
     };
+    if let Err(e) = connect_limits.apply() {
+        eprintln!("nvmf_tgt: {e}");
+        std::process::exit(2);
+    }
     // Beyond 20.07's RPC vocabulary: newer clients' default-valued fields and
     // the article's construct_nvmf_subsystem.
     spdk_pmem::rpc::set_filter(Box::new(spdk_pmem::rpc_compat::filter));

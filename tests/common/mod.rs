@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod crc32c;
+pub mod loopback;
 pub mod rng;
 pub mod stamp;
 
