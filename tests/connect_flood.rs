@@ -224,8 +224,7 @@ fn verified_io(dir: &Path, port: u16, i: u32) -> Result<(), String> {
         .output()
         .expect("running bdevperf");
     let text = output_text(&out);
-    std::panic::catch_unwind(|| check_bdevperf(out.status, &text))
-        .map_err(|_| format!("bdevperf run {i}:\n{text}"))
+    bdevperf_succeeded(out.status, &text).map_err(|e| format!("bdevperf run {i}: {e}"))
 }
 
 /// SPDK's identify from 127.0.0.1; the serial number must come back.

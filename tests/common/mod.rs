@@ -639,9 +639,21 @@ pub fn rpc_answers(sock: &Path, within: Duration) -> Result<(), String> {
 /// (20.07 prints "Buffer mismatch" and "... fails"), and a Total line with
 /// I/Os in it.
 pub fn check_bdevperf(status: std::process::ExitStatus, out: &str) {
-    assert!(status.success(), "bdevperf failed ({status}):\n{out}");
-    for bad in ["Buffer mismatch", " fails", "error"] {
-        assert!(!out.contains(bad), "bdevperf printed {bad:?}:\n{out}");
+    if let Err(e) = bdevperf_succeeded(status, out) {
+        panic!("{e}");
+    }
+}
+
+/// What `check_bdevperf` checks, as a `Result` for callers that count failures.
+pub fn bdevperf_succeeded(status: std::process::ExitStatus, out: &str) -> Result<(), String> {
+    if !status.success() {
+        return Err(format!("bdevperf failed ({status}):\n{out}"));
+    }
+    if let Some(bad) = ["Buffer mismatch", " fails", "error"]
+        .into_iter()
+        .find(|bad| out.contains(bad))
+    {
+        return Err(format!("bdevperf printed {bad:?}:\n{out}"));
     }
     let iops = out
         .lines()
@@ -654,5 +666,9 @@ pub fn check_bdevperf(status: std::process::ExitStatus, out: &str) {
                 .ok()
         })
         .next_back();
-    assert!(iops.is_some_and(|v| v > 0.0), "bdevperf did no I/O:\n{out}");
+    if iops.is_some_and(|v| v > 0.0) {
+        Ok(())
+    } else {
+        Err(format!("bdevperf did no I/O:\n{out}"))
+    }
 }
