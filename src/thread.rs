@@ -220,21 +220,28 @@ impl Unregister {
         // SAFETY: our own poller, unregistered once, on its thread.
         unsafe { sys::spdk_poller_unregister(&mut raw) };
         let closure = FreeClosure(self.closure);
-        // A failed send means the thread is gone: the closure leaks, safely.
-        let _ = thread.send(move || drop(closure));
+        // When the message cannot be sent (the thread is gone, or its ring
+        // is full and this drop may be running inside the very closure),
+        // it is dropped unrun: FreeClosure has no Drop, so the closure
+        // leaks instead of being freed under a call in progress.
+        let _ = thread.send(move || closure.free());
     }
 }
 
+/// A poller's closure to free, by [`FreeClosure::free`] only: dropped
+/// otherwise, it leaks.
 struct FreeClosure(*mut PollerFn);
 
 // SAFETY: sent only to the poller's own thread, the one place it is freed.
 unsafe impl Send for FreeClosure {}
 
-impl Drop for FreeClosure {
-    fn drop(&mut self) {
+impl FreeClosure {
+    /// On the poller's thread, in a message after the one that unregistered
+    /// it: no call of the closure is in progress.
+    fn free(self) {
         // SAFETY: Poller::register leaked this Box; SPDK no longer calls the
-        // poller (unregistered by an earlier message on this thread), and
-        // this runs once.
+        // poller (unregistered before this message was sent, on this
+        // thread), and `self` is consumed, so this runs once.
         drop(unsafe { Box::from_raw(self.0) });
     }
 }
