@@ -65,7 +65,7 @@ impl BlockDevice for RamDisk {
         Ok(())
     }
 
-    fn submit(&self, _channel: &mut (), mut io: BdevIo) {
+    fn submit(&self, _channel: &(), mut io: BdevIo) {
         let start = io.offset_blocks() as usize * self.block_size;
         let len = io.num_blocks() as usize * self.block_size;
         match io.io_type() {

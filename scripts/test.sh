@@ -33,6 +33,12 @@ if [ ${#features[@]} -eq 0 ]; then
   cargo fmt --all -- --check
   echo "== cargo clippy"
   cargo clippy --locked --workspace --all-targets -- -D warnings
+  # The cross-thread primitives (src/sync, the CPU-budget account) on loom's
+  # types: every interleaving of each test's threads, up to three
+  # preemptions. Its own target directory (other cfg); SPDK's build shared.
+  echo "== loom model checks"
+  RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR="$top/target/loom" \
+    SPDK_PMEM_BUILD_DIR="$top/target/spdk" cargo test --locked --lib loom_tests
 fi
 echo "== cargo test ${features[*]}"
 cargo test --locked --workspace "${features[@]}"

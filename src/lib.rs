@@ -23,11 +23,13 @@ pub mod cli;
 mod cstr;
 pub mod error;
 pub mod legacy;
+mod log;
 pub mod nvmf;
 pub mod pmem;
 pub mod pmem_bdev;
 pub mod rpc;
 pub mod rpc_compat;
+mod sync;
 pub mod tcp_admission;
 pub mod thread;
 

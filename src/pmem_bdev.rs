@@ -28,10 +28,9 @@
 //! Pools are the same libpmemblk pools either module opens; the bdev's
 //! `save_config` entry is the same `bdev_pmem_create` call.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use serde::Deserialize;
@@ -44,6 +43,7 @@ use crate::bdev::Bdev;
 use crate::error::{Error, Result};
 use crate::pmem::{Pool, MIN_BLOCK_SIZE};
 use crate::rpc::{self, RpcError};
+use crate::sync::{Arc, InFlight, InFlightGuard, WorkQueue};
 use crate::thread::Spdk;
 
 pub mod cpu_budget;
@@ -252,20 +252,24 @@ impl BlockDevice for PmemDisk {
         cpu_budget::ThreadWatch::start()
     }
 
-    fn submit(&self, _channel: &mut cpu_budget::ThreadWatch, mut io: BdevIo) {
+    fn submit(&self, _channel: &cpu_budget::ThreadWatch, mut io: BdevIo) {
         match (io.io_type(), &self.workers) {
             // Every acknowledged write is already persistent.
             (IoType::Flush, _) => io.complete(IoStatus::Success),
             (IoType::Reset, None) => io.complete(IoStatus::Success),
-            (IoType::Reset, Some(w)) => w.reset(io.defer()),
+            (IoType::Reset, Some(w)) => {
+                if let Ok(io) = io.defer() {
+                    w.reset(io)
+                }
+            }
             // Only what persists blocks: a read is a copy out of the mapped
             // pool (page cache for a file), faster inline than a thread hop
             // (measured, README)...
-            (IoType::Write | IoType::WriteZeroes | IoType::Unmap, Some(w)) => w.submit(io.defer()),
+            (IoType::Write | IoType::WriteZeroes | IoType::Unmap, Some(w)) => w.submit(io),
             // ...unless workers are writing: libpmemblk gives each call the
             // next of its lanes in turn and waits for that lane's lock, so
             // a read on the reactor would wait for a worker's msyncs.
-            (IoType::Read, Some(w)) if w.in_flight.any() => w.submit(io.defer()),
+            (IoType::Read, Some(w)) if w.in_flight.any() => w.submit(io),
             (io_type, _) => {
                 let (offset, count) = (io.offset_blocks(), io.num_blocks());
                 let status = execute(&self.pool, io_type, offset, count, io.segments_mut());
@@ -311,7 +315,7 @@ fn execute<'a>(
 ) -> IoStatus {
     let bs = pool.block_size();
     let fail = |what: &str, e: Error| {
-        eprintln!("pmem bdev {}: {what}: {e}", pool.path().display());
+        crate::log::error(&format!("pmem bdev {}: {what}: {e}", pool.path().display()));
         if e.errno() == Some(libc::EIO) && what == "read" {
             IoStatus::MEDIA_ERROR
         } else {
@@ -358,37 +362,46 @@ fn execute<'a>(
 
 /// Threads that do a bdev's pool I/O off the reactor.
 struct Workers {
-    queue: Option<mpsc::Sender<DeferredIo>>,
+    queue: Arc<WorkQueue<Job>>,
     threads: Vec<JoinHandle<()>>,
     in_flight: Arc<InFlight>,
     /// I/O that waited for the workers' CPU budget.
     budget_waits: Arc<AtomicU64>,
 }
 
+/// An I/O for the workers, counted in their bdev's [`InFlight`] until it
+/// drops: completed, failed by a panic, or refused by a closed queue.
+/// While none is counted, no worker holds one of libpmemblk's lanes: a
+/// worker takes a lane only inside a job and gives it back before the job
+/// drops.
+struct Job {
+    io: DeferredIo,
+    _counted: InFlightGuard,
+}
+
 static WORKER_SERIAL: AtomicUsize = AtomicUsize::new(0);
 
 impl Workers {
     fn start(name: &str, pool: &Arc<Pool>, count: usize) -> Result<Workers> {
-        let (tx, rx) = mpsc::channel::<DeferredIo>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(WorkQueue::default());
         let in_flight = Arc::new(InFlight::default());
         let budget_waits = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::with_capacity(count);
         let serial = WORKER_SERIAL.fetch_add(1, Ordering::Relaxed);
         let cpus = all_cpus();
         for i in 0..count {
-            let (rx, pool, in_flight) = (rx.clone(), pool.clone(), in_flight.clone());
-            let waits = budget_waits.clone();
+            let (jobs, pool, waits) = (queue.clone(), pool.clone(), budget_waits.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("pmem{serial}.{i}"))
                 .spawn(move || {
                     schedule_worker(&cpus);
-                    work(&rx, &pool, &in_flight, &waits)
+                    work(&jobs, &pool, &waits)
                 });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    // The threads already started end when the sender drops.
+                    // The threads already started end with the closed queue.
+                    queue.close();
                     return Err(Error::InvalidArgument(format!(
                         "bdev {name}: starting pmem I/O thread {i} of {count}: {e}"
                     )));
@@ -396,20 +409,26 @@ impl Workers {
             }
         }
         Ok(Workers {
-            queue: Some(tx),
+            queue,
             threads,
             in_flight,
             budget_waits,
         })
     }
 
-    fn submit(&self, io: DeferredIo) {
-        self.in_flight.add();
-        if let Some(queue) = &self.queue {
-            // A send fails only once the workers are gone: the I/O is then
-            // dropped, which fails it.
-            let _ = queue.send(io);
-        }
+    /// Queues `io` for the workers; fails it (on this thread) when the
+    /// channel cannot take deferred completions.
+    fn submit(&self, io: BdevIo) {
+        let Ok(io) = io.defer() else {
+            return;
+        };
+        let job = Job {
+            io,
+            _counted: InFlight::start(&self.in_flight),
+        };
+        // Refused only once the workers are stopping: dropping the job
+        // fails the I/O and uncounts it.
+        drop(self.queue.push(job));
     }
 
     /// Completes a reset once the I/O queued and running before it is done,
@@ -423,81 +442,39 @@ impl Workers {
                 io.complete(IoStatus::Success);
             });
         if let Err(e) = waited {
-            eprintln!("pmem bdev: reset: {e}");
+            crate::log::error(&format!("pmem bdev: reset: {e}"));
         }
     }
 
     /// Ends the threads; called at destruct, when no I/O is outstanding.
     fn stop(mut self) {
-        drop(self.queue.take());
+        self.queue.close();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn work(
-    rx: &Mutex<mpsc::Receiver<DeferredIo>>,
-    pool: &Pool,
-    in_flight: &InFlight,
-    waits: &AtomicU64,
-) {
-    loop {
-        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(mut io) = next else {
-            return;
-        };
-        let (io_type, offset, count) = (io.io_type(), io.offset_blocks(), io.num_blocks());
-        let turn = cpu_budget::Turn::wait();
-        if turn.waited {
-            waits.fetch_add(1, Ordering::Relaxed);
-        }
-        // A panic fails this I/O (its DeferredIo is dropped while unwinding)
-        // and leaves the worker serving.
-        let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            execute(pool, io_type, offset, count, io.segments_mut())
-        }))
-        .unwrap_or(IoStatus::Failed);
-        turn.end();
-        io.complete(status);
-        in_flight.done();
+/// A worker: jobs until the queue closes. Whatever panics while a job runs
+/// (the pool I/O, the CPU budget's accounting, a log line), the job drops
+/// while unwinding, which fails its I/O and uncounts it, and the worker
+/// goes on with the next.
+fn work(queue: &WorkQueue<Job>, pool: &Pool, waits: &AtomicU64) {
+    while let Some(job) = queue.pop() {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run(job, pool, waits)));
     }
 }
 
-/// A bdev's I/O queued for or running on its workers. While there is none,
-/// no worker holds one of libpmemblk's lanes: a worker takes a lane only
-/// inside an I/O counted here, and gives it back before it is uncounted.
-#[derive(Default)]
-struct InFlight {
-    count: AtomicUsize,
-    lock: Mutex<()>,
-    none_left: Condvar,
-}
-
-impl InFlight {
-    fn add(&self) {
-        self.count.fetch_add(1, Ordering::SeqCst);
+fn run(job: Job, pool: &Pool, waits: &AtomicU64) {
+    let Job { mut io, _counted } = job;
+    let (io_type, offset, count) = (io.io_type(), io.offset_blocks(), io.num_blocks());
+    let turn = cpu_budget::Turn::wait();
+    if turn.waited {
+        waits.fetch_add(1, Ordering::Relaxed);
     }
-
-    fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // Under the lock, so a waiter between its check and its wait
-            // cannot miss this.
-            let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.none_left.notify_all();
-        }
-    }
-
-    fn any(&self) -> bool {
-        self.count.load(Ordering::SeqCst) > 0
-    }
-
-    fn wait_none(&self) {
-        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        while self.any() {
-            held = self.none_left.wait(held).unwrap_or_else(|e| e.into_inner());
-        }
-    }
+    let status = execute(pool, io_type, offset, count, io.segments_mut());
+    turn.end();
+    io.complete(status);
 }
 
 #[derive(Deserialize)]

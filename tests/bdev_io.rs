@@ -175,24 +175,26 @@ const PANIC_BLOCK: u64 = 13;
 const SLOW_BLOCK: u64 = 20;
 
 impl BlockDevice for TestDisk {
-    type Channel = u64;
+    type Channel = std::cell::Cell<u64>;
 
     fn io_type_supported(&self, io_type: IoType) -> bool {
         matches!(io_type, IoType::Read | IoType::Write)
     }
 
-    fn create_channel(&self) -> spdk_pmem::Result<u64> {
-        Ok(0)
+    fn create_channel(&self) -> spdk_pmem::Result<std::cell::Cell<u64>> {
+        Ok(std::cell::Cell::new(0))
     }
 
-    fn submit(&self, submitted: &mut u64, mut io: BdevIo) {
-        *submitted += 1;
+    fn submit(&self, submitted: &std::cell::Cell<u64>, mut io: BdevIo) {
+        submitted.set(submitted.get() + 1);
         let (lba, io_type) = (io.offset_blocks(), io.io_type());
         if lba == PANIC_BLOCK {
             panic!("block {PANIC_BLOCK} is cursed");
         }
         if lba == SLOW_BLOCK {
-            let mut later = io.defer();
+            let Ok(mut later) = io.defer() else {
+                return;
+            };
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(300));
                 later.segments_mut().for_each(|s| s.fill(0x5a));

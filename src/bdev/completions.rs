@@ -13,66 +13,48 @@
 //! DPDK says as much: its multi-producer rings are not for preemptible
 //! real-time threads.
 //!
-//! So each channel that defers I/O gets a queue that workers push to under a
-//! mutex (a waiter sleeps instead of spinning), and a poller on the
+//! So each channel that defers I/O gets a [`Mailbox`] that workers push to
+//! under a mutex (a waiter sleeps instead of spinning), and a poller on the
 //! channel's thread that takes the completions when the mutex is free, never
 //! waiting for it.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::Arc;
 
+use crate::error::Result;
+use crate::sync::Mailbox;
 use crate::sys;
 use crate::thread::Poller;
 
-use super::module::{complete_raw, IoStatus};
+use super::status::{complete_raw, IoStatus};
 
-/// Completions waiting for their channel's thread.
-pub(super) struct CompletionQueue {
-    done: Mutex<Pending>,
-    /// Whether `done` has entries, readable without the mutex.
-    ready: AtomicBool,
-}
-
+/// Completions waiting for their channel's thread: the bdev_io's address
+/// and how it ended.
 #[derive(Default)]
-struct Pending {
-    ios: Vec<(usize, IoStatus)>,
-    /// The channel was destroyed: nothing will take completions any more.
-    closed: bool,
+pub(super) struct CompletionQueue {
+    mailbox: Mailbox<(usize, IoStatus)>,
 }
 
 impl CompletionQueue {
     /// Queues the completion of the bdev_io at `raw`, from any thread.
     pub(super) fn push(&self, raw: *mut sys::spdk_bdev_io, status: IoStatus) {
-        let mut pending = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.closed {
+        if self.mailbox.push((raw as usize, status)).is_err() {
             // Every user of a bdev completes its I/O before putting its
             // channel; this one did not, and the bdev_io's channel is freed:
             // completing it would touch freed memory.
-            eprintln!(
+            crate::log::error(
                 "bdev module: an I/O completed after its channel was destroyed; it is left \
-                 uncompleted"
+                 uncompleted",
             );
-            return;
         }
-        pending.ios.push((raw as usize, status));
-        self.ready.store(true, Ordering::Release);
     }
 
     /// On the channel's thread: completes what is queued, if the mutex is
     /// free now. Returns whether it completed any.
     fn run(&self, batch: &mut Vec<(usize, IoStatus)>) -> bool {
-        if !self.ready.load(Ordering::Acquire) {
+        if !self.mailbox.take_into(batch) {
             return false;
         }
-        let mut pending = match self.done.try_lock() {
-            Ok(p) => p,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
-        };
-        std::mem::swap(&mut pending.ios, batch);
-        self.ready.store(false, Ordering::Release);
-        drop(pending);
         for (raw, status) in batch.drain(..) {
             // SAFETY: a deferred bdev_io, live and not completed (its
             // DeferredIo was consumed to queue it), on the thread of the
@@ -92,29 +74,19 @@ pub(super) struct ChannelCompletions {
 
 impl ChannelCompletions {
     /// The channel's queue, starting it on first use. Call on the channel's
-    /// thread.
-    pub(super) fn queue(&self) -> Arc<CompletionQueue> {
+    /// thread. Fails when its poller cannot start: then nothing would ever
+    /// complete what is queued, so nothing must be.
+    pub(super) fn queue(&self) -> Result<Arc<CompletionQueue>> {
         let mut started = self.started.borrow_mut();
         if let Some((queue, _)) = &*started {
-            return queue.clone();
+            return Ok(queue.clone());
         }
-        let queue = Arc::new(CompletionQueue {
-            done: Mutex::new(Pending::default()),
-            ready: AtomicBool::new(false),
-        });
+        let queue = Arc::new(CompletionQueue::default());
         let polled = queue.clone();
         let mut batch = Vec::new();
-        match Poller::register(0, move || polled.run(&mut batch)) {
-            Ok(poller) => *started = Some((queue.clone(), poller)),
-            Err(e) => {
-                // Without a poller nothing completes: close the queue, so
-                // each I/O deferred here is reported as it finishes rather
-                // than left waiting without a word.
-                eprintln!("bdev module: starting the completion poller: {e}");
-                queue.done.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-            }
-        }
-        queue
+        let poller = Poller::register(0, move || polled.run(&mut batch))?;
+        *started = Some((queue.clone(), poller));
+        Ok(queue)
     }
 
     /// On the channel's destruction: closes the queue. Users complete their
@@ -124,14 +96,13 @@ impl ChannelCompletions {
     pub(super) fn close(&self) {
         if let Some((queue, poller)) = self.started.borrow_mut().take() {
             drop(poller);
-            let mut pending = queue.done.lock().unwrap_or_else(|e| e.into_inner());
-            pending.closed = true;
-            if !pending.ios.is_empty() {
-                eprintln!(
+            let left = queue.mailbox.close();
+            if !left.is_empty() {
+                crate::log::error(&format!(
                     "bdev module: {} I/O completed but not delivered when their channel was \
                      destroyed; they are left uncompleted",
-                    pending.ios.len()
-                );
+                    left.len()
+                ));
             }
         }
     }

@@ -544,8 +544,10 @@ extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
         })
     };
     *slot.done.borrow_mut() = Some(IoDone { buf, result });
+    // A waker is the executor's code: a panic in it must not unwind into
+    // SPDK (an `extern "C"` frame aborts the process).
     if let Some(waker) = slot.waker.borrow_mut().take() {
-        waker.wake();
+        crate::app::catch_panic(|| waker.wake());
     }
     desc.release_if_removed();
 }

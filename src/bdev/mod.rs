@@ -3,19 +3,22 @@
 //!
 //! Bdevs are created and deleted on the application thread, as SPDK's RPCs do.
 
+mod c_pmem;
 mod completions;
 pub mod dma;
 pub mod io;
 pub mod module;
+mod status;
 
-use std::ffi::{c_void, CString};
-use std::path::Path;
+pub use c_pmem::{create_pmem_bdev, delete_pmem_bdev};
+
+use std::ffi::CString;
 use std::ptr::NonNull;
 
-use crate::cstr::{from_c, to_c};
+use crate::cstr::from_c;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread::{completion, Completer, Completion, Spdk};
+use crate::thread::Spdk;
 
 /// A registered bdev, by name. SPDK owns the bdev and a client may delete it
 /// over RPC at any moment, so the handle holds no pointer: each call looks
@@ -88,83 +91,4 @@ fn lookup(name: &str) -> Option<NonNull<sys::spdk_bdev>> {
     // SAFETY: `c` is a valid C string; SPDK only reads it. Callers are on an
     // SPDK thread (checked through the token).
     NonNull::new(unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) })
-}
-
-/// Exposes an existing libpmemblk pool as the bdev `name`, through SPDK's pmem
-/// module (`create_pmem_disk`), as `bdev_pmem_create` does. Call on the app thread.
-pub fn create_pmem_bdev(spdk: Spdk, pool: &Path, name: &str) -> Result<Bdev> {
-    let spdk = spdk.check()?;
-    if lookup(name).is_some() {
-        return Err(Error::spdk(
-            format!("creating bdev {name:?}: a bdev of that name exists"),
-            -libc::EEXIST,
-        ));
-    }
-    if pool.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "pool path {} is a directory",
-            pool.display()
-        )));
-    }
-    if !pool.exists() {
-        return Err(Error::spdk(
-            format!("opening pmem pool {}", pool.display()),
-            -libc::ENOENT,
-        ));
-    }
-    let c_pool = to_c("pool path", &pool.to_string_lossy())?;
-    let c_name = to_c("bdev name", name)?;
-    let mut bdev: *mut sys::spdk_bdev = std::ptr::null_mut();
-    // SAFETY: both strings are valid for the call; `bdev` receives the new bdev.
-    let rc = unsafe { sys::create_pmem_disk(c_pool.as_ptr(), c_name.as_ptr(), &mut bdev) };
-    if rc != 0 {
-        return Err(Error::spdk(
-            format!("create_pmem_disk({}, {name})", pool.display()),
-            rc,
-        ));
-    }
-    if bdev.is_null() {
-        return Err(Error::spdk("create_pmem_disk returned no bdev", -libc::EIO));
-    }
-    Ok(Bdev {
-        name: name.to_string(),
-        _spdk: spdk,
-    })
-}
-
-extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
-    crate::app::catch_panic(|| {
-        // SAFETY: `arg` is the Completer that delete_pmem_bdev handed to C.
-        unsafe { Completer::<i32>::from_raw(arg) }.complete(bdeverrno)
-    });
-}
-
-/// Deletes a pmem bdev of either module (SPDK's C `delete_pmem_disk`, or
-/// [`crate::pmem_bdev::delete`]); the pool file stays. Resolves
-/// when SPDK has unregistered it.
-pub fn delete_pmem_bdev(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
-    let rust_module = crate::pmem_bdev::is_rust_pmem(&bdev);
-    let started = (|| {
-        if rust_module {
-            return Ok(None);
-        }
-        let raw = bdev.as_ptr()?;
-        if bdev.product_name()? != "pmemblk disk" {
-            return Err(Error::InvalidArgument(format!(
-                "bdev {:?} is not a pmem bdev",
-                bdev.name()
-            )));
-        }
-        let (completer, done): (_, Completion<i32>) = completion("delete_pmem_disk");
-        // SAFETY: `raw` was just looked up, so registered; delete_done
-        // reclaims the completer once.
-        unsafe { sys::delete_pmem_disk(raw, Some(delete_done), completer.into_raw()) };
-        Ok(Some(done))
-    })();
-    async move {
-        match started? {
-            Some(done) => crate::error::check_rc("delete_pmem_disk", done.await?),
-            None => crate::pmem_bdev::delete(bdev).await,
-        }
-    }
 }

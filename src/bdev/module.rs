@@ -17,7 +17,7 @@
 //!     fn create_channel(&self) -> spdk_pmem::Result<()> {
 //!         Ok(())
 //!     }
-//!     fn submit(&self, _channel: &mut (), mut io: BdevIo) {
+//!     fn submit(&self, _channel: &(), mut io: BdevIo) {
 //!         if io.io_type() == IoType::Read {
 //!             io.segments_mut().for_each(|s| s.fill(0));
 //!         }
@@ -54,6 +54,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::Value;
 
 use crate::bdev::completions::{ChannelCompletions, CompletionQueue};
+use crate::bdev::status::complete_raw;
+pub use crate::bdev::status::IoStatus;
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -94,34 +96,6 @@ impl IoType {
     }
 }
 
-/// How an I/O ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoStatus {
-    /// Done.
-    Success,
-    /// Failed (NVMe hosts see Internal Device Error).
-    Failed,
-    /// Out of resources for now: the bdev layer queues the I/O and submits
-    /// it again once another I/O on the channel completes.
-    NoMemory,
-    /// An NVMe status: code type and code.
-    Nvme {
-        /// Status Code Type.
-        sct: i32,
-        /// Status Code.
-        sc: i32,
-    },
-}
-
-impl IoStatus {
-    /// NVMe Media and Data Integrity Error / Unrecovered Read Error: what a
-    /// host sees for a block that cannot be read.
-    pub const MEDIA_ERROR: IoStatus = IoStatus::Nvme {
-        sct: sys::SPDK_NVME_SCT_MEDIA_ERROR as i32,
-        sc: sys::SPDK_NVME_SC_UNRECOVERED_READ_ERROR as i32,
-    };
-}
-
 /// A Rust block device, served by SPDK's bdev layer once registered with
 /// [`Module::register_bdev`].
 pub trait BlockDevice: Send + Sync + 'static {
@@ -140,7 +114,16 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// Handles one I/O. It must end in [`BdevIo::complete`], now or later,
     /// on this thread (or through [`BdevIo::defer`]); an I/O dropped instead
     /// completes as failed.
-    fn submit(&self, channel: &mut Self::Channel, io: BdevIo);
+    ///
+    /// SPDK may call `submit` again on this thread while a call runs:
+    /// completing an I/O runs its submitter's callback, which may submit
+    /// the next one (bdevperf does), and a completion after one that said
+    /// [`IoStatus::NoMemory`] makes the bdev layer resubmit the ones it
+    /// queued. So the channel is shared, not `&mut`: keep what changes in
+    /// a `Cell` or `RefCell`, and complete an I/O only after letting go of
+    /// any borrow of it (a `RefCell` borrowed across a completion panics on
+    /// re-entry, which fails the inner I/O; it cannot corrupt memory).
+    fn submit(&self, channel: &Self::Channel, io: BdevIo);
 
     /// What `bdev_get_bdevs` shows under `driver_specific`: an object whose
     /// members are written there. `None` writes nothing.
@@ -416,7 +399,7 @@ fn guard_with<R>(what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Option
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".into());
-            eprintln!("bdev module: panic in {}: {msg}", what());
+            crate::log::error(&format!("bdev module: panic in {}: {msg}", what()));
             None
         }
     }
@@ -483,7 +466,10 @@ extern "C" fn channel_create<T: BlockDevice>(io_device: *mut c_void, ctx_buf: *m
             0
         }
         Some(Err(e)) => {
-            eprintln!("bdev {}: creating a channel: {e}", disk.bdev_name());
+            crate::log::error(&format!(
+                "bdev {}: creating a channel: {e}",
+                disk.bdev_name()
+            ));
             -e.errno().unwrap_or(libc::ENOMEM)
         }
         None => -libc::EIO,
@@ -508,7 +494,9 @@ extern "C" fn submit_request<T: BlockDevice>(
         // SAFETY: as above; a read carries at least one iovec.
         && unsafe { (*bdev_io).u.bdev.iovcnt > 0 && (*(*bdev_io).u.bdev.iovs).iov_base.is_null() };
     if needs_buffer {
-        let len = io.num_blocks() * u64::from(io.block_size());
+        // Within the bdev's size (checked by the bdev layer); saturating
+        // rather than a panic inside `extern "C"`.
+        let len = io.num_blocks().saturating_mul(u64::from(io.block_size()));
         std::mem::forget(io);
         // SAFETY: the bdev layer allocates a buffer and calls back on this
         // thread; the I/O stays ours until then.
@@ -534,11 +522,13 @@ extern "C" fn buffer_ready<T: BlockDevice>(
 
 fn submit_now<T: BlockDevice>(ch: *mut sys::spdk_io_channel, io: BdevIo) {
     // SAFETY: the bdev's ctxt is our Disk<T> while it has I/O.
-    let disk = unsafe { disk::<T>((*io.io().bdev).ctxt) };
+    let disk = unsafe { disk::<T>((*(*io.raw()).bdev).ctxt) };
     // SAFETY: channel_create stored the ChannelCtx's Box pointer in its
-    // context; this runs on the channel's thread, the only one that touches
-    // it.
-    let channel = unsafe { &mut (**(channel_ctx(ch) as *mut *mut ChannelCtx<T::Channel>)).channel };
+    // context, freed only by channel_destroy once the channel has no I/O;
+    // this runs on the channel's thread, the only one that touches it, and
+    // makes only shared references to it, so a re-entered `submit` (see
+    // its doc) aliases nothing mutable.
+    let channel = unsafe { &(**(channel_ctx(ch) as *mut *mut ChannelCtx<T::Channel>)).channel };
     let io_type = io.io_type();
     // On a panic the unwinding drops `io` (unless the module stored it), and
     // its Drop completes it as failed.
@@ -622,16 +612,22 @@ pub struct IoRequest {
 }
 
 impl IoRequest {
-    fn io(&self) -> &sys::spdk_bdev_io {
-        // SAFETY: an IoRequest lives inside a BdevIo or DeferredIo, which
-        // own a live, uncompleted bdev_io until they complete it (consuming
-        // themselves).
-        unsafe { self.raw.as_ref() }
+    /// The live bdev_io. Its fields are read one at a time through this
+    /// pointer, never through a reference to the whole struct: the reactor
+    /// keeps writing parts of it (its links among the channel's I/O) while
+    /// a worker reads a [`DeferredIo`]'s.
+    fn raw(&self) -> *mut sys::spdk_bdev_io {
+        self.raw.as_ptr()
     }
 
     /// The kind of I/O.
     pub fn io_type(&self) -> IoType {
-        IoType::from_raw(u32::from(self.io().type_))
+        // SAFETY: an IoRequest lives inside a BdevIo or DeferredIo, which
+        // own a live, uncompleted bdev_io; the bdev layer set its type
+        // before submission and leaves it until completion.
+        IoType::from_raw(u32::from(unsafe {
+            std::ptr::addr_of!((*self.raw()).type_).read()
+        }))
     }
 
     fn is_block_io(&self) -> bool {
@@ -643,8 +639,9 @@ impl IoRequest {
         if !self.is_block_io() {
             return 0;
         }
-        // SAFETY: block I/O types use the `bdev` member of the union.
-        unsafe { self.io().u.bdev.offset_blocks }
+        // SAFETY: live as in io_type; block I/O types use the `bdev`
+        // member of the union, set before submission.
+        unsafe { std::ptr::addr_of!((*self.raw()).u.bdev.offset_blocks).read() }
     }
 
     /// Number of blocks (0 for a reset).
@@ -653,13 +650,17 @@ impl IoRequest {
             return 0;
         }
         // SAFETY: as for offset_blocks.
-        unsafe { self.io().u.bdev.num_blocks }
+        unsafe { std::ptr::addr_of!((*self.raw()).u.bdev.num_blocks).read() }
     }
 
     /// The bdev's block size.
     pub fn block_size(&self) -> u32 {
-        // SAFETY: every bdev_io points at its (registered) bdev.
-        unsafe { (*self.io().bdev).blocklen }
+        // SAFETY: live as in io_type; every bdev_io points at its bdev,
+        // registered (so live) while it has I/O; blocklen is fixed then.
+        unsafe {
+            let bdev = std::ptr::addr_of!((*self.raw()).bdev).read();
+            std::ptr::addr_of!((*bdev).blocklen).read()
+        }
     }
 
     /// The data buffers of a read or write, in order (empty for other types).
@@ -674,13 +675,21 @@ impl IoRequest {
     /// gives out mutable ones only under a unique borrow.
     unsafe fn raw_segments(&self) -> impl Iterator<Item = &mut [u8]> {
         let (iovs, count, mut left) = if matches!(self.io_type(), IoType::Read | IoType::Write) {
-            // SAFETY: reads and writes use the `bdev` member of the union.
-            let b = unsafe { &self.io().u.bdev };
-            (
-                b.iovs,
-                b.iovcnt.max(0) as usize,
-                b.num_blocks * u64::from(self.block_size()),
-            )
+            // SAFETY: live as in io_type; reads and writes use the `bdev`
+            // member of the union, whose buffers are set before submission.
+            let (iovs, iovcnt) = unsafe {
+                (
+                    std::ptr::addr_of!((*self.raw()).u.bdev.iovs).read(),
+                    std::ptr::addr_of!((*self.raw()).u.bdev.iovcnt).read(),
+                )
+            };
+            // The bdev layer checked the range against the bdev's size, so
+            // this does not overflow; saturating all the same, as a panic
+            // here would be inside an `extern "C"` frame.
+            let len = self
+                .num_blocks()
+                .saturating_mul(u64::from(self.block_size()));
+            (iovs, iovcnt.max(0) as usize, len)
         } else {
             (std::ptr::null_mut(), 0, 0)
         };
@@ -712,7 +721,7 @@ impl IoRequest {
 /// ```
 /// ```no_run
 /// # fn f(io: spdk_pmem::bdev::module::BdevIo) {
-/// let deferred = io.defer();
+/// let deferred = io.defer().expect("the channel's completion poller");
 /// std::thread::spawn(move || drop(deferred));
 /// # }
 /// ```
@@ -756,10 +765,11 @@ impl BdevIo {
 
     /// Hands the I/O to other threads: the [`DeferredIo`] is `Send`, and
     /// completing it queues the completion for this thread, where a poller
-    /// of the channel completes it.
-    pub fn defer(self) -> DeferredIo {
+    /// of the channel completes it. Fails when that poller cannot be
+    /// started (SPDK is out of memory for it): the I/O has then been
+    /// completed as failed, here, instead of waiting forever.
+    pub fn defer(self) -> Result<DeferredIo> {
         let raw = self.request.raw;
-        std::mem::forget(self);
         // SAFETY: the bdev_io is live and ours; its module channel is one of
         // ours, whose context starts with a pointer to a ChannelCtx whose
         // first field (repr(C)) is its ChannelCompletions; this is the
@@ -769,10 +779,13 @@ impl BdevIo {
             let ctx = *(channel_ctx(ch) as *mut *mut ChannelCompletions);
             (*ctx).queue()
         };
-        DeferredIo {
+        // On an error `self` drops here, which fails the I/O.
+        let queue = queue?;
+        std::mem::forget(self);
+        Ok(DeferredIo {
             request: IoRequest { raw },
             completions: Some(queue),
-        }
+        })
     }
 }
 
@@ -780,21 +793,6 @@ impl Drop for BdevIo {
     fn drop(&mut self) {
         // SAFETY: an I/O dropped without completion: fail it, on its thread.
         unsafe { complete_raw(self.request.raw.as_ptr(), IoStatus::Failed) };
-    }
-}
-
-/// # Safety
-/// `raw` is a live, not yet completed bdev_io, and the caller is on the
-/// thread that submitted it.
-pub(super) unsafe fn complete_raw(raw: *mut sys::spdk_bdev_io, status: IoStatus) {
-    // SAFETY: per the function's contract.
-    unsafe {
-        match status {
-            IoStatus::Success => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_SUCCESS),
-            IoStatus::Failed => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_FAILED),
-            IoStatus::NoMemory => sys::spdk_bdev_io_complete(raw, sys::SPDK_BDEV_IO_STATUS_NOMEM),
-            IoStatus::Nvme { sct, sc } => sys::spdk_bdev_io_complete_nvme_status(raw, 0, sct, sc),
-        }
     }
 }
 

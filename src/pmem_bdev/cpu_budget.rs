@@ -21,7 +21,7 @@
 //! as well.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -48,7 +48,7 @@ static LIMIT_PERMILLE: AtomicU32 = AtomicU32::new(DEFAULT_PERMILLE);
 /// busy: each watch of a busy thread pushes it two windows ahead, so a
 /// thread that stops being watched (or exits) stops counting by itself.
 static BUSY_UNTIL: AtomicU64 = AtomicU64::new(0);
-static BUDGET: Mutex<Option<Budget>> = Mutex::new(None);
+static BUDGET: LazyLock<Account> = LazyLock::new(Account::default);
 
 /// Sets the share of one CPU (in thousandths, 1 to 1000) the workers of
 /// every Rust pmem bdev in this process may use while a reactor serving
@@ -183,10 +183,22 @@ impl Budget {
     }
 }
 
+/// The [`Budget`] all workers share, behind a mutex of the `sync` facade
+/// (model-checked with loom: workers racing for one turn).
+#[derive(Default)]
+struct Account(crate::sync::Mutex<Option<Budget>>);
+
+impl Account {
+    /// Runs `f` on the budget at [`clock`] time `now`.
+    fn with<T>(&self, now: u64, f: impl FnOnce(&mut Budget) -> T) -> T {
+        let mut guard = crate::sync::lock(&self.0);
+        f(guard.get_or_insert_with(|| Budget::new(now)))
+    }
+}
+
 fn with_budget<T>(f: impl FnOnce(&mut Budget, u64) -> T) -> T {
-    let mut guard = BUDGET.lock().unwrap_or_else(|e| e.into_inner());
     let now = clock();
-    f(guard.get_or_insert_with(|| Budget::new(now)), now)
+    BUDGET.with(now, |b| f(b, now))
 }
 
 /// A worker's turn at one I/O: from [`Turn::wait`] to [`Turn::end`].
@@ -243,7 +255,43 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Arc;
+
+    /// Two workers race for a turn the account can give once: exactly one
+    /// starts, and once both have settled what they used the balance is
+    /// what the one that ran owes.
+    #[test]
+    fn workers_racing_for_one_turn_start_one_at_a_time() {
+        loom::model(|| {
+            let account = Arc::new(Account::default());
+            account.with(0, |b| b.balance = 0);
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let account = account.clone();
+                    loom::thread::spawn(move || {
+                        let started = account.with(0, |b| b.start(0, 100));
+                        if let Ok(reserved) = started {
+                            account.with(0, |b| b.settle(0, 100, Some(reserved), 50_000));
+                        }
+                        started.is_ok()
+                    })
+                })
+                .collect();
+            let ran = workers
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .filter(|&ran| ran)
+                .count();
+            assert_eq!(ran, 1);
+            assert_eq!(account.with(0, |b| b.balance), -50_000);
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -1,0 +1,91 @@
+//! SPDK 20.07's C pmem bdev module (`module/bdev/pmem`), as
+//! `bdev_pmem_create`/`bdev_pmem_delete` use it. It knows nothing of the
+//! Rust pmem module (`crate::pmem_bdev`), which chooses between the two.
+
+use std::ffi::c_void;
+use std::path::Path;
+
+use super::{lookup, Bdev};
+use crate::cstr::to_c;
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::thread::{completion, Completer, Completion, Spdk};
+
+/// Exposes an existing libpmemblk pool as the bdev `name`, through SPDK's pmem
+/// module (`create_pmem_disk`), as `bdev_pmem_create` does. Call on the app thread.
+pub fn create_pmem_bdev(spdk: Spdk, pool: &Path, name: &str) -> Result<Bdev> {
+    let spdk = spdk.check()?;
+    if lookup(name).is_some() {
+        return Err(Error::spdk(
+            format!("creating bdev {name:?}: a bdev of that name exists"),
+            -libc::EEXIST,
+        ));
+    }
+    if pool.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "pool path {} is a directory",
+            pool.display()
+        )));
+    }
+    if !pool.exists() {
+        return Err(Error::spdk(
+            format!("opening pmem pool {}", pool.display()),
+            -libc::ENOENT,
+        ));
+    }
+    let c_pool = to_c("pool path", &pool.to_string_lossy())?;
+    let c_name = to_c("bdev name", name)?;
+    let mut bdev: *mut sys::spdk_bdev = std::ptr::null_mut();
+    // SAFETY: both strings are valid for the call; `bdev` receives the new bdev.
+    let rc = unsafe { sys::create_pmem_disk(c_pool.as_ptr(), c_name.as_ptr(), &mut bdev) };
+    if rc != 0 {
+        return Err(Error::spdk(
+            format!("create_pmem_disk({}, {name})", pool.display()),
+            rc,
+        ));
+    }
+    if bdev.is_null() {
+        return Err(Error::spdk("create_pmem_disk returned no bdev", -libc::EIO));
+    }
+    Ok(Bdev {
+        name: name.to_string(),
+        _spdk: spdk,
+    })
+}
+
+extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
+    crate::app::catch_panic(|| {
+        // SAFETY: `arg` is the Completer that delete_pmem_bdev handed to C.
+        unsafe { Completer::<i32>::from_raw(arg) }.complete(bdeverrno)
+    });
+}
+
+/// Deletes a pmem bdev of SPDK's C module (`delete_pmem_disk`; the Rust
+/// module's are deleted with `crate::pmem_bdev::delete`); the pool file
+/// stays. Resolves when SPDK has unregistered it.
+pub fn delete_pmem_bdev(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
+    let started = (|| {
+        let raw = bdev.as_ptr()?;
+        if bdev.product_name()? != "pmemblk disk" {
+            return Err(Error::InvalidArgument(format!(
+                "bdev {:?} is not a pmem bdev",
+                bdev.name()
+            )));
+        }
+        let (completer, done): (_, Completion<i32>) = completion("delete_pmem_disk");
+        // SAFETY: `raw` was just looked up, so registered; delete_done
+        // reclaims the completer once.
+        unsafe { sys::delete_pmem_disk(raw, Some(delete_done), completer.into_raw()) };
+        Ok(done)
+    })();
+    async move {
+        let rc = started?.await?;
+        if rc == -libc::ENODEV {
+            return Err(Error::InvalidArgument(format!(
+                "bdev {:?} is not a pmem bdev of SPDK's C module",
+                bdev.name()
+            )));
+        }
+        crate::error::check_rc("delete_pmem_disk", rc)
+    }
+}

@@ -1,0 +1,38 @@
+//! What the bdev layer and the pmem workers share between threads: the
+//! worker queue ([`WorkQueue`]), the count of I/O on the workers
+//! ([`InFlight`]), the completions on their way back to a reactor
+//! ([`Mailbox`]). Reactors and real-time workers meet here, so none of
+//! them spins: a thread that must wait sleeps on a futex (std's `Mutex`
+//! spins a bounded hundred rounds first), and the reactor side never waits
+//! at all where it can avoid it ([`Mailbox::take_into`]).
+//!
+//! Built with `RUSTFLAGS="--cfg loom"`, these types use the `loom` crate's
+//! primitives instead of std's, and their tests explore every interleaving
+//! of the threads they start (`scripts/test.sh` runs them).
+
+mod in_flight;
+mod mailbox;
+mod work_queue;
+
+pub use in_flight::{InFlight, InFlightGuard};
+pub use mailbox::Mailbox;
+pub use work_queue::WorkQueue;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Arc, Condvar, Mutex, MutexGuard,
+};
+/// loom's `try_lock` reports std's error type.
+pub(crate) use std::sync::TryLockError;
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Arc, Condvar, Mutex, MutexGuard,
+};
+
+/// Locks `m`; a panic of another holder does not make the data unusable
+/// here (each holder leaves it consistent before anything can panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
