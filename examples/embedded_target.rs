@@ -14,7 +14,7 @@ use spdk_pmem::app::{self, AppOptions};
 use spdk_pmem::bdev;
 use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
 use spdk_pmem::pmem::Pool;
-use spdk_pmem::thread::{self, Spdk};
+use spdk_pmem::thread::{self, AppThread};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -46,9 +46,9 @@ struct Args {
 
 async fn configure(args: &Args) -> anyhow::Result<()> {
     // The SPDK-thread token: this future runs on the app thread.
-    let spdk = Spdk::here()?;
-    let bdev = bdev::create_pmem_bdev(spdk, &args.pool, "pmdk0").context("pmem bdev")?;
-    let target = Target::default_target(spdk).context("the nvmf subsystem has no target")?;
+    let app = AppThread::here()?;
+    let bdev = bdev::create_pmem_bdev(app, &args.pool, "pmdk0").context("pmem bdev")?;
+    let target = Target::default_target(app).context("the nvmf subsystem has no target")?;
     target
         .add_transport(TransportKind::Tcp)
         .await

@@ -23,7 +23,7 @@ use spdk_pmem::bdev::io::Descriptor;
 use spdk_pmem::bdev::module::{BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Module};
 use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
 use spdk_pmem::rpc::{self, RpcError, RpcStates};
-use spdk_pmem::thread::{self, Spdk};
+use spdk_pmem::thread::{self, AppThread, Spdk};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -114,7 +114,7 @@ impl BlockDevice for RamDisk {
 }
 
 fn create_ram_bdev(
-    spdk: Spdk,
+    app: AppThread,
     name: &str,
     num_blocks: u64,
     block_size: u32,
@@ -129,7 +129,7 @@ fn create_ram_bdev(
         data: RwLock::new(vec![0; bytes as usize]),
     };
     let props = BdevProps::new(name, "Rust RAM disk", block_size, num_blocks);
-    module.register_bdev(spdk, props, disk)?;
+    module.register_bdev(app, props, disk)?;
     Ok(())
 }
 
@@ -169,12 +169,14 @@ async fn verify(spdk: Spdk, name: &str) -> anyhow::Result<u64> {
 }
 
 async fn configure(args: &Args) -> anyhow::Result<()> {
-    let spdk = Spdk::here()?;
-    create_ram_bdev(spdk, "ram0", args.blocks, 4096).context("RAM bdev")?;
-    let checked = verify(spdk, "ram0").await.context("in-process check")?;
+    let app = AppThread::here()?;
+    create_ram_bdev(app, "ram0", args.blocks, 4096).context("RAM bdev")?;
+    let checked = verify(app.spdk(), "ram0")
+        .await
+        .context("in-process check")?;
     println!("verified {checked} blocks of ram0 through the bdev I/O API");
 
-    let target = Target::default_target(spdk).context("the nvmf subsystem has no target")?;
+    let target = Target::default_target(app).context("the nvmf subsystem has no target")?;
     target
         .add_transport(TransportKind::Tcp)
         .await
@@ -197,8 +199,7 @@ fn main() -> anyhow::Result<()> {
         "bdev_ram_rs_create",
         RpcStates::Runtime,
         |p: CreateParams| -> Result<String, RpcError> {
-            let spdk = Spdk::here()?;
-            create_ram_bdev(spdk, &p.name, p.num_blocks, p.block_size)?;
+            create_ram_bdev(AppThread::here()?, &p.name, p.num_blocks, p.block_size)?;
             Ok(p.name)
         },
     )?;

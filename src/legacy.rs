@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::bdev::Bdev;
 use crate::nvmf::{ListenAddress, Subsystem, SubsystemConfig, Target, TransportKind};
 use crate::rpc::{self, RpcError, RpcResult, RpcStates};
-use crate::thread::Spdk;
+use crate::thread::AppThread;
 
 /// The method name.
 pub const CONSTRUCT_NVMF_SUBSYSTEM: &str = "construct_nvmf_subsystem";
@@ -209,7 +209,7 @@ fn precheck(target: &Target, req: &Request) -> Result<Vec<TransportKind>, RpcErr
         return Err(bad(format!("subsystem {} already exists", req.nqn)));
     }
     for (i, ns) in req.namespaces.iter().enumerate() {
-        if Bdev::by_name(target.spdk(), &ns.bdev_name).is_none() {
+        if Bdev::by_name(target.app_thread(), &ns.bdev_name).is_none() {
             return Err(bad(format!(
                 "namespaces[{i}]: no bdev named {}",
                 ns.bdev_name
@@ -266,7 +266,7 @@ async fn build(
 
 async fn construct_nvmf_subsystem(params: Option<Value>) -> RpcResult {
     let req = parse(params)?;
-    let target = Target::default_target(Spdk::here()?)
+    let target = Target::default_target(AppThread::here()?)
         .map_err(|e| RpcError::internal(format!("the nvmf subsystem has no target: {e}")))?;
     let missing = precheck(&target, &req)?;
     let subsystem = target

@@ -15,10 +15,10 @@
 //!
 //! ```no_run
 //! use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
-//! use spdk_pmem::thread::Spdk;
+//! use spdk_pmem::thread::AppThread;
 //!
 //! async fn serve() -> spdk_pmem::Result<()> {
-//!     let target = Target::default_target(Spdk::here()?)?;
+//!     let target = Target::default_target(AppThread::here()?)?;
 //!     target.add_transport(TransportKind::Tcp).await?;
 //!     let config = SubsystemConfig::new("nqn.2016-06.io.spdk:cnode1")
 //!         .serial_number("SPDK0001")
@@ -43,9 +43,9 @@
 //! ```
 //! ```compile_fail,E0515
 //! # use spdk_pmem::nvmf::{Subsystem, SubsystemConfig, Target};
-//! # use spdk_pmem::thread::Spdk;
-//! fn subsystem(spdk: Spdk) -> spdk_pmem::Result<Subsystem<'static>> {
-//!     let target = Target::default_target(spdk)?;
+//! # use spdk_pmem::thread::AppThread;
+//! fn subsystem(app: AppThread) -> spdk_pmem::Result<Subsystem<'static>> {
+//!     let target = Target::default_target(app)?;
 //!     target.create_subsystem(&SubsystemConfig::new("nqn.2016-06.io.spdk:x"))
 //! }
 //! ```
@@ -67,7 +67,7 @@ use crate::bdev::Bdev;
 use crate::cstr::{from_c, to_c};
 use crate::error::{check_rc, Error, Result};
 use crate::sys;
-use crate::thread::{completion, Completer, Spdk};
+use crate::thread::{completion, AppThread, Completer, Spdk};
 
 /// A fabric transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +182,7 @@ pub struct Target {
     name: String,
     /// Made by [`Target::create`], so this handle may destroy it.
     created: bool,
-    spdk: Spdk,
+    app: AppThread,
 }
 
 extern "C" fn status_done(arg: *mut c_void, status: i32) {
@@ -212,8 +212,8 @@ fn lookup_target(name: Option<&str>) -> Option<NonNull<sys::spdk_nvmf_tgt>> {
 impl Target {
     /// The target the nvmf subsystem created (when it is the only one). It
     /// belongs to that subsystem: [`Target::destroy`] refuses it.
-    pub fn default_target(spdk: Spdk) -> Result<Target> {
-        let spdk = spdk.check()?;
+    pub fn default_target(app: AppThread) -> Result<Target> {
+        let app = app.check()?;
         let raw = lookup_target(None).ok_or_else(|| {
             Error::NotFound("no single nvmf target (none, or several: name one)".into())
         })?;
@@ -222,25 +222,25 @@ impl Target {
         Ok(Target {
             name,
             created: false,
-            spdk,
+            app,
         })
     }
 
     /// A target by name (`nvmf_tgt` is the nvmf subsystem's).
-    pub fn by_name(spdk: Spdk, name: &str) -> Result<Target> {
-        let spdk = spdk.check()?;
+    pub fn by_name(app: AppThread, name: &str) -> Result<Target> {
+        let app = app.check()?;
         lookup_target(Some(name))
             .ok_or_else(|| Error::NotFound(format!("no nvmf target named {name:?}")))?;
         Ok(Target {
             name: name.to_string(),
             created: false,
-            spdk,
+            app,
         })
     }
 
     /// Creates another target (as `nvmf_create_target`).
-    pub fn create(spdk: Spdk, name: &str, max_subsystems: u32) -> Result<Target> {
-        let spdk = spdk.check()?;
+    pub fn create(app: AppThread, name: &str, max_subsystems: u32) -> Result<Target> {
+        let app = app.check()?;
         if lookup_target(Some(name)).is_some() {
             return Err(Error::spdk(
                 format!("creating target {name:?}: it exists"),
@@ -270,7 +270,7 @@ impl Target {
         Ok(Target {
             name: name.to_string(),
             created: true,
-            spdk,
+            app,
         })
     }
 
@@ -299,7 +299,7 @@ impl Target {
     /// The target now, or NotFound; for calls into SPDK, which must not keep
     /// the pointer past the current message.
     pub fn as_ptr(&self) -> Result<*mut sys::spdk_nvmf_tgt> {
-        self.spdk.check()?;
+        self.app.check()?;
         lookup_target(Some(&self.name))
             .map(NonNull::as_ptr)
             .ok_or_else(|| Error::NotFound(format!("nvmf target {:?} no longer exists", self.name)))
@@ -310,9 +310,14 @@ impl Target {
         &self.name
     }
 
-    /// The SPDK-thread token this handle was made with.
+    /// The application-thread token this handle was made with.
+    pub fn app_thread(&self) -> AppThread {
+        self.app
+    }
+
+    /// The SPDK-thread token of the thread this handle was made on.
     pub fn spdk(&self) -> Spdk {
-        self.spdk
+        self.app.spdk()
     }
 
     /// Whether the target has a transport of this kind.
@@ -577,7 +582,7 @@ impl Subsystem<'_> {
     /// Adds bdev `bdev_name` as a namespace (`nsid` or the next free one) and
     /// returns its NSID. Call while inactive or paused.
     pub fn add_namespace(&self, bdev_name: &str, nsid: Option<u32>) -> Result<u32> {
-        let bdev = Bdev::by_name(self.target.spdk, bdev_name).ok_or_else(|| {
+        let bdev = Bdev::by_name(self.target.app, bdev_name).ok_or_else(|| {
             Error::spdk(
                 format!("adding namespace: no bdev named {bdev_name:?}"),
                 -libc::ENODEV,

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::pmem::{Pool, MIN_BLOCK_SIZE};
 use crate::rpc::{self, RpcError};
 use crate::sync::{Arc, InFlight, InFlightGuard, WorkQueue};
-use crate::thread::Spdk;
+use crate::thread::AppThread;
 
 pub mod cpu_budget;
 
@@ -158,13 +158,13 @@ fn module() -> Result<&'static Module> {
     Module::get_or_register(MODULE_NAME)
 }
 
-/// Exposes the libpmemblk pool at `pool_path` as the bdev `name`. Call on
-/// the app thread. The pool is checked (`pmemblk_check`) and opened; a pool
+/// Exposes the libpmemblk pool at `pool_path` as the bdev `name`, on the
+/// application thread. The pool is checked (`pmemblk_check`) and opened; a pool
 /// another process or bdev has open is refused by libpmemblk's lock.
-pub fn create(spdk: Spdk, pool_path: &Path, name: &str, io_threads: IoThreads) -> Result<Bdev> {
-    let spdk = spdk.check()?;
+pub fn create(app: AppThread, pool_path: &Path, name: &str, io_threads: IoThreads) -> Result<Bdev> {
+    let app = app.check()?;
     let module = module()?;
-    if Bdev::by_name(spdk, name).is_some() {
+    if Bdev::by_name(app, name).is_some() {
         return Err(Error::spdk(
             format!("creating bdev {name:?}: a bdev of that name exists"),
             -libc::EEXIST,
@@ -202,7 +202,7 @@ pub fn create(spdk: Spdk, pool_path: &Path, name: &str, io_threads: IoThreads) -
         path: pool_path.to_path_buf(),
         workers,
     };
-    module.register_bdev(spdk, props, disk)
+    module.register_bdev(app, props, disk)
 }
 
 /// Whether `bdev` is one of this module's.
@@ -512,9 +512,9 @@ pub fn serve_spdk_rpcs(io_threads: IoThreads) -> Result<()> {
 
 fn rpc_create(method: &str, params: Option<Value>, io_threads: IoThreads) -> rpc::RpcResult {
     let p: CreateParams = rpc::typed_params(method, params)?;
-    let spdk = Spdk::here()?;
+    let app = AppThread::here()?;
     let pool = Path::new(&p.pmem_file);
-    match create(spdk, pool, &p.name, io_threads) {
+    match create(app, pool, &p.name, io_threads) {
         Ok(bdev) => Ok(Value::String(bdev.name().to_string())),
         Err(e) => Err(match e {
             Error::Spdk { errno, .. } if errno == libc::EEXIST => RpcError {
@@ -550,8 +550,8 @@ fn rpc_create(method: &str, params: Option<Value>, io_threads: IoThreads) -> rpc
 
 async fn rpc_delete(method: &str, params: Option<Value>) -> rpc::RpcResult {
     let p: DeleteParams = rpc::typed_params(method, params)?;
-    let spdk = Spdk::here()?;
-    let Some(bdev) = Bdev::by_name(spdk, &p.name) else {
+    let app = AppThread::here()?;
+    let Some(bdev) = Bdev::by_name(app, &p.name) else {
         return Err(RpcError {
             code: -libc::ENODEV,
             message: std::io::Error::from_raw_os_error(libc::ENODEV).to_string(),

@@ -13,8 +13,8 @@
 //!
 //! AppOptions::new("example").run(|| {
 //!     thread::spawn_local(async {
-//!         let spdk = thread::Spdk::here().expect("futures run on an SPDK thread");
-//!         let target = nvmf::Target::default_target(spdk).expect("nvmf subsystem is up");
+//!         let app = thread::AppThread::here().expect("spawned on the application thread");
+//!         let target = nvmf::Target::default_target(app).expect("nvmf subsystem is up");
 //!         match target.add_transport(nvmf::TransportKind::Tcp).await {
 //!             Ok(()) => println!("TCP transport added"),
 //!             Err(e) => eprintln!("{e}"),
@@ -84,6 +84,73 @@ impl Spdk {
     pub(crate) fn check(self) -> Result<Spdk> {
         Spdk::here()
     }
+}
+
+/// Proof that the code holding it runs on SPDK's application thread (the
+/// start closure, an RPC handler, or a message or `spawn_local` future
+/// there). SPDK keeps its bdev list and its NVMe-oF targets there and walks
+/// and changes them without a lock (`spdk_bdev_get_by_name` beside the
+/// registration of a new bdev, say), so every call that touches them takes
+/// this token, not [`Spdk`]: code on a poll group's thread (a bdev module's
+/// `submit` or `create_channel` with `-m 0x3`) gets [`Spdk`] but not this.
+/// Like [`Spdk`] it is `!Send` and checked again at each use.
+///
+/// ```compile_fail,E0308
+/// # fn f(spdk: spdk_pmem::thread::Spdk) {
+/// // A thread-local token does not reach the bdev list.
+/// let _ = spdk_pmem::bdev::Bdev::by_name(spdk, "pmdk0");
+/// # }
+/// ```
+/// ```no_run
+/// # fn f() -> spdk_pmem::Result<()> {
+/// let app = spdk_pmem::thread::AppThread::here()?;
+/// let _ = spdk_pmem::bdev::Bdev::by_name(app, "pmdk0");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppThread {
+    spdk: Spdk,
+}
+
+impl AppThread {
+    /// The token, when the caller runs on SPDK's application thread; an
+    /// error that says where to run otherwise.
+    pub fn here() -> Result<AppThread> {
+        let spdk = Spdk::here()?;
+        let on_app_thread = match (Thread::current(), Thread::app_thread()) {
+            (Some(here), Some(app)) => here == app,
+            // Start-up, before the start closure: a `--json` configuration
+            // loads through SPDK's RPC server, on the thread SPDK 20.07's
+            // app.c creates first and names "app_thread".
+            (Some(_), None) => crate::app::is_running() && current_name() == "app_thread",
+            (None, _) => false,
+        };
+        match on_app_thread {
+            true => Ok(AppThread { spdk }),
+            false => Err(Error::InvalidArgument(
+                "this call must run on SPDK's application thread, which owns the bdev list and \
+                 the NVMe-oF targets; send it there (Thread::app_thread().send)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Checks again that the holder is on the application thread.
+    pub(crate) fn check(self) -> Result<AppThread> {
+        AppThread::here()
+    }
+
+    /// The token for work local to this thread (it is an SPDK thread too).
+    pub fn spdk(self) -> Spdk {
+        self.spdk
+    }
+}
+
+/// The calling SPDK thread's name (the caller is on one).
+fn current_name() -> String {
+    // SAFETY: the caller's own live thread; SPDK's name is a C string it
+    // keeps for the thread's life.
+    unsafe { crate::cstr::from_c(sys::spdk_thread_get_name(sys::spdk_get_thread())) }
 }
 
 /// A handle to an SPDK thread, by its id: SPDK never reuses an id, and looks

@@ -25,7 +25,7 @@ use spdk_pmem::bdev::io::{Descriptor, IoChannel};
 use spdk_pmem::bdev::module::{self, BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Module};
 use spdk_pmem::pmem::Pool;
 use spdk_pmem::pmem_bdev::{self, IoThreads};
-use spdk_pmem::thread::{self, Spdk, Thread};
+use spdk_pmem::thread::{self, AppThread, Spdk, Thread};
 use spdk_pmem::{app, Error};
 
 const BS: usize = 4096;
@@ -245,7 +245,8 @@ async fn rpc_elsewhere(sock: PathBuf, args: Vec<&'static str>) -> Result<String,
     done.await.map_err(|e| e.to_string())?
 }
 
-async fn exercise_module(spdk: Spdk, sock: PathBuf) -> Outcome {
+async fn exercise_module(app: AppThread, sock: PathBuf) -> Outcome {
+    let spdk = app.spdk();
     let fail = |what: &str, e: &dyn std::fmt::Debug| format!("test module: {what}: {e:?}");
     let module = Module::get_or_register("test_disk").map_err(|e| fail("module", &e))?;
     match Module::get_or_register("pmem") {
@@ -259,7 +260,7 @@ async fn exercise_module(spdk: Spdk, sock: PathBuf) -> Outcome {
     };
     let bdev = module
         .register_bdev(
-            spdk,
+            app,
             BdevProps::new("ram0", "test disk", BS as u32, 64),
             disk,
         )
@@ -337,20 +338,21 @@ async fn exercise_module(spdk: Spdk, sock: PathBuf) -> Outcome {
 }
 
 async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
-    let spdk = Spdk::here().map_err(|e| e.to_string())?;
+    let app = AppThread::here().map_err(|e| e.to_string())?;
+    let spdk = app.spdk();
     let mut pools = Vec::new();
     for (name, threads) in [
         ("pm_inline", IoThreads::Inline),
         ("pm_workers", IoThreads::Workers(3)),
     ] {
         let pool = dir.join(format!("{name}.pool"));
-        pmem_bdev::create(spdk, &pool, name, threads).map_err(|e| format!("{name}: {e}"))?;
+        pmem_bdev::create(app, &pool, name, threads).map_err(|e| format!("{name}: {e}"))?;
         exercise_pmem(spdk, name, BAD_BLOCK).await?;
         pools.push((name, pool));
     }
-    exercise_module(spdk, sock).await?;
+    exercise_module(app, sock).await?;
     for (name, pool) in pools {
-        let bdev = spdk_pmem::bdev::Bdev::by_name(spdk, name).ok_or("bdev gone")?;
+        let bdev = spdk_pmem::bdev::Bdev::by_name(app, name).ok_or("bdev gone")?;
         pmem_bdev::delete(bdev)
             .await
             .map_err(|e| format!("delete {name}: {e}"))?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use spdk_pmem::app::{self, AppOptions};
 use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
 use spdk_pmem::pmem::Pool;
-use spdk_pmem::thread::Spdk;
+use spdk_pmem::thread::AppThread;
 use spdk_pmem::{bdev, thread, Error};
 
 const NQN: &str = "nqn.2016-06.io.spdk:lib";
@@ -40,21 +40,21 @@ async fn exercise(
 ) -> Result<(), String> {
     let [free_port, busy_port, second_port] = ports;
     let fail = |what: &str, e: &dyn std::fmt::Debug| format!("{what}: {e:?}");
-    let spdk = Spdk::here().map_err(|e| fail("token", &e))?;
-    let b = bdev::create_pmem_bdev(spdk, &pool, "pmdk0").map_err(|e| fail("pmem bdev", &e))?;
+    let app = AppThread::here().map_err(|e| fail("token", &e))?;
+    let b = bdev::create_pmem_bdev(app, &pool, "pmdk0").map_err(|e| fail("pmem bdev", &e))?;
     match (b.block_size(), b.product_name()) {
         (Ok(4096), Ok(name)) if name == "pmemblk disk" => {}
         other => return Err(fail("bdev properties", &other)),
     }
-    match bdev::create_pmem_bdev(spdk, &pool, "pmdk0") {
+    match bdev::create_pmem_bdev(app, &pool, "pmdk0") {
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
         other => return Err(fail("duplicate bdev", &other)),
     }
 
     // A bdev a client deletes over RPC while the library holds it: the
     // handle then reports NotFound, never freed memory.
-    let victim = bdev::create_pmem_bdev(spdk, &victim_pool, "victim")
-        .map_err(|e| fail("victim bdev", &e))?;
+    let victim =
+        bdev::create_pmem_bdev(app, &victim_pool, "victim").map_err(|e| fail("victim bdev", &e))?;
     if !rpc_elsewhere(sock.clone(), &["bdev_pmem_delete", "victim"]).await {
         return Err("bdev_pmem_delete victim failed".into());
     }
@@ -67,12 +67,12 @@ async fn exercise(
         other => return Err(fail("deleting a deleted bdev", &other)),
     }
 
-    let target = Target::default_target(spdk).map_err(|e| fail("default target", &e))?;
+    let target = Target::default_target(app).map_err(|e| fail("default target", &e))?;
     match target.destroy().await {
         Err(Error::InvalidArgument(m)) if m.contains("not made by Target::create") => {}
         other => return Err(fail("destroying the default target", &other)),
     }
-    let target = Target::default_target(spdk).map_err(|e| fail("default target", &e))?;
+    let target = Target::default_target(app).map_err(|e| fail("default target", &e))?;
     target
         .add_transport(TransportKind::Tcp)
         .await

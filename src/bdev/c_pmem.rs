@@ -9,12 +9,12 @@ use super::{lookup, Bdev};
 use crate::cstr::to_c;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread::{completion, Completer, Completion, Spdk};
+use crate::thread::{completion, AppThread, Completer, Completion};
 
 /// Exposes an existing libpmemblk pool as the bdev `name`, through SPDK's pmem
 /// module (`create_pmem_disk`), as `bdev_pmem_create` does. Call on the app thread.
-pub fn create_pmem_bdev(spdk: Spdk, pool: &Path, name: &str) -> Result<Bdev> {
-    let spdk = spdk.check()?;
+pub fn create_pmem_bdev(app: AppThread, pool: &Path, name: &str) -> Result<Bdev> {
+    let app = app.check()?;
     if lookup(name).is_some() {
         return Err(Error::spdk(
             format!("creating bdev {name:?}: a bdev of that name exists"),
@@ -49,7 +49,7 @@ pub fn create_pmem_bdev(spdk: Spdk, pool: &Path, name: &str) -> Result<Bdev> {
     }
     Ok(Bdev {
         name: name.to_string(),
-        _spdk: spdk,
+        _app: app,
     })
 }
 

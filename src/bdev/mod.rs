@@ -18,42 +18,43 @@ use std::ptr::NonNull;
 use crate::cstr::from_c;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread::Spdk;
+use crate::thread::AppThread;
 
 /// A registered bdev, by name. SPDK owns the bdev and a client may delete it
 /// over RPC at any moment, so the handle holds no pointer: each call looks
 /// the bdev up again and fails with [`Error::NotFound`] once it is gone.
-/// Obtained on an SPDK thread ([`Spdk`]), and used there (`!Send`).
+/// Obtained on the application thread ([`AppThread`]), and used there
+/// (`!Send`): each call checks that it still is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bdev {
     name: String,
-    _spdk: Spdk,
+    _app: AppThread,
 }
 
 impl Bdev {
     /// Looks a bdev up by name (or alias); `None` when there is none (or the
-    /// caller is no longer on an SPDK thread).
-    pub fn by_name(spdk: Spdk, name: &str) -> Option<Bdev> {
-        let spdk = spdk.check().ok()?;
+    /// caller is no longer on the application thread).
+    pub fn by_name(app: AppThread, name: &str) -> Option<Bdev> {
+        let app = app.check().ok()?;
         lookup(name)?;
         Some(Bdev {
             name: name.to_string(),
-            _spdk: spdk,
+            _app: app,
         })
     }
 
     /// A handle for a bdev just registered under `name`.
-    pub(crate) fn known(spdk: Spdk, name: &str) -> Bdev {
+    pub(crate) fn known(app: AppThread, name: &str) -> Bdev {
         Bdev {
             name: name.to_string(),
-            _spdk: spdk,
+            _app: app,
         }
     }
 
     /// The registered bdev now, or NotFound; for calls into SPDK, which must
     /// not keep the pointer past the current message.
     pub fn as_ptr(&self) -> Result<*mut sys::spdk_bdev> {
-        self._spdk.check()?;
+        self._app.check()?;
         lookup(&self.name)
             .map(NonNull::as_ptr)
             .ok_or_else(|| Error::NotFound(format!("bdev {:?} no longer exists", self.name)))
@@ -67,7 +68,8 @@ impl Bdev {
     /// The module's product name, e.g. `pmemblk disk`.
     pub fn product_name(&self) -> Result<String> {
         let bdev = self.as_ptr()?;
-        // SAFETY: just looked up on this SPDK thread, so registered.
+        // SAFETY: just looked up on the application thread, which is where
+        // bdevs are unregistered, so registered for this call.
         Ok(unsafe { from_c(sys::spdk_bdev_get_product_name(bdev)) })
     }
 
@@ -89,6 +91,6 @@ impl Bdev {
 fn lookup(name: &str) -> Option<NonNull<sys::spdk_bdev>> {
     let c = CString::new(name).ok()?;
     // SAFETY: `c` is a valid C string; SPDK only reads it. Callers are on an
-    // SPDK thread (checked through the token).
+    // application thread (checked through the token), where the list changes.
     NonNull::new(unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) })
 }

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use spdk_pmem::bdev::module::{self, BdevIo, BlockDevice, BdevProps, IoStatus, IoType};
-//! use spdk_pmem::thread::Spdk;
+//! use spdk_pmem::thread::AppThread;
 //!
 //! /// A device that reads zeros and accepts every write.
 //! struct Zeros;
@@ -25,10 +25,10 @@
 //!     }
 //! }
 //!
-//! # fn f(spdk: Spdk) -> spdk_pmem::Result<()> {
+//! # fn f(app: AppThread) -> spdk_pmem::Result<()> {
 //! let module = module::Module::get_or_register("zeros")?;
 //! let props = BdevProps::new("zero0", "zeros", 4096, 1024);
-//! module.register_bdev(spdk, props, Zeros)?;
+//! module.register_bdev(app, props, Zeros)?;
 //! # Ok(()) }
 //! ```
 //!
@@ -59,7 +59,7 @@ pub use crate::bdev::status::IoStatus;
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread::{Spdk, Thread};
+use crate::thread::{AppThread, Thread};
 
 /// The kinds of I/O a bdev may be asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,27 +243,27 @@ impl Module {
     /// Whether `bdev` belongs to this module.
     pub fn owns(&self, bdev: &Bdev) -> bool {
         bdev.as_ptr()
-            // SAFETY: just looked up on this SPDK thread, so registered.
+            // SAFETY: just looked up on the application thread, so registered.
             .map(|raw| unsafe { (*raw).module } == self.raw.as_ptr())
             .unwrap_or(false)
     }
 
-    /// Registers `device` as the bdev `props.name`. Call on the app thread.
-    /// On failure nothing stays registered and the device is dropped.
+    /// Registers `device` as the bdev `props.name`, on the application
+    /// thread. On failure nothing stays registered and the device is dropped.
     pub fn register_bdev<T: BlockDevice>(
         &self,
-        spdk: Spdk,
+        app: AppThread,
         props: BdevProps,
         device: T,
     ) -> Result<Bdev> {
-        let spdk = spdk.check()?;
+        let app = app.check()?;
         if props.block_size == 0 || props.block_count == 0 {
             return Err(Error::InvalidArgument(format!(
                 "bdev {}: block size {} and block count {} must both be non-zero",
                 props.name, props.block_size, props.block_count
             )));
         }
-        if Bdev::by_name(spdk, &props.name).is_some() {
+        if Bdev::by_name(app, &props.name).is_some() {
             return Err(Error::spdk(
                 format!(
                     "registering bdev {:?}: a bdev of that name exists",
@@ -323,7 +323,7 @@ impl Module {
                 ));
             }
         }
-        Ok(Bdev::known(spdk, &props.name))
+        Ok(Bdev::known(app, &props.name))
     }
 }
 
