@@ -20,7 +20,6 @@ use std::cell::Cell;
 use std::ffi::{c_void, CString};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -38,8 +37,19 @@ pub struct AppOptions {
     rpc_addr: Option<String>,
     reactor_mask: Option<String>,
     tpoint_group_mask: Option<String>,
-    shm_id: Option<i32>,
     enable_coredump: bool,
+    silence_noticelog: bool,
+    wait_for_rpc: bool,
+    num_trace_entries: Option<u64>,
+    log_flags: Vec<String>,
+    env: EnvOptions,
+}
+
+/// The DPDK environment's part of [`AppOptions`]: shared memory, cores,
+/// memory and hugepages, IOVA, PCI.
+#[derive(Debug, Clone, Default)]
+struct EnvOptions {
+    shm_id: Option<i32>,
     mem_channel: Option<i32>,
     master_core: Option<i32>,
     mem_size_mb: Option<i32>,
@@ -47,13 +57,9 @@ pub struct AppOptions {
     hugepage_single_segments: bool,
     unlink_hugepage: bool,
     hugedir: Option<PathBuf>,
-    silence_noticelog: bool,
     iova_mode: Option<String>,
-    wait_for_rpc: bool,
-    num_trace_entries: Option<u64>,
     base_virtaddr: Option<u64>,
     no_huge: bool,
-    log_flags: Vec<String>,
     pci_blocked: Vec<String>,
     pci_allowed: Vec<String>,
 }
@@ -62,6 +68,7 @@ pub struct AppOptions {
 /// (64 MiB) is too small for the NVMe-oF TCP transport's buffer pool.
 const NO_HUGE_DEFAULT_MEM_MB: i32 = 1024;
 
+/// The application: name, configuration, RPC server, reactors, tracing, logs.
 impl AppOptions {
     /// Options with SPDK's defaults and the given application name.
     pub fn new(name: &str) -> Self {
@@ -73,24 +80,12 @@ impl AppOptions {
             rpc_addr: None,
             reactor_mask: None,
             tpoint_group_mask: None,
-            shm_id: None,
             enable_coredump: true,
-            mem_channel: None,
-            master_core: None,
-            mem_size_mb: None,
-            no_pci: false,
-            hugepage_single_segments: false,
-            unlink_hugepage: false,
-            hugedir: None,
             silence_noticelog: false,
-            iova_mode: None,
             wait_for_rpc: false,
             num_trace_entries: None,
-            base_virtaddr: None,
-            no_huge: false,
             log_flags: Vec::new(),
-            pci_blocked: Vec::new(),
-            pci_allowed: Vec::new(),
+            env: EnvOptions::default(),
         }
     }
 
@@ -124,59 +119,14 @@ impl AppOptions {
         self.tpoint_group_mask = Some(mask.to_string());
         self
     }
-    /// Shared-memory id: processes with the same id share hugepage files (`-i`).
-    pub fn shm_id(mut self, id: i32) -> Self {
-        self.shm_id = Some(id);
-        self
-    }
     /// Whether a crash may write a full core dump (`-d` turns it off).
     pub fn enable_coredump(mut self, yes: bool) -> Self {
         self.enable_coredump = yes;
         self
     }
-    /// Memory channels (`-n`).
-    pub fn mem_channel(mut self, n: i32) -> Self {
-        self.mem_channel = Some(n);
-        self
-    }
-    /// The main reactor's core (`-p`).
-    pub fn master_core(mut self, core: i32) -> Self {
-        self.master_core = Some(core);
-        self
-    }
-    /// Memory to reserve, in MiB (`-s`).
-    pub fn mem_size_mb(mut self, mb: i32) -> Self {
-        self.mem_size_mb = Some(mb);
-        self
-    }
-    /// Do not touch PCI devices (`-u`).
-    pub fn no_pci(mut self, yes: bool) -> Self {
-        self.no_pci = yes;
-        self
-    }
-    /// One hugepage file per segment list (`-g`).
-    pub fn hugepage_single_segments(mut self, yes: bool) -> Self {
-        self.hugepage_single_segments = yes;
-        self
-    }
-    /// Unlink hugepage files after mapping them (`-R`).
-    pub fn unlink_hugepage(mut self, yes: bool) -> Self {
-        self.unlink_hugepage = yes;
-        self
-    }
-    /// Where hugetlbfs is mounted (`--huge-dir`).
-    pub fn hugedir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.hugedir = Some(dir.into());
-        self
-    }
     /// Print warnings and errors only (`--silence-noticelog`).
     pub fn silence_noticelog(mut self, yes: bool) -> Self {
         self.silence_noticelog = yes;
-        self
-    }
-    /// DPDK IOVA mode, `pa` or `va` (`--iova-mode`).
-    pub fn iova_mode(mut self, mode: &str) -> Self {
-        self.iova_mode = Some(mode.to_string());
         self
     }
     /// Start only the RPC server and wait for `framework_start_init` (`--wait-for-rpc`).
@@ -189,31 +139,9 @@ impl AppOptions {
         self.num_trace_entries = Some(n);
         self
     }
-    /// Base virtual address for DPDK's memory map (`--base-virtaddr`).
-    pub fn base_virtaddr(mut self, addr: u64) -> Self {
-        self.base_virtaddr = Some(addr);
-        self
-    }
-    /// Run from ordinary memory instead of hugepages (`--no-huge`): DPDK gets
-    /// `--no-huge`, IOVA mode `va`, and 1 GiB unless a memory size is given.
-    /// SPDK's own NVMe-oF TCP target serves I/O like this; PCI devices cannot be used.
-    pub fn no_huge(mut self, yes: bool) -> Self {
-        self.no_huge = yes;
-        self
-    }
     /// Enable a debug log flag (`-L`); effective in debug builds of SPDK.
     pub fn log_flag(mut self, flag: &str) -> Self {
         self.log_flags.push(flag.to_string());
-        self
-    }
-    /// Block a PCI address, `domain:bus:device.function` (`-B`).
-    pub fn pci_block(mut self, bdf: &str) -> Self {
-        self.pci_blocked.push(bdf.to_string());
-        self
-    }
-    /// Allow only listed PCI addresses (`-W`).
-    pub fn pci_allow(mut self, bdf: &str) -> Self {
-        self.pci_allowed.push(bdf.to_string());
         self
     }
 
@@ -221,10 +149,84 @@ impl AppOptions {
     pub fn effective_rpc_addr(&self) -> &str {
         self.rpc_addr.as_deref().unwrap_or("/var/tmp/spdk.sock")
     }
+}
 
+/// The DPDK environment.
+impl AppOptions {
+    /// Shared-memory id: processes with the same id share hugepage files (`-i`).
+    pub fn shm_id(mut self, id: i32) -> Self {
+        self.env.shm_id = Some(id);
+        self
+    }
+    /// Memory channels (`-n`).
+    pub fn mem_channel(mut self, n: i32) -> Self {
+        self.env.mem_channel = Some(n);
+        self
+    }
+    /// The main reactor's core (`-p`).
+    pub fn master_core(mut self, core: i32) -> Self {
+        self.env.master_core = Some(core);
+        self
+    }
+    /// Memory to reserve, in MiB (`-s`).
+    pub fn mem_size_mb(mut self, mb: i32) -> Self {
+        self.env.mem_size_mb = Some(mb);
+        self
+    }
+    /// Do not touch PCI devices (`-u`).
+    pub fn no_pci(mut self, yes: bool) -> Self {
+        self.env.no_pci = yes;
+        self
+    }
+    /// One hugepage file per segment list (`-g`).
+    pub fn hugepage_single_segments(mut self, yes: bool) -> Self {
+        self.env.hugepage_single_segments = yes;
+        self
+    }
+    /// Unlink hugepage files after mapping them (`-R`).
+    pub fn unlink_hugepage(mut self, yes: bool) -> Self {
+        self.env.unlink_hugepage = yes;
+        self
+    }
+    /// Where hugetlbfs is mounted (`--huge-dir`).
+    pub fn hugedir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.env.hugedir = Some(dir.into());
+        self
+    }
+    /// DPDK IOVA mode, `pa` or `va` (`--iova-mode`).
+    pub fn iova_mode(mut self, mode: &str) -> Self {
+        self.env.iova_mode = Some(mode.to_string());
+        self
+    }
+    /// Base virtual address for DPDK's memory map (`--base-virtaddr`).
+    pub fn base_virtaddr(mut self, addr: u64) -> Self {
+        self.env.base_virtaddr = Some(addr);
+        self
+    }
+    /// Run from ordinary memory instead of hugepages (`--no-huge`): DPDK gets
+    /// `--no-huge`, IOVA mode `va`, and 1 GiB unless a memory size is given.
+    /// SPDK's own NVMe-oF TCP target serves I/O like this; PCI devices cannot be used.
+    pub fn no_huge(mut self, yes: bool) -> Self {
+        self.env.no_huge = yes;
+        self
+    }
+    /// Block a PCI address, `domain:bus:device.function` (`-B`).
+    pub fn pci_block(mut self, bdf: &str) -> Self {
+        self.env.pci_blocked.push(bdf.to_string());
+        self
+    }
+    /// Allow only listed PCI addresses (`-W`).
+    pub fn pci_allow(mut self, bdf: &str) -> Self {
+        self.env.pci_allowed.push(bdf.to_string());
+        self
+    }
+}
+
+/// Checking and running.
+impl AppOptions {
     /// Checks the options that SPDK would otherwise reject with a page of usage text.
     fn validate(&self) -> Result<()> {
-        if !self.pci_blocked.is_empty() && !self.pci_allowed.is_empty() {
+        if !self.env.pci_blocked.is_empty() && !self.env.pci_allowed.is_empty() {
             return Err(Error::InvalidArgument(
                 "-B (PCI block list) and -W (PCI allow list) cannot be used at the same time"
                     .into(),
@@ -259,11 +261,11 @@ impl AppOptions {
             check_core_mask(mask)?;
         }
         check_rpc_socket_free(self.effective_rpc_addr())?;
-        if let Some(id) = self.shm_id.filter(|&id| id >= 0) {
+        if let Some(id) = self.env.shm_id.filter(|&id| id >= 0) {
             check_shm_id_free(id, Path::new("/var/run/dpdk"))?;
         }
-        if !self.no_huge {
-            check_hugepages(self.hugedir.as_deref())?;
+        if !self.env.no_huge {
+            check_hugepages(self.env.hugedir.as_deref())?;
         }
         Ok(())
     }
@@ -291,128 +293,28 @@ impl AppOptions {
     }
 
     fn run_inner<F: FnOnce()>(&self, start: F) -> Result<i32> {
-        let cstr = |what: &str, s: &str| {
-            CString::new(s)
-                .map_err(|_| Error::InvalidArgument(format!("{what} contains a NUL byte")))
-        };
-        let cpath = |what: &str, p: &Path| cstr(what, &p.to_string_lossy());
-        let name = cstr("name", &self.name)?;
-        let config_file = self
-            .config_file
-            .as_deref()
-            .map(|p| cpath("config file", p))
-            .transpose()?;
-        let json = self
-            .json_config_file
-            .as_deref()
-            .map(|p| cpath("JSON config", p))
-            .transpose()?;
-        let rpc_addr = self
-            .rpc_addr
-            .as_deref()
-            .map(|s| cstr("RPC address", s))
-            .transpose()?;
-        let mask = self
-            .reactor_mask
-            .as_deref()
-            .map(|s| cstr("core mask", s))
-            .transpose()?;
-        let tpoint = self
-            .tpoint_group_mask
-            .as_deref()
-            .map(|s| cstr("tracepoint mask", s))
-            .transpose()?;
-        let hugedir = self
-            .hugedir
-            .as_deref()
-            .map(|p| cpath("hugepage dir", p))
-            .transpose()?;
-        let iova = match (&self.iova_mode, self.no_huge) {
-            (Some(mode), _) => Some(cstr("IOVA mode", mode)?),
-            (None, true) => Some(cstr("IOVA mode", "va")?),
-            (None, false) => None,
-        };
-        let env_context = cstr("env context", "--no-huge")?;
-
-        // SAFETY: spdk_app_opts_init fills every field of a zeroed struct we own.
-        let mut opts: sys::spdk_app_opts = unsafe { std::mem::zeroed() };
-        // SAFETY: `opts` is a valid, writable spdk_app_opts.
-        unsafe { sys::spdk_app_opts_init(&mut opts) };
-        let ptr_of = |c: &Option<CString>| c.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-        opts.name = name.as_ptr();
-        opts.config_file = ptr_of(&config_file);
-        opts.json_config_file = ptr_of(&json);
-        opts.json_config_ignore_errors = self.json_config_ignore_errors;
-        if rpc_addr.is_some() {
-            opts.rpc_addr = ptr_of(&rpc_addr);
-        }
-        if mask.is_some() {
-            opts.reactor_mask = ptr_of(&mask);
-        }
-        opts.tpoint_group_mask = ptr_of(&tpoint);
-        if let Some(id) = self.shm_id {
-            opts.shm_id = id;
-        }
-        opts.enable_coredump = self.enable_coredump;
-        if let Some(n) = self.mem_channel {
-            opts.mem_channel = n;
-        }
-        if let Some(core) = self.master_core {
-            opts.master_core = core;
-        }
-        match (self.mem_size_mb, self.no_huge) {
-            (Some(mb), _) => opts.mem_size = mb,
-            (None, true) => opts.mem_size = NO_HUGE_DEFAULT_MEM_MB,
-            (None, false) => {}
-        }
-        opts.no_pci = self.no_pci || self.no_huge;
-        opts.hugepage_single_segments = self.hugepage_single_segments;
-        opts.unlink_hugepage = self.unlink_hugepage;
-        opts.hugedir = ptr_of(&hugedir);
-        if self.silence_noticelog {
-            opts.print_level = sys::SPDK_LOG_WARN;
-        }
-        opts.iova_mode = ptr_of(&iova);
-        opts.delay_subsystem_init = self.wait_for_rpc;
-        if let Some(n) = self.num_trace_entries {
-            opts.num_entries = n;
-        }
-        if let Some(addr) = self.base_virtaddr {
-            opts.base_virtaddr = addr;
-        }
-        if self.no_huge {
-            // 20.07 passes env_context to DPDK as exactly one argument.
-            opts.env_context = env_context.as_ptr() as *mut c_void;
-        }
+        let mut spdk = SpdkAppOpts::new(self)?;
         for flag in &self.log_flags {
-            let c = cstr("log flag", flag)?;
+            let c = c_string("log flag", flag)?;
             // SAFETY: `c` is a valid C string for the duration of the call.
             if unsafe { sys::spdk_log_set_flag(c.as_ptr()) } != 0 {
                 return Err(Error::InvalidArgument(format!("unknown log flag {flag:?}")));
             }
-            opts.print_level = sys::SPDK_LOG_DEBUG;
+            spdk.opts.print_level = sys::SPDK_LOG_DEBUG;
         }
-        let (list, addrs) = if self.pci_allowed.is_empty() {
-            (&mut opts.pci_blacklist, &self.pci_blocked)
-        } else {
-            (&mut opts.pci_whitelist, &self.pci_allowed)
-        };
-        if !addrs.is_empty() {
-            *list = pci_addr_array(addrs)?;
-            opts.num_pci_addr = addrs.len();
-        }
-
-        opts.shutdown_cb = Some(shutdown_trampoline);
+        spdk.set_pci_lists(&self.env)?;
+        spdk.opts.shutdown_cb = Some(shutdown_trampoline);
         let context = StartContext {
             start: Cell::new(Some(Box::new(start) as Box<dyn FnOnce() + '_>)),
         };
-        // SAFETY: every pointer in `opts` refers to a CString above, which lives
-        // until spdk_app_start returns; `context` outlives the call too, since
-        // spdk_app_start blocks until the application has stopped. SPDK frees
-        // the PCI lists (malloc'ed by pci_addr_array) itself.
+        // SAFETY: every pointer in `spdk.opts` refers to a CString `spdk`
+        // owns, which lives until spdk_app_start returns; `context` outlives
+        // the call too, since spdk_app_start blocks until the application
+        // has stopped. SPDK frees the PCI lists (malloc'ed by
+        // pci_addr_array) itself.
         let rc = unsafe {
             sys::spdk_app_start(
-                &mut opts,
+                &mut spdk.opts,
                 Some(start_trampoline),
                 &context as *const StartContext<'_> as *mut c_void,
             )
@@ -423,6 +325,118 @@ impl AppOptions {
         // called once after every spdk_app_start, as SPDK's apps do.
         unsafe { sys::spdk_app_fini() };
         Ok(rc)
+    }
+}
+
+fn c_string(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::InvalidArgument(format!("{what} contains a NUL byte")))
+}
+
+/// `spdk_app_opts` made from [`AppOptions`], with the C strings its
+/// pointers point into (a `CString`'s buffer stays put when it moves).
+struct SpdkAppOpts {
+    opts: sys::spdk_app_opts,
+    strings: Vec<CString>,
+}
+
+impl SpdkAppOpts {
+    /// The conversion: it only fills a struct (SPDK's defaults first, from
+    /// `spdk_app_opts_init`), so unit tests check it. The log flags (SPDK
+    /// globals) and the PCI lists (malloc'ed for SPDK) are `run`'s.
+    fn new(o: &AppOptions) -> Result<SpdkAppOpts> {
+        // SAFETY: spdk_app_opts_init fills every field of a zeroed struct we own.
+        let mut opts: sys::spdk_app_opts = unsafe { std::mem::zeroed() };
+        // SAFETY: `opts` is a valid, writable spdk_app_opts.
+        unsafe { sys::spdk_app_opts_init(&mut opts) };
+        let mut spdk = SpdkAppOpts {
+            opts,
+            strings: Vec::new(),
+        };
+        spdk.opts.name = spdk.keep("name", &o.name)?;
+        if let Some(p) = &o.config_file {
+            spdk.opts.config_file = spdk.keep("config file", &p.to_string_lossy())?;
+        }
+        if let Some(p) = &o.json_config_file {
+            spdk.opts.json_config_file = spdk.keep("JSON config", &p.to_string_lossy())?;
+        }
+        spdk.opts.json_config_ignore_errors = o.json_config_ignore_errors;
+        if let Some(addr) = &o.rpc_addr {
+            spdk.opts.rpc_addr = spdk.keep("RPC address", addr)?;
+        }
+        if let Some(mask) = &o.reactor_mask {
+            spdk.opts.reactor_mask = spdk.keep("core mask", mask)?;
+        }
+        if let Some(mask) = &o.tpoint_group_mask {
+            spdk.opts.tpoint_group_mask = spdk.keep("tracepoint mask", mask)?;
+        }
+        spdk.opts.enable_coredump = o.enable_coredump;
+        if o.silence_noticelog {
+            spdk.opts.print_level = sys::SPDK_LOG_WARN;
+        }
+        spdk.opts.delay_subsystem_init = o.wait_for_rpc;
+        if let Some(n) = o.num_trace_entries {
+            spdk.opts.num_entries = n;
+        }
+        spdk.set_env(&o.env)?;
+        Ok(spdk)
+    }
+
+    fn set_env(&mut self, env: &EnvOptions) -> Result<()> {
+        if let Some(id) = env.shm_id {
+            self.opts.shm_id = id;
+        }
+        if let Some(n) = env.mem_channel {
+            self.opts.mem_channel = n;
+        }
+        if let Some(core) = env.master_core {
+            self.opts.master_core = core;
+        }
+        match (env.mem_size_mb, env.no_huge) {
+            (Some(mb), _) => self.opts.mem_size = mb,
+            (None, true) => self.opts.mem_size = NO_HUGE_DEFAULT_MEM_MB,
+            (None, false) => {}
+        }
+        self.opts.no_pci = env.no_pci || env.no_huge;
+        self.opts.hugepage_single_segments = env.hugepage_single_segments;
+        self.opts.unlink_hugepage = env.unlink_hugepage;
+        if let Some(dir) = &env.hugedir {
+            self.opts.hugedir = self.keep("hugepage dir", &dir.to_string_lossy())?;
+        }
+        match (&env.iova_mode, env.no_huge) {
+            (Some(mode), _) => self.opts.iova_mode = self.keep("IOVA mode", mode)?,
+            (None, true) => self.opts.iova_mode = self.keep("IOVA mode", "va")?,
+            (None, false) => {}
+        }
+        if let Some(addr) = env.base_virtaddr {
+            self.opts.base_virtaddr = addr;
+        }
+        if env.no_huge {
+            // 20.07 passes env_context to DPDK as exactly one argument.
+            self.opts.env_context = self.keep("env context", "--no-huge")? as *mut c_void;
+        }
+        Ok(())
+    }
+
+    /// Keeps `s` as a C string for as long as the options, and points at it.
+    fn keep(&mut self, what: &str, s: &str) -> Result<*const std::os::raw::c_char> {
+        let c = c_string(what, s)?;
+        let ptr = c.as_ptr();
+        self.strings.push(c);
+        Ok(ptr)
+    }
+
+    /// The PCI block or allow list, malloc'ed for SPDK, which frees it.
+    fn set_pci_lists(&mut self, env: &EnvOptions) -> Result<()> {
+        let (list, addrs) = if env.pci_allowed.is_empty() {
+            (&mut self.opts.pci_blacklist, &env.pci_blocked)
+        } else {
+            (&mut self.opts.pci_whitelist, &env.pci_allowed)
+        };
+        if !addrs.is_empty() {
+            *list = pci_addr_array(addrs)?;
+            self.opts.num_pci_addr = addrs.len();
+        }
+        Ok(())
     }
 }
 
@@ -761,6 +775,51 @@ fn not_running(what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn c(p: *const std::os::raw::c_char) -> String {
+        // SAFETY: NULL or a string the SpdkAppOpts under test keeps.
+        unsafe { crate::cstr::from_c(p) }
+    }
+
+    #[test]
+    fn the_conversion_to_spdk_app_opts_keeps_spdks_defaults_and_sets_what_is_given() {
+        let defaults = SpdkAppOpts::new(&AppOptions::new("t")).unwrap();
+        assert_eq!(c(defaults.opts.name), "t");
+        assert_eq!(c(defaults.opts.rpc_addr), "/var/tmp/spdk.sock");
+        assert!(defaults.opts.iova_mode.is_null() && defaults.opts.env_context.is_null());
+        assert!(!defaults.opts.no_pci && defaults.opts.enable_coredump);
+
+        let o = AppOptions::new("nvmf")
+            .rpc_addr("/tmp/x.sock")
+            .reactor_mask("0x3")
+            .shm_id(7)
+            .silence_noticelog(true)
+            .wait_for_rpc(true)
+            .enable_coredump(false)
+            .no_huge(true);
+        let spdk = SpdkAppOpts::new(&o).unwrap();
+        assert_eq!(c(spdk.opts.rpc_addr), "/tmp/x.sock");
+        assert_eq!(c(spdk.opts.reactor_mask), "0x3");
+        assert_eq!(spdk.opts.shm_id, 7);
+        assert_eq!(spdk.opts.print_level, sys::SPDK_LOG_WARN);
+        assert!(spdk.opts.delay_subsystem_init && !spdk.opts.enable_coredump);
+        // --no-huge: DPDK's flag as the one env_context argument, IOVA va,
+        // no PCI, and 1 GiB unless a size is given.
+        assert_eq!(c(spdk.opts.env_context as *const _), "--no-huge");
+        assert_eq!(c(spdk.opts.iova_mode), "va");
+        assert!(spdk.opts.no_pci);
+        assert_eq!(spdk.opts.mem_size, NO_HUGE_DEFAULT_MEM_MB);
+        let sized = SpdkAppOpts::new(&o.clone().mem_size_mb(300).iova_mode("pa")).unwrap();
+        assert_eq!(
+            (sized.opts.mem_size, c(sized.opts.iova_mode)),
+            (300, "pa".into())
+        );
+
+        match SpdkAppOpts::new(&AppOptions::new("t").rpc_addr("a\0b")) {
+            Err(e) => assert!(e.to_string().contains("NUL"), "{e}"),
+            Ok(_) => panic!("a NUL byte in the RPC address was taken"),
+        }
+    }
 
     #[test]
     fn conflicting_options_are_refused_before_spdk_starts() {

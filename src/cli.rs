@@ -175,66 +175,76 @@ impl Args {
         Ok(limits)
     }
 
-    /// The application options these flags ask for, named `nvmf` as in the C binary.
+    /// The application options these flags ask for, named `nvmf` as in the
+    /// C binary (`AppOptions::try_from`).
     pub fn app_options(&self) -> Result<AppOptions> {
-        if !self.logflag.is_empty() && !crate::sys::DEBUG_BUILD {
+        AppOptions::try_from(self)
+    }
+}
+
+impl TryFrom<&Args> for AppOptions {
+    type Error = Error;
+
+    /// The application options the flags ask for, named `nvmf` as in the C binary.
+    fn try_from(args: &Args) -> Result<AppOptions> {
+        if !args.logflag.is_empty() && !crate::sys::DEBUG_BUILD {
             return Err(Error::InvalidArgument(
                 "nvmf_tgt must be configured with --enable-debug for -L flag".into(),
             ));
         }
         let mut o = AppOptions::new("nvmf")
-            .rpc_addr(&self.rpc_socket)
-            .json_config_ignore_errors(self.json_ignore_init_errors)
-            .enable_coredump(!self.limit_coredump)
-            .hugepage_single_segments(self.single_file_segments)
-            .silence_noticelog(self.silence_noticelog)
-            .no_pci(self.no_pci)
-            .wait_for_rpc(self.wait_for_rpc)
-            .unlink_hugepage(self.huge_unlink)
-            .no_huge(self.no_huge);
-        if let Some(v) = &self.config {
+            .rpc_addr(&args.rpc_socket)
+            .json_config_ignore_errors(args.json_ignore_init_errors)
+            .enable_coredump(!args.limit_coredump)
+            .hugepage_single_segments(args.single_file_segments)
+            .silence_noticelog(args.silence_noticelog)
+            .no_pci(args.no_pci)
+            .wait_for_rpc(args.wait_for_rpc)
+            .unlink_hugepage(args.huge_unlink)
+            .no_huge(args.no_huge);
+        if let Some(v) = &args.config {
             o = o.config_file(v);
         }
-        if let Some(v) = &self.json {
+        if let Some(v) = &args.json {
             o = o.json_config_file(v);
         }
-        if let Some(v) = &self.tpoint_group_mask {
+        if let Some(v) = &args.tpoint_group_mask {
             o = o.tpoint_group_mask(v);
         }
-        if let Some(v) = self.shm_id {
+        if let Some(v) = args.shm_id {
             o = o.shm_id(v);
         }
-        if let Some(v) = &self.cpumask {
+        if let Some(v) = &args.cpumask {
             o = o.reactor_mask(v);
         }
-        if let Some(v) = self.mem_channels {
+        if let Some(v) = args.mem_channels {
             o = o.mem_channel(v);
         }
-        if let Some(v) = self.master_core {
+        if let Some(v) = args.master_core {
             o = o.master_core(v);
         }
-        if let Some(v) = self.mem_size {
+        if let Some(v) = args.mem_size {
             o = o.mem_size_mb(v);
         }
-        if let Some(v) = &self.huge_dir {
+        if let Some(v) = &args.huge_dir {
             o = o.hugedir(v);
         }
-        if let Some(v) = &self.iova_mode {
+        if let Some(v) = &args.iova_mode {
             o = o.iova_mode(v);
         }
-        if let Some(v) = self.base_virtaddr {
+        if let Some(v) = args.base_virtaddr {
             o = o.base_virtaddr(v);
         }
-        if let Some(v) = self.num_trace_entries {
+        if let Some(v) = args.num_trace_entries {
             o = o.num_trace_entries(v);
         }
-        for f in &self.logflag {
+        for f in &args.logflag {
             o = o.log_flag(f);
         }
-        for b in &self.pci_blacklist {
+        for b in &args.pci_blacklist {
             o = o.pci_block(b);
         }
-        for w in &self.pci_whitelist {
+        for w in &args.pci_whitelist {
             o = o.pci_allow(w);
         }
         Ok(o)
