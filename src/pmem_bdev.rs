@@ -455,6 +455,14 @@ impl Workers {
     }
 }
 
+impl Drop for Workers {
+    /// Workers dropped without [`Workers::stop`] (a bdev whose registration
+    /// failed) still end: their queue closes, which wakes and ends them.
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
 /// A worker: jobs until the queue closes. Whatever panics while a job runs
 /// (the pool I/O, the CPU budget's accounting, a log line), the job drops
 /// while unwinding, which fails its I/O and uncounts it, and the worker
@@ -569,6 +577,36 @@ async fn rpc_delete(method: &str, params: Option<Value>) -> rpc::RpcResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Threads of this process whose name starts with `pmem` (workers).
+    fn worker_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter(|t| {
+                let comm = t.as_ref().unwrap().path().join("comm");
+                std::fs::read_to_string(comm).is_ok_and(|n| n.starts_with("pmem"))
+            })
+            .count()
+    }
+
+    #[test]
+    fn workers_dropped_without_stop_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::create_with_blocks(dir.path().join("p"), 512, 64, 0o600).unwrap();
+        let before = worker_threads();
+        let workers = Workers::start("t", &Arc::new(pool), 3).unwrap();
+        assert_eq!(worker_threads(), before + 3);
+        drop(workers);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while worker_threads() > before && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            worker_threads(),
+            before,
+            "workers left waiting on their queue"
+        );
+    }
 
     #[test]
     fn io_threads_parse_and_refuse() {
