@@ -164,15 +164,14 @@ pub fn spdk_version_string() -> String {
 }
 
 impl Args {
-    /// The limits on NVMe/TCP connections waiting for a Fabrics Connect.
-    pub fn tcp_connect_limits(&self) -> Result<crate::tcp_admission::ConnectLimits> {
-        let limits = crate::tcp_admission::ConnectLimits {
+    /// The limits on NVMe/TCP connections waiting for a Fabrics Connect
+    /// (checked when applied: `ConnectLimits::apply`).
+    pub fn tcp_connect_limits(&self) -> crate::tcp_admission::ConnectLimits {
+        crate::tcp_admission::ConnectLimits {
             max_waiting: self.tcp_max_waiting_connects,
             max_waiting_per_address: self.tcp_max_waiting_connects_per_address,
             deadline: std::time::Duration::from_secs(self.tcp_connect_timeout.into()),
-        };
-        limits.validate()?;
-        Ok(limits)
+        }
     }
 
     /// The application options these flags ask for, named `nvmf` as in the

@@ -187,7 +187,7 @@ impl BlockDevice for TestDisk {
 
     fn submit(&self, submitted: &std::cell::Cell<u64>, mut io: BdevIo) {
         submitted.set(submitted.get() + 1);
-        let (lba, io_type) = (io.offset_blocks(), io.io_type());
+        let lba = io.offset_blocks();
         if lba == PANIC_BLOCK {
             panic!("block {PANIC_BLOCK} is cursed");
         }
@@ -202,20 +202,7 @@ impl BlockDevice for TestDisk {
             });
             return;
         }
-        let mut data = self.data.lock().unwrap();
-        let mut at = lba as usize * BS;
-        if io_type == IoType::Read {
-            for s in io.segments_mut() {
-                s.copy_from_slice(&data[at..at + s.len()]);
-                at += s.len();
-            }
-        } else {
-            for s in io.segments() {
-                data[at..at + s.len()].copy_from_slice(s);
-                at += s.len();
-            }
-        }
-        drop(data);
+        ram_transfer(&mut self.data.lock().unwrap(), &mut io);
         io.complete(IoStatus::Success);
     }
 

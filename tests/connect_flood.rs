@@ -50,48 +50,15 @@ fn serve(dir: &Path) -> (Target, u16) {
     (t, port)
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Footprint {
-    fds: usize,
-    huge_kib: u64,
-}
-
-fn footprint(pid: u32) -> Footprint {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let huge_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("HugetlbPages:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    Footprint { fds, huge_kib }
-}
-
 /// Waits up to `within` for the target's descriptors to come down to `fds`.
 fn settled(pid: u32, fds: usize, within: Duration) -> Footprint {
-    let until = Instant::now() + within;
-    let mut now = footprint(pid);
-    while Instant::now() < until && now.fds > fds {
-        std::thread::sleep(Duration::from_millis(200));
-        now = footprint(pid);
-    }
-    now
+    fds_settled(pid, fds, within, Duration::from_millis(200))
 }
 
-/// ICReq, read the ICResp: Err if the target closed the connection first
-/// (it refuses connections beyond its limits that way).
+/// `host::negotiate`, waiting at most 5 s for the ICResp.
 fn negotiate(s: &mut TcpStream) -> Result<(), String> {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&wire::icreq(0, 0, Default::default(), 0).encode())
-        .map_err(|e| format!("ICReq: {e}"))?;
-    let mut icresp = [0u8; 128];
-    s.read_exact(&mut icresp)
-        .map_err(|e| format!("no ICResp: {e}"))?;
-    (icresp[0] == wire::ICRESP)
-        .then_some(())
-        .ok_or_else(|| format!("PDU type {:#x} instead of an ICResp", icresp[0]))
+    host::negotiate(s)
 }
 
 /// A host from `src`: a controller with one I/O queue, one block written
@@ -101,11 +68,9 @@ fn host_from(src: Ipv4Addr, port: u16, fill: u8) -> Result<(), String> {
         let mut s = connect_from(src, port).map_err(|e| format!("connect: {e}"))?;
         s.set_nodelay(true).ok();
         negotiate(&mut s)?;
-        let sqsize = if qid == 0 { 31 } else { 127 };
-        let (sqe, data) = wire::connect(1, qid, sqsize, 0, cntlid, NQN, HOSTNQN);
-        let (status, dw0) = host::command(&mut s, sqe, data);
+        let (s, status, cntlid) = host::connect_on(s, NQN, HOSTNQN, qid, cntlid);
         (status == 0)
-            .then_some((s, dw0 as u16))
+            .then_some((s, cntlid))
             .ok_or_else(|| format!("Connect of queue {qid}: status {status:#x}"))
     };
     let (mut admin, cntlid) = connect(0, 0xFFFF)?;

@@ -468,33 +468,6 @@ fn a_capsule_whose_data_offset_overruns_the_header_buffer_is_refused() {
     assert!(t.stop().success(), "{}", t.log_text());
 }
 
-/// A process's open file descriptors, resident memory and hugepage memory (KiB).
-#[derive(Clone, Copy, Debug)]
-struct Footprint {
-    fds: usize,
-    rss_kib: u64,
-    huge_kib: u64,
-}
-
-fn footprint(pid: u32) -> Footprint {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    Footprint {
-        fds,
-        rss_kib: kib("VmRSS:"),
-        huge_kib: kib("HugetlbPages:"),
-    }
-}
-
 /// The source address of the abuse below (SPDK's identify, the new host,
 /// connects from 127.0.0.1): one address may hold only 128 of the slots
 /// for connections waiting for a Fabrics Connect (vendor/patches/0022).
@@ -545,12 +518,12 @@ fn abuse_round(pid: u32, port: u16) -> Footprint {
 /// Waits (up to SPDK's 30 s qpair timeout and a margin) for the descriptors
 /// to come back to `fds` and returns the footprint then.
 fn settled(pid: u32, fds: usize) -> Footprint {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut now = footprint(pid);
-    while Instant::now() < deadline && now.fds > fds {
-        std::thread::sleep(Duration::from_millis(500));
-        now = footprint(pid);
-    }
+    fds_settled(
+        pid,
+        fds,
+        Duration::from_secs(40),
+        Duration::from_millis(500),
+    );
     std::thread::sleep(Duration::from_secs(1));
     footprint(pid)
 }

@@ -53,21 +53,7 @@ struct Channel {
 
 /// Reads or writes the RAM behind the device, and completes the I/O.
 fn execute(data: &Mutex<Vec<u8>>, mut io: BdevIo) {
-    {
-        let mut data = data.lock().unwrap();
-        let mut at = io.offset_blocks() as usize * BS;
-        if io.io_type() == IoType::Read {
-            for s in io.segments_mut() {
-                s.copy_from_slice(&data[at..at + s.len()]);
-                at += s.len();
-            }
-        } else {
-            for s in io.segments() {
-                data[at..at + s.len()].copy_from_slice(s);
-                at += s.len();
-            }
-        }
-    }
+    ram_transfer(&mut data.lock().unwrap(), &mut io);
     io.complete(IoStatus::Success);
 }
 

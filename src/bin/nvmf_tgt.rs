@@ -15,14 +15,14 @@ fn main() {
             "Deprecation warning: The maximum allowed latency parameter is no longer supported."
         );
     }
-    let (options, connect_limits) = match (args.app_options(), args.tcp_connect_limits()) {
-        (Ok(o), Ok(l)) => (o, l),
-        (Err(e), _) | (_, Err(e)) => {
+    let options = match args.app_options() {
+        Ok(o) => o,
+        Err(e) => {
             eprintln!("nvmf_tgt: {e}");
             std::process::exit(2);
         }
     };
-    if let Err(e) = connect_limits.apply() {
+    if let Err(e) = args.tcp_connect_limits().apply() {
         eprintln!("nvmf_tgt: {e}");
         std::process::exit(2);
     }

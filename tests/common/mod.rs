@@ -672,3 +672,61 @@ pub fn bdevperf_succeeded(status: std::process::ExitStatus, out: &str) -> Result
         Err(format!("bdevperf did no I/O:\n{out}"))
     }
 }
+
+/// A process's open file descriptors, resident memory and hugepage memory
+/// (KiB), from /proc.
+#[derive(Clone, Copy, Debug)]
+pub struct Footprint {
+    pub fds: usize,
+    pub rss_kib: u64,
+    pub huge_kib: u64,
+}
+
+pub fn footprint(pid: u32) -> Footprint {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Footprint {
+        fds,
+        rss_kib: kib("VmRSS:"),
+        huge_kib: kib("HugetlbPages:"),
+    }
+}
+
+/// Looks every `every`, for up to `within`, until process `pid` holds no
+/// more than `fds` descriptors; returns its footprint then.
+pub fn fds_settled(pid: u32, fds: usize, within: Duration, every: Duration) -> Footprint {
+    let until = Instant::now() + within;
+    let mut now = footprint(pid);
+    while Instant::now() < until && now.fds > fds {
+        std::thread::sleep(every);
+        now = footprint(pid);
+    }
+    now
+}
+
+/// A RAM disk's part of a bdev module's I/O: a read copies from `data` into
+/// the I/O's buffers, a write the other way, from block `offset_blocks`.
+pub fn ram_transfer(data: &mut [u8], io: &mut spdk_pmem::bdev::module::BdevIo) {
+    use spdk_pmem::bdev::module::IoType;
+    let mut at = io.offset_blocks() as usize * io.block_size() as usize;
+    if io.io_type() == IoType::Read {
+        for s in io.segments_mut() {
+            s.copy_from_slice(&data[at..at + s.len()]);
+            at += s.len();
+        }
+    } else {
+        for s in io.segments() {
+            data[at..at + s.len()].copy_from_slice(s);
+            at += s.len();
+        }
+    }
+}

@@ -12,12 +12,22 @@ pub fn negotiated(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_nodelay(true).ok();
-    s.write_all(&wire::icreq(0, 0, Default::default(), 0).encode())
-        .unwrap();
-    let mut icresp = [0u8; 128];
-    s.read_exact(&mut icresp).expect("ICResp");
-    assert_eq!(icresp[0], wire::ICRESP);
+    negotiate(&mut s).unwrap();
     s
+}
+
+/// ICReq, then the ICResp read back (no digests): Err when the target
+/// closed the connection instead (it refuses connections beyond its limits
+/// that way) or answered something else.
+pub fn negotiate(s: &mut TcpStream) -> Result<(), String> {
+    s.write_all(&wire::icreq(0, 0, Default::default(), 0).encode())
+        .map_err(|e| format!("ICReq: {e}"))?;
+    let mut icresp = [0u8; 128];
+    s.read_exact(&mut icresp)
+        .map_err(|e| format!("no ICResp: {e}"))?;
+    (icresp[0] == wire::ICRESP)
+        .then_some(())
+        .ok_or_else(|| format!("PDU type {:#x} instead of an ICResp", icresp[0]))
 }
 
 /// Sends one capsule and returns the (status, dword 0) of its response.
@@ -43,7 +53,17 @@ pub fn connect_as(
     qid: u16,
     cntlid: u16,
 ) -> (TcpStream, u16, u16) {
-    let mut s = negotiated(port);
+    connect_on(negotiated(port), subnqn, hostnqn, qid, cntlid)
+}
+
+/// [`connect_as`] on a connection that has done ICReq/ICResp.
+pub fn connect_on(
+    mut s: TcpStream,
+    subnqn: &str,
+    hostnqn: &str,
+    qid: u16,
+    cntlid: u16,
+) -> (TcpStream, u16, u16) {
     let sqsize = if qid == 0 { 31 } else { 127 };
     let (sqe, data) = wire::connect(1, qid, sqsize, 0, cntlid, subnqn, hostnqn);
     let (status, dw0) = command(&mut s, sqe, data);
