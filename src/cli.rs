@@ -123,6 +123,11 @@ pub struct Args {
     #[arg(long = "pmem-busy-cpu-limit", value_name = "PERCENT", default_value = "10",
           value_parser = parse_percent)]
     pub pmem_busy_cpu_limit: f64,
+    /// The CPUs the Rust pmem module's worker threads may run on, as a
+    /// hexadecimal mask like -m's; every online CPU if not given. Not in
+    /// SPDK 20.07.
+    #[arg(long = "pmem-io-cpumask", value_name = "MASK", value_parser = parse_cpumask)]
+    pub pmem_io_cpumask: Option<crate::pmem_bdev::placement::CpuMask>,
     /// How many NVMe/TCP connections may wait for a Fabrics Connect at
     /// once, from all sources; more are closed when accepted. Not in SPDK
     /// 20.07.
@@ -147,6 +152,10 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
         Ok(p) if (0.1..=100.0).contains(&p) => Ok(p),
         _ => Err(format!("{s:?}: give a percentage from 0.1 to 100")),
     }
+}
+
+fn parse_cpumask(s: &str) -> std::result::Result<crate::pmem_bdev::placement::CpuMask, String> {
+    crate::pmem_bdev::placement::CpuMask::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_io_threads(s: &str) -> std::result::Result<crate::pmem_bdev::IoThreads, String> {

@@ -47,6 +47,7 @@ use crate::sync::{Arc, InFlight, InFlightGuard, WorkQueue};
 use crate::thread::AppThread;
 
 pub mod cpu_budget;
+pub mod placement;
 
 /// The bdev module's name (SPDK's C one is `pmem`).
 pub const MODULE_NAME: &str = "pmem_rs";
@@ -99,43 +100,6 @@ fn btt_lanes() -> usize {
     // SAFETY: sysconf only reads.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     2 * (cpus.max(1) as usize)
-}
-
-/// Every online CPU: a thread started from a reactor inherits its
-/// single-core affinity, and the workers are better off where the scheduler
-/// finds room (measured, README "The two pmem modules").
-fn all_cpus() -> libc::cpu_set_t {
-    // SAFETY: cpu_set_t is a plain bit set; CPU_SET stays inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: sysconf only reads.
-    let cpus = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize)
-        .min(libc::CPU_SETSIZE as usize);
-    for cpu in 0..cpus {
-        // SAFETY: cpu < CPU_SETSIZE.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-    }
-    set
-}
-
-/// A worker's scheduling: any CPU, and real-time priority (SCHED_FIFO 1),
-/// falling back to nice -20 without CAP_SYS_NICE. A worker runs a few
-/// microseconds between msyncs and sleeps otherwise; where reactors and
-/// initiators busy-poll every core, each wake-up at the default priority
-/// waited for its turn. Measured through the target, four workers wrote
-/// about 2,000 blocks/s at the default priority or pinned beside the
-/// initiator, 2,600 at nice -20 and 2,860 under SCHED_FIFO (README). A
-/// worker never spins, so it cannot starve a reactor; Linux's real-time
-/// throttling would stop one that did.
-fn schedule_worker(cpus: &libc::cpu_set_t) {
-    // SAFETY: sets the calling thread's own affinity and scheduling from
-    // valid arguments; failures leave them as they were.
-    unsafe {
-        libc::sched_setaffinity(0, std::mem::size_of_val(cpus), cpus);
-        let fifo = libc::sched_param { sched_priority: 1 };
-        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -20);
-        }
-    }
 }
 
 /// Whether the file lives in memory, where libpmem's msync costs nothing.
@@ -201,6 +165,7 @@ pub fn create(app: AppThread, pool_path: &Path, name: &str, io_threads: IoThread
         pool,
         path: pool_path.to_path_buf(),
         workers,
+        windows: Arc::new(cpu_budget::BusyWindows::default()),
     };
     module.register_bdev(app, props, disk)
 }
@@ -230,6 +195,8 @@ struct PmemDisk {
     pool: Arc<Pool>,
     path: PathBuf,
     workers: Option<Workers>,
+    /// How busy the threads doing its I/O were.
+    windows: Arc<cpu_budget::BusyWindows>,
 }
 
 impl BlockDevice for PmemDisk {
@@ -249,7 +216,7 @@ impl BlockDevice for PmemDisk {
     }
 
     fn create_channel(&self) -> Result<cpu_budget::ThreadWatch> {
-        cpu_budget::ThreadWatch::start()
+        cpu_budget::ThreadWatch::start(self.windows.clone())
     }
 
     fn submit(&self, _channel: &cpu_budget::ThreadWatch, mut io: BdevIo) {
@@ -279,6 +246,7 @@ impl BlockDevice for PmemDisk {
     }
 
     fn dump_info_json(&self) -> Option<Value> {
+        let (watched, busy) = self.windows.counts();
         Some(json!({
             "pmem": {
                 "pmem_file": self.path,
@@ -287,6 +255,8 @@ impl BlockDevice for PmemDisk {
                 "busy_cpu_limit_percent": cpu_budget::limit() as f64 / 10.0,
                 "budget_waits": self.workers.as_ref()
                     .map_or(0, |w| w.budget_waits.load(Ordering::Relaxed)),
+                "watched_windows": watched,
+                "busy_windows": busy,
             }
         }))
     }
@@ -388,13 +358,13 @@ impl Workers {
         let budget_waits = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::with_capacity(count);
         let serial = WORKER_SERIAL.fetch_add(1, Ordering::Relaxed);
-        let cpus = all_cpus();
+        let cpus = placement::worker_cpus();
         for i in 0..count {
             let (jobs, pool, waits) = (queue.clone(), pool.clone(), budget_waits.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("pmem{serial}.{i}"))
                 .spawn(move || {
-                    schedule_worker(&cpus);
+                    placement::schedule_worker(&cpus);
                     work(&jobs, &pool, &waits)
                 });
             match spawned {

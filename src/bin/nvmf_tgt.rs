@@ -33,6 +33,7 @@ fn main() {
         spdk_pmem::pmem_bdev::cpu_budget::set_limit(
             (args.pmem_busy_cpu_limit * 10.0).round() as u32
         );
+        spdk_pmem::pmem_bdev::placement::set_worker_cpus(args.pmem_io_cpumask.clone());
         if let Err(e) = spdk_pmem::pmem_bdev::serve_spdk_rpcs(args.pmem_io_threads) {
             eprintln!("nvmf_tgt: {e}");
             std::process::exit(1);

@@ -4,30 +4,33 @@
 //! ([`Mailbox`]). Reactors and real-time workers meet here, so none of
 //! them spins: a thread that must wait sleeps on a futex (std's `Mutex`
 //! spins a bounded hundred rounds first), and the reactor side never waits
-//! at all where it can avoid it ([`Mailbox::take_into`]).
+//! at all where it can avoid it ([`Mailbox::take_into`]). The workers'
+//! CPU time per CPU ([`CpuTimes`]) tells a reactor's watch what they took.
 //!
 //! Built with `RUSTFLAGS="--cfg loom"`, these types use the `loom` crate's
 //! primitives instead of std's, and their tests explore every interleaving
 //! of the threads they start (`scripts/test.sh` runs them).
 
+mod cpu_times;
 mod in_flight;
 mod mailbox;
 mod work_queue;
 
+pub use cpu_times::CpuTimes;
 pub use in_flight::{InFlight, InFlightGuard};
 pub use mailbox::Mailbox;
 pub use work_queue::WorkQueue;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 /// loom's `try_lock` reports std's error type.
 pub(crate) use std::sync::TryLockError;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 
