@@ -23,7 +23,7 @@ use spdk_pmem::bdev::io::Descriptor;
 use spdk_pmem::bdev::module::{BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Module};
 use spdk_pmem::nvmf::{ListenAddress, SubsystemConfig, Target, TransportKind};
 use spdk_pmem::rpc::{self, RpcError, RpcStates};
-use spdk_pmem::thread::{self, AppThread, Spdk};
+use spdk_pmem::thread::{self, AppThread};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -143,8 +143,9 @@ struct CreateParams {
 
 /// Writes a pattern to the first 64 blocks through the bdev I/O API and
 /// reads it back.
-async fn verify(spdk: Spdk, name: &str) -> anyhow::Result<u64> {
-    let desc = Descriptor::open(spdk, name, true)?;
+async fn verify(app: AppThread, name: &str) -> anyhow::Result<u64> {
+    let spdk = app.spdk();
+    let desc = Descriptor::open(app, name, true)?;
     let ch = desc.channel()?;
     let bs = desc.block_size() as usize;
     let blocks = desc.num_blocks().min(64);
@@ -171,9 +172,7 @@ async fn verify(spdk: Spdk, name: &str) -> anyhow::Result<u64> {
 async fn configure(args: &Args) -> anyhow::Result<()> {
     let app = AppThread::here()?;
     create_ram_bdev(app, "ram0", args.blocks, 4096).context("RAM bdev")?;
-    let checked = verify(app.spdk(), "ram0")
-        .await
-        .context("in-process check")?;
+    let checked = verify(app, "ram0").await.context("in-process check")?;
     println!("verified {checked} blocks of ram0 through the bdev I/O API");
 
     let target = Target::default_target(app).context("the nvmf subsystem has no target")?;

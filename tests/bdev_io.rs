@@ -54,9 +54,10 @@ async fn write(ch: &IoChannel, spdk: Spdk, lba: u64, data: &[u8]) -> Result<(), 
 }
 
 /// Reads, writes and the other I/O types against one pmem bdev.
-async fn exercise_pmem(spdk: Spdk, name: &str, bad_block: u64) -> Outcome {
+async fn exercise_pmem(app: AppThread, name: &str, bad_block: u64) -> Outcome {
+    let spdk = app.spdk();
     let fail = |what: &str, e: &dyn std::fmt::Debug| format!("{name}: {what}: {e:?}");
-    let desc = Descriptor::open(spdk, name, true).map_err(|e| fail("open", &e))?;
+    let desc = Descriptor::open(app, name, true).map_err(|e| fail("open", &e))?;
     let ch = desc.channel().map_err(|e| fail("channel", &e))?;
     let last = desc.num_blocks() - 1;
 
@@ -148,7 +149,7 @@ async fn exercise_pmem(spdk: Spdk, name: &str, bad_block: u64) -> Outcome {
         Err(Error::InvalidArgument(m)) if m.contains("whole number") => {}
         other => return Err(fail("partial block buffer", &other)),
     }
-    let ro = Descriptor::open(spdk, name, false).map_err(|e| fail("open read-only", &e))?;
+    let ro = Descriptor::open(app, name, false).map_err(|e| fail("open read-only", &e))?;
     let ro_ch = ro.channel().map_err(|e| fail("read-only channel", &e))?;
     match write(&ro_ch, spdk, 0, &eight[..BS]).await {
         Err(Error::InvalidArgument(m)) if m.contains("read-only") => {}
@@ -260,7 +261,7 @@ async fn exercise_module(app: AppThread, sock: PathBuf) -> Outcome {
         return Err(fail("dump_info_json in bdev_get_bdevs", &shown));
     }
 
-    let desc = Descriptor::open(spdk, "ram0", true).map_err(|e| fail("open", &e))?;
+    let desc = Descriptor::open(app, "ram0", true).map_err(|e| fail("open", &e))?;
     let ch = desc.channel().map_err(|e| fail("channel", &e))?;
     write(&ch, spdk, 3, &pattern(7, 2 * BS))
         .await
@@ -326,7 +327,6 @@ async fn exercise_module(app: AppThread, sock: PathBuf) -> Outcome {
 
 async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
     let app = AppThread::here().map_err(|e| e.to_string())?;
-    let spdk = app.spdk();
     let mut pools = Vec::new();
     for (name, threads) in [
         ("pm_inline", IoThreads::Inline),
@@ -334,7 +334,7 @@ async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
     ] {
         let pool = dir.join(format!("{name}.pool"));
         pmem_bdev::create(app, &pool, name, threads).map_err(|e| format!("{name}: {e}"))?;
-        exercise_pmem(spdk, name, BAD_BLOCK).await?;
+        exercise_pmem(app, name, BAD_BLOCK).await?;
         pools.push((name, pool));
     }
     exercise_module(app, sock).await?;

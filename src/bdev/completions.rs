@@ -107,3 +107,22 @@ impl ChannelCompletions {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Off an SPDK thread the poller cannot register: the channel hands out
+    /// no queue (an I/O deferred into one would never complete; before, it
+    /// got a queue without a poller) and keeps none half-started.
+    #[test]
+    fn no_queue_without_its_poller() {
+        let completions = ChannelCompletions::default();
+        for _ in 0..2 {
+            let e = completions.queue().err().expect("no poller, no queue");
+            assert!(e.to_string().contains("SPDK thread"), "{e}");
+            assert!(completions.started.borrow().is_none());
+        }
+        completions.close();
+    }
+}

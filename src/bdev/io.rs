@@ -5,12 +5,13 @@
 //!
 //! ```no_run
 //! use spdk_pmem::bdev::{dma::DmaBuf, io::Descriptor};
-//! use spdk_pmem::thread::{self, Spdk};
+//! use spdk_pmem::thread::{self, AppThread};
 //!
 //! # fn f() -> spdk_pmem::Result<()> {
 //! thread::spawn_local(async {
-//!     let spdk = Spdk::here().unwrap();
-//!     let desc = Descriptor::open(spdk, "pmdk0", true).unwrap();
+//!     let app = AppThread::here().unwrap();
+//!     let spdk = app.spdk();
+//!     let desc = Descriptor::open(app, "pmdk0", true).unwrap();
 //!     let ch = desc.channel().unwrap();
 //!     let mut buf = DmaBuf::new(spdk, desc.block_size() as usize, 0).unwrap();
 //!     buf.fill(0xa5);
@@ -44,7 +45,7 @@ use std::task::{Context, Poll, Waker};
 use crate::bdev::dma::DmaBuf;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread::Spdk;
+use crate::thread::{AppThread, Spdk};
 
 /// An open bdev. Dropping the last handle (with its channels) closes it.
 pub struct Descriptor {
@@ -70,9 +71,17 @@ struct EventCtx {
 }
 
 impl Descriptor {
-    /// Opens the bdev `name` (`spdk_bdev_open_ext`), for writing or read-only.
-    pub fn open(spdk: Spdk, name: &str, write: bool) -> Result<Descriptor> {
-        let spdk = spdk.check()?;
+    /// Opens the bdev `name` (`spdk_bdev_open_ext`), for writing or
+    /// read-only, on the application thread: SPDK looks the name up in its
+    /// bdev list, which registration changes there without a lock.
+    ///
+    /// ```compile_fail,E0308
+    /// # use spdk_pmem::{bdev::io::Descriptor, thread::Spdk};
+    /// let spdk = Spdk::here().unwrap();
+    /// let desc = Descriptor::open(spdk, "pmdk0", true);
+    /// ```
+    pub fn open(app: AppThread, name: &str, write: bool) -> Result<Descriptor> {
+        let spdk = app.check()?.spdk();
         let c_name = crate::cstr::to_c("bdev name", name)?;
         let event_ctx = Box::into_raw(Box::new(EventCtx { inner: Weak::new() }));
         let mut desc = std::ptr::null_mut();
