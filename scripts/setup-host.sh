@@ -17,6 +17,8 @@ fi
 # Build: SPDK 20.07 + DPDK 20.05 (meson, ninja, nasm), PMDK's pmem bdev, bindgen (libclang).
 # Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in.
 # Tests: pmdk-tools' pmempool checks pools after the crash torture.
+# Ceph: librbd/librados for SPDK's RBD bdev; a monitor, an OSD and the ceph
+# and rbd tools for scripts/ceph-dev.sh's one-node cluster.
 PACKAGES=(
   build-essential pkg-config python3 python3-venv meson ninja-build nasm
   libclang-dev clang
@@ -24,6 +26,7 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev
   xz-utils patch ca-certificates debian-archive-keyring procps util-linux
   pmdk-tools
+  librbd-dev librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

@@ -9,7 +9,7 @@
 //! - `SPDK_PMEM_JOBS`: parallel make jobs (default: cargo's jobserver).
 //!
 //! Cargo features choose SPDK's optional parts: `rdma` (default) builds the
-//! RDMA transport, the article's; later parts (RBD, OCF) follow the pattern.
+//! RDMA transport, the article's; `rbd` (default) the Ceph RBD bdev module.
 
 use std::env;
 use std::fs::{self, File};
@@ -97,6 +97,15 @@ const OPTIONAL_PARTS: &[OptionalPart] = &[
         needs: &[
             ("/usr/include/infiniband/verbs.h", "libibverbs-dev"),
             ("/usr/include/rdma/rdma_cma.h", "librdmacm-dev"),
+        ],
+    },
+    // Ceph RBD images as bdevs (bdev_rbd_create), against Debian's Ceph.
+    OptionalPart {
+        feature: "rbd",
+        flags: &["--with-rbd"],
+        needs: &[
+            ("/usr/include/rbd/librbd.h", "librbd-dev"),
+            ("/usr/include/rados/librados.h", "librados-dev"),
         ],
     },
     // AddressSanitizer and UndefinedBehaviorSanitizer in SPDK's C code (its
@@ -476,9 +485,11 @@ fn write_build_info(root: &Path, out_dir: &Path) -> Result<(), String> {
     };
     let info = format!(
         "/// SPDK was configured with `--enable-debug`.\npub const DEBUG_BUILD: bool = {};\n\
-         /// SPDK was configured with `--with-rdma`.\npub const RDMA_BUILD: bool = {};\n",
+         /// SPDK was configured with `--with-rdma`.\npub const RDMA_BUILD: bool = {};\n\
+         /// SPDK was configured with `--with-rbd`.\npub const RBD_BUILD: bool = {};\n",
         enabled("CONFIG_DEBUG"),
         enabled("CONFIG_RDMA"),
+        enabled("CONFIG_RBD"),
     );
     fs::write(out_dir.join("build_info.rs"), info)
         .map_err(|e| format!("writing build_info.rs: {e}"))
