@@ -7,12 +7,17 @@
 # It checks what it shows (serial, namespace size, no I/O errors, data read
 # back equal to what was written) and exits non-zero if any of it is wrong.
 # Set-up (packages, hugepages, SPDK source and build) happens first, idempotently.
+# With --backend rbd the namespace is a Ceph RBD image of scripts/ceph-dev.sh's
+# one-node cluster instead of the pool (started if it is not running, and
+# stopped again if this run started it).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
   cat <<USAGE
 usage: scripts/article.sh [options]
+  --backend B         pmem (the article's: a libpmemblk pool) or rbd (an RBD image
+                      rbd/article on scripts/ceph-dev.sh's cluster; default pmem)
   --pool PATH         libpmemblk pool file (default /dev/shm/pmdk0.pool; reused if it exists)
   --blocks N          blocks in a new pool (default 8192)
   --block-size N      block size in bytes (default 4096)
@@ -26,6 +31,7 @@ usage: scripts/article.sh [options]
 USAGE
 }
 
+backend=pmem
 pool=/dev/shm/pmdk0.pool
 blocks=8192
 bsize=4096
@@ -38,6 +44,7 @@ io_seconds=5
 setup=1
 while [ $# -gt 0 ]; do
   case "$1" in
+    --backend) backend=$2; shift 2 ;;
     --pool) pool=$2; shift 2 ;;
     --blocks) blocks=$2; shift 2 ;;
     --block-size) bsize=$2; shift 2 ;;
@@ -65,6 +72,7 @@ rpc() { python3 "$spdk/scripts/rpc.py" -s "$sock" "$@"; }
 if [ -z "$transport" ]; then
   if ls /sys/class/infiniband/* >/dev/null 2>&1; then transport=rdma; else transport=tcp; fi
 fi
+case "$backend" in pmem) bdev=pmdk0 ;; rbd) bdev=rbd0 ;; *) echo "article: --backend must be pmem or rbd" >&2; exit 2 ;; esac
 trtype=$(echo "$transport" | tr '[:lower:]' '[:upper:]')
 case "$trtype" in TCP|RDMA) ;; *) echo "article: transport must be tcp or rdma" >&2; exit 2 ;; esac
 if [ $(( blocks * bsize % 1048576 )) -ne 0 ]; then
@@ -75,6 +83,7 @@ fi
 work=$(mktemp -d /tmp/spdk-pmem-article.XXXXXX)
 sock="$work/rpc.sock"
 tgt_pid=""
+ceph_started=0
 cleanup() {
   if [ -n "$tgt_pid" ] && kill -0 "$tgt_pid" 2>/dev/null; then
     kill -INT "$tgt_pid" 2>/dev/null || true
@@ -82,6 +91,9 @@ cleanup() {
     kill -KILL "$tgt_pid" 2>/dev/null || true
   fi
   rm -rf "$work"
+  if [ "$ceph_started" = 1 ]; then
+    bash "$top/scripts/ceph-dev.sh" stop >/dev/null || true
+  fi
 }
 trap cleanup EXIT
 
@@ -98,26 +110,50 @@ for _ in $(seq 300); do
 done
 rpc spdk_get_version | python3 -c 'import json,sys; print("   " + json.load(sys.stdin)["version"])'
 
-step "Pool $pool, pmem bdev pmdk0, subsystem $nqn (the article's rpc.py sequence)"
-if [ -e "$pool" ]; then
-  echo "   reusing the existing pool"
-  if ! info=$(rpc bdev_pmem_get_pool_info "$pool" 2>&1); then
-    echo "article: $pool exists but is not a usable libpmemblk pool:" >&2
-    echo "$info" >&2
-    echo "article: move it away or pass --pool with another path; it was left untouched." >&2
-    exit 1
+if [ "$backend" = pmem ]; then
+  step "Pool $pool, pmem bdev pmdk0, subsystem $nqn (the article's rpc.py sequence)"
+  if [ -e "$pool" ]; then
+    echo "   reusing the existing pool"
+    if ! info=$(rpc bdev_pmem_get_pool_info "$pool" 2>&1); then
+      echo "article: $pool exists but is not a usable libpmemblk pool:" >&2
+      echo "$info" >&2
+      echo "article: move it away or pass --pool with another path; it was left untouched." >&2
+      exit 1
+    fi
   fi
+  SPDK_RPC_PY="$spdk/scripts/rpc.py" bash "$top/scripts/article-rpc.sh" -s "$sock" --pool "$pool" \
+    --mib $(( blocks * bsize / 1048576 )) --block-size "$bsize" --nqn "$nqn" --serial "$serial" \
+    --transport "$trtype" --addr "$addr" --port "$port"
+  rpc bdev_get_bdevs -b pmdk0 | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]; print("   bdev pmdk0: %d blocks of %d bytes (the BTT metadata takes the rest of the pool)" % (b["num_blocks"], b["block_size"]))'
+else
+  step "Ceph: RBD image rbd/article on scripts/ceph-dev.sh's one-node cluster"
+  bash "$top/scripts/ceph-dev.sh" status >/dev/null 2>&1 || ceph_started=1
+  bash "$top/scripts/ceph-dev.sh" start | sed 's/^/   /'
+  eval "$(bash "$top/scripts/ceph-dev.sh" env)"
+  if ! rbd -c "$CEPH_DEV_CONF" info "$CEPH_DEV_POOL/article" >/dev/null 2>&1; then
+    rbd -c "$CEPH_DEV_CONF" create "$CEPH_DEV_POOL/article" --size "$(( blocks * bsize / 1048576 ))M"
+  else
+    echo "   reusing the existing image"
+  fi
+  step "RBD bdev rbd0, subsystem $nqn (SPDK's rpc.py)"
+  for cmd in \
+    "bdev_rbd_create -b rbd0 --user admin --config mon_host=$CEPH_DEV_MON --config key=$CEPH_DEV_KEY $CEPH_DEV_POOL article $bsize" \
+    "nvmf_create_transport -t $trtype" \
+    "nvmf_create_subsystem $nqn -a -s $serial" \
+    "nvmf_subsystem_add_listener $nqn -t $trtype -a $addr -s $port" \
+    "nvmf_subsystem_add_ns $nqn rbd0"; do
+    show "rpc.py ${cmd/key=$CEPH_DEV_KEY/key=...}"
+    # shellcheck disable=SC2086
+    rpc $cmd >/dev/null
+  done
+  rpc bdev_get_bdevs -b rbd0 | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]; r=b["driver_specific"]["rbd"]; print("   bdev rbd0: %d blocks of %d bytes, image %s/%s" % (b["num_blocks"], b["block_size"], r["pool_name"], r["rbd_name"]))'
 fi
-SPDK_RPC_PY="$spdk/scripts/rpc.py" bash "$top/scripts/article-rpc.sh" -s "$sock" --pool "$pool" \
-  --mib $(( blocks * bsize / 1048576 )) --block-size "$bsize" --nqn "$nqn" --serial "$serial" \
-  --transport "$trtype" --addr "$addr" --port "$port"
-rpc bdev_get_bdevs -b pmdk0 | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]; print("   bdev pmdk0: %d blocks of %d bytes (the BTT metadata takes the rest of the pool)" % (b["num_blocks"], b["block_size"]))'
 
 trid="trtype:$trtype adrfam:IPv4 traddr:$addr trsvcid:$port subnqn:$nqn"
 step "SPDK identify over the fabric ($trid)"
 "$spdk/build/examples/identify" -r "$trid" -p 1 >"$work/identify.txt" 2>&1 ||
   { cat "$work/identify.txt" >&2; echo "article: identify failed" >&2; exit 1; }
-num_blocks=$(rpc bdev_get_bdevs -b pmdk0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["num_blocks"])')
+num_blocks=$(rpc bdev_get_bdevs -b "$bdev" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["num_blocks"])')
 python3 - "$work/identify.txt" "$serial" "$num_blocks" "$bsize" <<'PY' || exit 1
 import re, sys
 text, serial, blocks, bsize = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -134,7 +170,7 @@ wrong = []
 if grab(r"^Serial Number:\s+(.*)$") != serial:
     wrong.append("serial number is not %s" % serial)
 if lbas != blocks or size != bsize:
-    wrong.append("namespace 1 is not the pool's %s blocks of %s bytes" % (blocks, bsize))
+    wrong.append("namespace 1 is not the bdev's %s blocks of %s bytes" % (blocks, bsize))
 for w in wrong:
     print("article: identify over the fabric: " + w, file=sys.stderr)
 sys.exit(1 if wrong else 0)
@@ -173,7 +209,14 @@ step "Shutting down"
 kill -INT "$tgt_pid"
 wait "$tgt_pid" && echo "   nvmf_tgt exited cleanly" || { echo "article: nvmf_tgt exited with $?" >&2; exit 1; }
 tgt_pid=""
-echo "   the pool stays at $pool ($(du -h "$pool" | cut -f1)); the next run reuses it"
+if [ "$backend" = pmem ]; then
+  echo "   the pool stays at $pool ($(du -h "$pool" | cut -f1)); the next run reuses it"
+else
+  echo "   the data lives in RBD image $CEPH_DEV_POOL/article of the cluster in ${CEPH_DEV_CONF%/ceph.conf}; see it with"
+  echo "     scripts/ceph-dev.sh start && rbd -c $CEPH_DEV_CONF info $CEPH_DEV_POOL/article"
+  echo "     rbd -c $CEPH_DEV_CONF export $CEPH_DEV_POOL/article FILE"
+  [ "$ceph_started" = 0 ] || echo "   (this run started the cluster and stops it now: scripts/ceph-dev.sh stop)"
+fi
 
 step "A Linux host with nvme-cli would connect with:"
 echo "   nvme connect -t $transport -n $nqn -a $addr -s $port"
