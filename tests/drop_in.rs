@@ -75,10 +75,17 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
         b[0]["supported_io_types"]["flush"] = Value::Null;
         let pmem = b[0]["driver_specific"]["pmem"].as_object_mut().unwrap();
         pmem.insert("pmem_file".into(), Value::from("POOL"));
-        pmem.remove("module");
-        pmem.remove("io_threads");
-        pmem.remove("busy_cpu_limit_percent");
-        pmem.remove("budget_waits");
+        // The Rust module's own fields.
+        for field in [
+            "module",
+            "io_threads",
+            "busy_cpu_limit_percent",
+            "budget_waits",
+            "watched_windows",
+            "busy_windows",
+        ] {
+            pmem.remove(field);
+        }
         b
     };
     assert_eq!(strip(bdevs), strip(c_bdevs));
