@@ -639,7 +639,15 @@ fn static_lib(name: &str, whole: bool) -> String {
 }
 
 fn generate_bindings(root: &Path, manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
-    let bindings = bindgen::Builder::default()
+    let mut builder = bindgen::Builder::default();
+    if env::var_os("CARGO_FEATURE_RBD").is_some() {
+        builder = builder
+            .clang_arg("-DSPDK_PMEM_RBD")
+            .allowlist_function("rados_.*|rbd_.*")
+            .allowlist_type("rados_.*|rbd_.*")
+            .allowlist_var("LIBRADOS_.*|LIBRBD_.*|RBD_.*");
+    }
+    let bindings = builder
         .header(manifest_dir.join("wrapper.h").to_string_lossy())
         .clang_arg(format!("-I{}", root.join("include").display()))
         .clang_arg(format!("-I{}", root.join("module/bdev/pmem").display()))

@@ -18,3 +18,8 @@
 #include "bdev_pmem.h"
 /* Getters for internal state SPDK offers none for (shim/spdk_pmem_shim.c). */
 #include "spdk_pmem_shim.h"
+#ifdef SPDK_PMEM_RBD
+/* Ceph's client libraries, for RBD images served from Rust (feature rbd). */
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#endif

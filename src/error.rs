@@ -26,6 +26,15 @@ pub enum Error {
         /// `pmemblk_errormsg()` at the time of the failure.
         message: String,
     },
+    /// A Ceph client library call (librados, librbd) returned `-errno`.
+    Ceph {
+        /// What was being done, naming the cluster, pool or image.
+        op: String,
+        /// The positive errno Ceph reported.
+        errno: i32,
+        /// What it most likely means and what to check.
+        hint: String,
+    },
     /// An argument was refused before reaching C.
     InvalidArgument(String),
     /// The host lacks something SPDK needs (hugepages, say); the text says what to run.
@@ -73,7 +82,9 @@ impl Error {
     /// The errno behind this error, where there is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Spdk { errno, .. } | Error::Pmem { errno, .. } => Some(*errno),
+            Error::Spdk { errno, .. } | Error::Pmem { errno, .. } | Error::Ceph { errno, .. } => {
+                Some(*errno)
+            }
             Error::BdevRemoved { .. } => Some(libc::ENODEV),
             Error::BdevIo { .. } => Some(libc::EIO),
             _ => None,
@@ -108,6 +119,13 @@ impl fmt::Display for Error {
                 } else {
                     write!(f, "{message} ({})", io::Error::from_raw_os_error(*errno))
                 }
+            }
+            Error::Ceph { op, errno, hint } => {
+                write!(f, "{op}: {}", io::Error::from_raw_os_error(*errno))?;
+                if !hint.is_empty() {
+                    write!(f, " ({hint})")?;
+                }
+                Ok(())
             }
             Error::InvalidArgument(msg) | Error::Environment(msg) | Error::NotFound(msg) => {
                 f.write_str(msg)

@@ -13,7 +13,8 @@
 //! - [`tcp_admission`]: limits on NVMe/TCP connections not yet connected;
 //! - [`rpc`]: JSON-RPC methods in Rust and a filter in front of SPDK's dispatch;
 //! - [`rpc_compat`]: newer SPDK clients' fields against 20.07's methods;
-//! - [`legacy`]: the 2018 `construct_nvmf_subsystem`.
+//! - [`legacy`]: the 2018 `construct_nvmf_subsystem`;
+//! - [`rbd`]: Ceph RBD: cluster connections off the reactors (feature `rbd`).
 //!
 //! The raw bindings are re-exported as [`sys`] (SPDK) and [`pmemblk_sys`].
 
@@ -27,6 +28,8 @@ mod log;
 pub mod nvmf;
 pub mod pmem;
 pub mod pmem_bdev;
+#[cfg(feature = "rbd")]
+pub mod rbd;
 pub mod rpc;
 pub mod rpc_compat;
 mod sync;

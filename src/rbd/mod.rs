@@ -1,0 +1,8 @@
+//! Ceph RBD images from Rust: connections to a cluster ([`cluster`]) made
+//! off the reactors, with errors that say what was wrong. (SPDK 20.07's C
+//! module connects on the application thread: an unreachable monitor stalls
+//! the reactor for `client_mount_timeout`, 300 s by default.)
+
+pub mod cluster;
+
+pub use cluster::{Cluster, ClusterConfig};
