@@ -182,7 +182,7 @@ fn monitor_answers(mon_host: &str) -> bool {
         .any(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
 }
 
-fn ceph_error(op: String, rc: i32, hint: &str) -> Error {
+pub(super) fn ceph_error(op: String, rc: i32, hint: &str) -> Error {
     Error::Ceph {
         op,
         errno: rc.abs().max(1),
