@@ -110,6 +110,13 @@ pub struct Args {
     #[arg(long = "pmem-module", value_name = "rust|c", default_value = "rust",
           value_parser = ["rust", "c"])]
     pub pmem_module: String,
+    /// Which RBD bdev module serves bdev_rbd_create/_delete: rust (this
+    /// project's: connects and opens images off the reactors, one
+    /// connection per cluster; the default) or c (SPDK 20.07's). Not in
+    /// SPDK 20.07.
+    #[arg(long = "rbd-module", value_name = "rust|c", default_value = "rust",
+          value_parser = ["rust", "c"])]
+    pub rbd_module: String,
     /// Where the Rust pmem module does pool I/O: auto (inline for a pool on
     /// tmpfs or ramfs, worker threads otherwise), inline, or a number of
     /// worker threads. Not in SPDK 20.07.

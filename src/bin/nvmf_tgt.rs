@@ -39,6 +39,13 @@ fn main() {
             std::process::exit(1);
         }
     }
+    #[cfg(feature = "rbd")]
+    if args.rbd_module != "c" {
+        if let Err(e) = spdk_pmem::rbd::bdev::serve_spdk_rpcs() {
+            eprintln!("nvmf_tgt: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = spdk_pmem::legacy::register() {
         eprintln!("nvmf_tgt: {e}");
         std::process::exit(1);

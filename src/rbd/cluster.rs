@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 /// How to reach a cluster: SPDK's `bdev_rbd_create` `user_id` and `config`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ClusterConfig {
     /// The cephx user without `client.` (`admin` when `None`, as librados).
     pub user: Option<String>,

@@ -4,6 +4,7 @@
 //! module connects on the application thread: an unreachable monitor stalls
 //! the reactor for `client_mount_timeout`, 300 s by default.)
 
+pub mod bdev;
 pub mod cluster;
 pub mod image;
 

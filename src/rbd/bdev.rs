@@ -1,0 +1,336 @@
+//! RBD images as bdevs of a Rust module (`rbd_rs`), in place of SPDK 20.07's
+//! C module: the cluster connection and the image are opened on a thread of
+//! their own, never a reactor (an unreachable monitor holds nothing but the
+//! one RPC that asked); one connection serves every image of a cluster and
+//! one open image every SPDK thread; I/O goes to librbd's asynchronous calls
+//! and completes back on the submitting thread (`BdevIo::defer`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::cluster::{Cluster, ClusterConfig};
+use super::image::{Image, Op};
+use crate::bdev::module::{BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Module};
+use crate::bdev::Bdev;
+use crate::error::{Error, Result};
+use crate::thread::AppThread;
+
+/// The bdev module's name (SPDK's C one is `rbd`).
+pub const MODULE_NAME: &str = "rbd_rs";
+/// The product name `bdev_get_bdevs` shows: the C module's.
+pub const PRODUCT_NAME: &str = "Ceph Rbd Disk";
+/// How long connecting may take unless the config sets
+/// `client_mount_timeout` (the C module waits librados' 300 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `bdev_rbd_create` gives: SPDK 20.07's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdParams {
+    /// The bdev's name.
+    pub name: String,
+    /// The cluster and the cephx user.
+    pub cluster: ClusterConfig,
+    /// The pool.
+    pub pool: String,
+    /// The image in the pool.
+    pub image: String,
+    /// The bdev's block size in bytes.
+    pub block_size: u32,
+}
+
+fn module() -> Result<&'static Module> {
+    Module::get_or_register(MODULE_NAME)
+}
+
+/// Live connections by how they were made: a second image of a cluster
+/// shares the first one's.
+fn clusters() -> &'static Mutex<HashMap<ClusterConfig, Weak<Cluster>>> {
+    static CLUSTERS: std::sync::OnceLock<Mutex<HashMap<ClusterConfig, Weak<Cluster>>>> =
+        std::sync::OnceLock::new();
+    CLUSTERS.get_or_init(Mutex::default)
+}
+
+/// The connection for `config`: a live one, or a new one (blocking).
+fn cluster_for(config: &ClusterConfig) -> Result<Arc<Cluster>> {
+    let live = |map: &HashMap<_, Weak<Cluster>>| map.get(config).and_then(Weak::upgrade);
+    if let Some(c) = live(&clusters().lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(c);
+    }
+    let new = Arc::new(Cluster::connect(config, CONNECT_TIMEOUT)?);
+    let mut map = clusters().lock().unwrap_or_else(|e| e.into_inner());
+    map.retain(|_, w| w.strong_count() > 0);
+    // Another create may have connected meanwhile: keep one.
+    Ok(live(&map).unwrap_or_else(|| {
+        map.insert(config.clone(), Arc::downgrade(&new));
+        new
+    }))
+}
+
+/// Creates the bdev: checks the parameters on the application thread,
+/// connects and opens the image on a thread of its own, and registers the
+/// bdev back on the application thread. Resolves there.
+pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
+    let app = app.check()?;
+    let module = module()?;
+    let bs = params.block_size;
+    if !(512..=65536).contains(&bs) || !bs.is_power_of_two() {
+        return Err(Error::InvalidArgument(format!(
+            "block_size {bs}: give a power of two from 512 to 65536, like 4096"
+        )));
+    }
+    let taken = |app| Bdev::by_name(app, &params.name).is_some();
+    if taken(app) {
+        return Err(Error::spdk(
+            format!(
+                "creating bdev {:?}: a bdev of that name exists",
+                params.name
+            ),
+            -libc::EEXIST,
+        ));
+    }
+    let (completer, opened) = crate::thread::completion::<Result<Image>>("opening the RBD image");
+    let (config, pool, image) = (
+        params.cluster.clone(),
+        params.pool.clone(),
+        params.image.clone(),
+    );
+    std::thread::Builder::new()
+        .name("rbd-open".into())
+        .spawn(move || {
+            let result = cluster_for(&config).and_then(|c| Image::open(c, &pool, &image));
+            completer.complete(result);
+        })
+        .map_err(|e| Error::Environment(format!("starting a thread to open the image: {e}")))?;
+    let image = opened.await??;
+    // The application thread again (the completion wakes the task there).
+    let blocks = image.size() / u64::from(bs);
+    if blocks == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "RBD image {}/{} has {} bytes, less than one block of {bs}",
+            params.pool,
+            params.image,
+            image.size()
+        )));
+    }
+    if taken(app) {
+        return Err(Error::spdk(
+            format!(
+                "creating bdev {:?}: a bdev of that name exists",
+                params.name
+            ),
+            -libc::EEXIST,
+        ));
+    }
+    let props = BdevProps::new(&params.name, PRODUCT_NAME, bs, blocks);
+    let disk = RbdDisk {
+        image: Arc::new(image),
+        params,
+    };
+    module.register_bdev(app, props, disk)
+}
+
+/// Whether `bdev` is one of this module's.
+pub fn is_rust_rbd(bdev: &Bdev) -> bool {
+    module().is_ok_and(|m| m.owns(bdev))
+}
+
+/// Deletes an RBD bdev of this module; the image stays in the cluster.
+pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
+    let started = bdev.as_ptr().and_then(|_| {
+        if is_rust_rbd(&bdev) {
+            Ok(crate::bdev::module::unregister(bdev))
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "bdev {:?} is not an RBD bdev of the Rust module",
+                bdev.name()
+            )))
+        }
+    });
+    async move { started?.await }
+}
+
+struct RbdDisk {
+    image: Arc<Image>,
+    params: RbdParams,
+}
+
+impl RbdDisk {
+    fn config_json(&self) -> Value {
+        let options: Map<String, Value> = (self.params.cluster.options.iter())
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        let mut params = json!({
+            "pool_name": self.params.pool,
+            "rbd_name": self.params.image,
+        });
+        if let Some(user) = &self.params.cluster.user {
+            params["user_id"] = user.as_str().into();
+        }
+        if !options.is_empty() {
+            params["config"] = Value::Object(options);
+        }
+        params
+    }
+}
+
+impl BlockDevice for RbdDisk {
+    type Channel = ();
+
+    fn io_type_supported(&self, io_type: IoType) -> bool {
+        matches!(
+            io_type,
+            IoType::Read
+                | IoType::Write
+                | IoType::Flush
+                | IoType::Unmap
+                | IoType::WriteZeroes
+                | IoType::Reset
+        )
+    }
+
+    fn create_channel(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn submit(&self, _channel: &(), io: BdevIo) {
+        let bytes = |blocks: u64| blocks.saturating_mul(u64::from(io.block_size()));
+        let (offset, len) = (bytes(io.offset_blocks()), bytes(io.num_blocks()));
+        let op = match io.io_type() {
+            IoType::Read => Op::Read(offset),
+            IoType::Write => Op::Write(offset),
+            IoType::Unmap => Op::Discard(offset, len),
+            IoType::WriteZeroes => Op::WriteZeroes(offset, len),
+            // Every write is in the cluster when it completes: a reset has
+            // nothing of ours to undo; a flush asks librbd to be sure.
+            IoType::Flush => Op::Flush,
+            IoType::Reset => return io.complete(IoStatus::Success),
+            _ => return io.complete(IoStatus::Failed),
+        };
+        let Ok(mut io) = io.defer() else { return };
+        let iov: Vec<libc::iovec> = match op {
+            Op::Read(_) | Op::Write(_) => io
+                .segments_mut()
+                .map(|s| libc::iovec {
+                    iov_base: s.as_mut_ptr().cast(),
+                    iov_len: s.len(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let image = self.image.clone();
+        let done = Box::new(move |rc: isize| {
+            // The image stays open until its last operation completed; the
+            // last handle is not closed on librbd's own thread, which
+            // closing waits for.
+            if Arc::strong_count(&image) == 1 {
+                let _ = std::thread::Builder::new()
+                    .name("rbd-close".into())
+                    .spawn(move || drop(image));
+            } else {
+                drop(image);
+            }
+            io.complete(if rc >= 0 {
+                IoStatus::Success
+            } else {
+                IoStatus::Failed
+            });
+        });
+        // SAFETY: the iovecs are the bdev_io's buffers, lent to this module
+        // until the I/O completes, which only `done` does. On an error
+        // `done` is dropped uncalled, and with it `io`, which fails the I/O.
+        if let Err(e) = unsafe { self.image.start(op, iov, done) } {
+            crate::log::error(&format!("bdev {}: {e}", self.params.name));
+        }
+    }
+
+    fn dump_info_json(&self) -> Option<Value> {
+        let mut rbd = self.config_json();
+        rbd["module"] = MODULE_NAME.into();
+        Some(json!({ "rbd": rbd }))
+    }
+
+    fn write_config_json(&self, bdev_name: &str) -> Option<Value> {
+        let mut params = self.config_json();
+        params["name"] = bdev_name.into();
+        params["block_size"] = self.params.block_size.into();
+        Some(json!({"method": "bdev_rbd_create", "params": params}))
+    }
+}
+
+/// `bdev_rbd_create`'s parameters, as SPDK 20.07 decodes them.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateParams {
+    name: Option<String>,
+    user_id: Option<String>,
+    pool_name: String,
+    rbd_name: String,
+    block_size: u32,
+    config: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    name: String,
+}
+
+/// Serves SPDK's RBD bdev RPCs (`bdev_rbd_create`, `bdev_rbd_delete` and
+/// their old names `construct_rbd_bdev`, `delete_rbd_bdev`) with this
+/// module, with SPDK 20.07's parameters and results. `bdev_rbd_resize`
+/// stays SPDK's, which refuses bdevs of other modules.
+pub fn serve_spdk_rpcs() -> Result<()> {
+    module()?;
+    for method in ["bdev_rbd_create", "construct_rbd_bdev"] {
+        crate::rpc::replace_c_method(method, move |params| rpc_create(method, params))?;
+    }
+    for method in ["bdev_rbd_delete", "delete_rbd_bdev"] {
+        crate::rpc::replace_c_method(method, move |params| rpc_delete(method, params))?;
+    }
+    Ok(())
+}
+
+async fn rpc_create(method: &'static str, params: Option<Value>) -> crate::rpc::RpcResult {
+    static UNNAMED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let p: CreateParams = crate::rpc::typed_params(method, params)?;
+    let app = AppThread::here()?;
+    // SPDK 20.07 names an unnamed one Ceph0, Ceph1, ...
+    let name = p.name.unwrap_or_else(|| {
+        format!(
+            "Ceph{}",
+            UNNAMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    });
+    let params = RbdParams {
+        name,
+        cluster: ClusterConfig {
+            user: p.user_id,
+            options: p.config.unwrap_or_default().into_iter().collect(),
+        },
+        pool: p.pool_name,
+        image: p.rbd_name,
+        block_size: p.block_size,
+    };
+    let bdev = create(app, params).await?;
+    Ok(Value::String(bdev.name().to_string()))
+}
+
+async fn rpc_delete(method: &'static str, params: Option<Value>) -> crate::rpc::RpcResult {
+    let p: DeleteParams = crate::rpc::typed_params(method, params)?;
+    let app = AppThread::here()?;
+    let Some(bdev) = Bdev::by_name(app, &p.name) else {
+        return Err(crate::rpc::RpcError {
+            code: -libc::ENODEV,
+            message: std::io::Error::from_raw_os_error(libc::ENODEV).to_string(),
+        });
+    };
+    // SPDK 20.07 answers false for a bdev that is not an RBD one.
+    if !is_rust_rbd(&bdev) {
+        return Ok(Value::Bool(false));
+    }
+    delete(bdev).await?;
+    Ok(Value::Bool(true))
+}
