@@ -1,0 +1,196 @@
+//! The Rust RBD module against bad input and an unreachable cluster, on a
+//! real one-node Ceph:
+//! - a monitor nobody answers at, a wrong key, a missing pool, a missing
+//!   image, an image smaller than one block and a bad block size each get
+//!   an rpc.py error naming what was wrong, in bounded time, and leave
+//!   nothing behind (`save_config` unchanged);
+//! - no reactor waits for the network: a /dev/shm pmem namespace on the same
+//!   reactor keeps at least 0.8 of its IOPS while `bdev_rbd_create` waits
+//!   10 s for a monitor that does not answer (SPDK's C module waits on the
+//!   reactor: measured, not asserted, with a 3 s `client_mount_timeout`).
+#![cfg(feature = "rbd")]
+
+mod common;
+use common::ceph::Ceph;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+const NQN: &str = "nqn.2016-06.io.spdk:neighbour";
+/// A well-formed cephx key that is not the cluster's.
+const WRONG_KEY: &str = "AQBKzgxrAAAAABAAcYMb0ZKUHXHkw1gMBfexHQ==";
+
+/// rpc.py bdev_rbd_create's arguments for bdev rbd0.
+fn create_args(mon: &str, key: &str, pool: &str, image: &str, bs: &str) -> Vec<String> {
+    [
+        "bdev_rbd_create",
+        "-b",
+        "rbd0",
+        "--user",
+        "admin",
+        "--config",
+        &format!("mon_host={mon}"),
+        "--config",
+        &format!("key={key}"),
+        pool,
+        image,
+        bs,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// rpc.py's error text and how long it took, for a call that must fail.
+fn refused(t: &Target, args: &[String]) -> (String, Duration) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let out = t.rpc(&args);
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    (output_text(&out), took)
+}
+
+/// The tests here run one at a time: one measures IOPS, the other starts
+/// a cluster (ceph-osd's mkfs takes a CPU for seconds).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn bad_rbd_input_is_refused_by_name_and_leaves_nothing_behind() {
+    let _turn = alone();
+    let ceph = Ceph::start();
+    ceph.rbd(&["create", "rbd/img0", "--size", "16M"]);
+    ceph.rbd(&["create", "rbd/tiny", "--size", "2K"]);
+    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    let before = t.rpc_ok(&["save_config"]);
+    let nobody = format!("127.0.0.1:{}", test_port());
+    let (mon, key) = (ceph.mon.as_str(), ceph.key.as_str());
+    for (what, args, says) in [
+        (
+            "no monitor",
+            create_args(&nobody, key, "rbd", "img0", "4096"),
+            "no monitor at",
+        ),
+        (
+            "wrong key",
+            create_args(mon, WRONG_KEY, "rbd", "img0", "4096"),
+            "check the user and key",
+        ),
+        (
+            "missing pool",
+            create_args(mon, key, "nopool", "img0", "4096"),
+            "no pool of that name",
+        ),
+        (
+            "missing image",
+            create_args(mon, key, "rbd", "noimage", "4096"),
+            "rbd/noimage",
+        ),
+        (
+            "tiny image",
+            create_args(mon, key, "rbd", "tiny", "4096"),
+            "less than one block",
+        ),
+        (
+            "bad block size",
+            create_args(mon, key, "rbd", "img0", "1000"),
+            "power of two",
+        ),
+    ] {
+        let (text, took) = refused(&t, &args);
+        assert!(text.contains(says), "{what}: {text}");
+        // Connecting is bounded at 10 s; slack for a loaded machine.
+        assert!(took < Duration::from_secs(40), "{what}: took {took:?}");
+        let message = text
+            .lines()
+            .find(|l| l.contains("\"message\""))
+            .unwrap_or("");
+        eprintln!("{what} ({took:?}): {}", message.trim());
+    }
+    assert_eq!(
+        t.rpc_ok(&["save_config"]),
+        before,
+        "something was left behind"
+    );
+    assert!(t
+        .rpc_json(&["bdev_get_bdevs"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // And the right input still works afterwards.
+    let good: Vec<String> = ceph.bdev_rbd_create("rbd0", "img0");
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    assert_eq!(t.rpc_ok(&good).trim(), "rbd0");
+    t.rpc_ok(&["bdev_rbd_delete", "rbd0"]);
+    assert!(t
+        .rpc_json(&["bdev_get_bdevs"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(t.stop().success(), "{}", t.log_text());
+}
+
+/// perf's IOPS on the pmem namespace, QD 32 randrw, `seconds` long; 0 if
+/// it could not connect or do I/O (a reactor that does not answer).
+fn neighbour_iops(port: u16, seconds: u32) -> f64 {
+    let (trid, t) = (trid(NQN, port), seconds.to_string());
+    let out = std::process::Command::new(spdk_tool("build/examples/perf"))
+        .args([
+            "-r", &trid, "-q", "32", "-o", "4096", "-w", "randrw", "-M", "50",
+        ])
+        .args(["-t", &t, "-c", "0x2"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running perf");
+    let text = output_text(&out);
+    if !out.status.success() || text.contains("completed with error") {
+        return 0.0;
+    }
+    check_perf(&text).0
+}
+
+#[test]
+fn a_monitor_that_does_not_answer_stalls_no_reactor() {
+    let _turn = alone();
+    let shm = shm_dir();
+    let pool = shm.path().join("neighbour.pool");
+    let port = test_port();
+    let nobody = format!("127.0.0.1:{}", test_port());
+    for module in ["rust", "c"] {
+        let _ = std::fs::remove_file(&pool);
+        let mut t = Target::start(&our_nvmf_tgt(), &["--rbd-module", module]);
+        configure_article(&t, &pool, NQN, port);
+        let before = neighbour_iops(port, 2);
+        // The C module waits on the reactor: give it a short limit.
+        let mut create = create_args(&nobody, WRONG_KEY, "rbd", "img0", "4096");
+        create.extend(["--config".into(), "client_mount_timeout=3".into()]);
+        let sock = t.sock.clone();
+        let waiting = std::thread::spawn(move || {
+            let args: Vec<&str> = create.iter().map(String::as_str).collect();
+            rpc_py(&sock, &args).status.success()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let beside = neighbour_iops(port, 2);
+        assert!(
+            !waiting.join().unwrap(),
+            "{module}: created against no monitor"
+        );
+        // Alone before and after: the lower one, so a slow first run or a
+        // busy machine cannot make the comparison fail.
+        let solo = before.min(neighbour_iops(port, 2));
+        eprintln!(
+            "{module}: neighbour {solo:.0} IOPS alone, {beside:.0} while bdev_rbd_create waits"
+        );
+        if module == "rust" {
+            assert!(
+                beside >= 0.8 * solo,
+                "the neighbour kept {beside:.0} of {solo:.0} IOPS while bdev_rbd_create waited"
+            );
+        }
+        assert!(t.stop().success(), "{}", t.log_text());
+    }
+}
