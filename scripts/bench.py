@@ -78,6 +78,8 @@ class Target:
         args = [binary, "-m", "0x1", "-r", self.sock, "-i", str(shm_id)]
         if config == "cmod":
             args += ["--pmem-module", "c"]
+        if config == "rbdc":
+            args += ["--rbd-module", "c"]
         if config == "rust":
             args += Target.rust_args
         self.shm_id = shm_id

@@ -9,10 +9,18 @@
 #
 # usage: scripts/bench.sh [--rounds N] [--seconds S] [--only FILTERS] [--disk-dir DIR]
 #   e.g. --only 'disk randwrite 32,neighbour' runs those cases alone.
+#        scripts/bench.sh --rbd [--rounds N] [--seconds S]
+#   RBD namespaces instead: our target with the Rust and with the C RBD module,
+#   SPDK's C nvmf_tgt and `rbd bench` on one image of a one-node Ceph
+#   (scripts/bench_rbd.py; target/bench/rbd.md).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 case "${1:-}" in -h|--help) exec python3 scripts/bench.py --help ;; esac
 bash scripts/setup.sh --release
+if [ "${1:-}" = --rbd ]; then
+  shift
+  exec python3 scripts/bench_rbd.py "$@"
+fi
 cargo build --release --locked --example pool_fill 2>&1 | tail -n 1
 exec python3 scripts/bench.py "$@"

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""RBD namespaces, paired in one run (scripts/bench.sh --rbd builds what it
+needs and calls this).
+
+One image (1 GiB, written through once) of a one-node Ceph that the run
+starts (scripts/ceph-dev.sh, in a directory of its own) and destroys:
+  rust  our nvmf_tgt with its Rust RBD module (the default);
+  rbdc  our nvmf_tgt with --rbd-module c: SPDK 20.07's C RBD module;
+  spdk  SPDK 20.07's own C nvmf_tgt (C module);
+  rbd   Ceph's own `rbd bench` on the same image, no NVMe-oF at all.
+Targets on core 0 (-m 0x1), SPDK's perf on core 1 (-c 0x2), 4 KiB random
+writes and reads at QD 1 and 32 (rbd bench: as many threads). Reported:
+IOPS, p99 latency (perf -L), and the CPU seconds per second of wall time
+that the target (or rbd bench) and the OSD used during each run, which is
+what the busy-polling target and initiator take from Ceph on 2 CPUs.
+Output: target/bench/rbd.md and rbd.json.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+TOP = bench.TOP
+CONFIGS = ["rust", "rbdc", "spdk"]
+CASES = [(w, q) for w in ("randwrite", "randread") for q in (1, 32)]
+NQN = "nqn.2016-06.io.spdk:rbdbench"
+IMAGE_MIB = 1024
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cluster:
+    def __init__(self, work):
+        self.dir = os.path.join(work, "ceph")
+        self.script = os.path.join(TOP, "scripts/ceph-dev.sh")
+        self.run("start", "--port", str(bench.free_port()))
+        env = dict(l.split("=", 1) for l in self.run("env").splitlines() if "=" in l)
+        self.conf, self.mon, self.key = env["CEPH_DEV_CONF"], env["CEPH_DEV_MON"], env["CEPH_DEV_KEY"]
+        with open(os.path.join(self.dir, "run/ceph-osd.0.pid")) as f:
+            self.osd_pid = int(f.read())
+
+    def run(self, *args):
+        out = subprocess.run(["bash", self.script, args[0], "--dir", self.dir, *args[1:]],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise bench.BenchError(f"ceph-dev.sh {' '.join(args)}: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def rbd(self, *args):
+        out = subprocess.run(["rbd", "-c", self.conf, *args], capture_output=True, text=True,
+                             timeout=600)
+        if out.returncode != 0:
+            raise bench.BenchError(f"rbd {' '.join(args)}: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def destroy(self):
+        subprocess.run(["bash", self.script, "destroy", "--dir", self.dir], capture_output=True)
+
+
+def run_target(config, cluster, work, shm_id, port, seconds):
+    t = bench.Target(config, work, shm_id)
+    results = []
+    try:
+        t.rpc("bdev_rbd_create", "-b", "rbd0", "--user", "admin", "--config",
+              f"mon_host={cluster.mon}", "--config", f"key={cluster.key}", "rbd", "bench", "4096")
+        t.rpc("nvmf_create_transport", "-t", "TCP")
+        t.rpc("nvmf_create_subsystem", NQN, "-a", "-s", "BENCHRBD")
+        t.rpc("nvmf_subsystem_add_ns", NQN, "rbd0")
+        t.rpc("nvmf_subsystem_add_listener", NQN, "-t", "tcp", "-a", "127.0.0.1", "-s", str(port))
+        for workload, qd in CASES:
+            cpu0, osd0, at = cpu_seconds(t.proc.pid), cpu_seconds(cluster.osd_pid), time.time()
+            r = bench.perf([(NQN, port)], workload, qd, seconds)[NQN]
+            wall = time.time() - at
+            r.update(workload=workload, qd=qd, config=config,
+                     cpu=(cpu_seconds(t.proc.pid) - cpu0) / wall,
+                     osd_cpu=(cpu_seconds(cluster.osd_pid) - osd0) / wall)
+            results.append(r)
+    finally:
+        t.stop()
+    return results
+
+
+def run_rbd_bench(cluster, seconds):
+    """rbd bench on the image: 4 KiB random, 1 and 32 threads, for about
+    `seconds` each (sized from a short first run)."""
+    results = []
+    for workload, qd in CASES:
+        io_type = "write" if workload == "randwrite" else "read"
+        total = 2000 * 4096
+        for attempt in range(2):
+            before = os.times()
+            osd0, at = cpu_seconds(cluster.osd_pid), time.time()
+            text = cluster.rbd("bench", "--io-type", io_type, "--io-size", "4K", "--io-threads",
+                               str(qd), "--io-pattern", "rand", "--io-total", str(total),
+                               "rbd/bench")
+            wall = time.time() - at
+            after = os.times()
+            m = re.search(r"ops/sec:\s+([\d.]+)", text)
+            if not m:
+                raise bench.BenchError(f"rbd bench printed no ops/sec:\n{text}")
+            ops = float(m.group(1))
+            if attempt == 0:
+                total = max(int(ops * seconds) * 4096, total)
+        cpu = (after.children_user + after.children_system
+               - before.children_user - before.children_system)
+        results.append({"workload": workload, "qd": qd, "config": "rbd", "iops": ops,
+                        "p99_us": None, "cpu": cpu / wall,
+                        "osd_cpu": (cpu_seconds(cluster.osd_pid) - osd0) / wall})
+    return results
+
+
+def table(runs, meta):
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    lines = [f"RBD namespaces on a one-node Ceph, {meta['date']}, {meta['cpus']} CPUs, "
+             f"{meta['rounds']} round(s) of {meta['seconds']} s; 4 KiB random; medians.",
+             "",
+             "| case | config | IOPS | p99 us | target CPU/s | OSD CPU/s | vs rbd bench | vs spdk |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for workload, qd in CASES:
+        case = [r for r in runs if r["workload"] == workload and r["qd"] == qd]
+        base = {c: med([r for r in case if r["config"] == c], "iops")
+                for c in CONFIGS + ["rbd"] if any(r["config"] == c for r in case)}
+        for c in CONFIGS + ["rbd"]:
+            rs = [r for r in case if r["config"] == c]
+            if not rs:
+                continue
+            p99 = "" if rs[0]["p99_us"] is None else f"{med(rs, 'p99_us'):,.0f}"
+            lines.append(f"| {workload} QD{qd} | {c} | {med(rs, 'iops'):,.0f} | {p99} | "
+                         f"{med(rs, 'cpu'):.2f} | {med(rs, 'osd_cpu'):.2f} | "
+                         f"{med(rs, 'iops') / base['rbd']:.2f} | "
+                         f"{med(rs, 'iops') / base['spdk']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--out", default=os.path.join(TOP, "target/bench"))
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="spdk-pmem-bench-rbd.", dir="/var/tmp")
+    cluster = None
+    runs = []
+    shm_id = 90 + os.getpid() % 9
+    try:
+        cluster = Cluster(work)
+        cluster.rbd("create", "rbd/bench", "--size", f"{IMAGE_MIB}M")
+        # Written through once, so reads read data, not holes.
+        cluster.rbd("bench", "--io-type", "write", "--io-pattern", "seq", "--io-size", "4M",
+                    "--io-threads", "4", "--io-total", f"{IMAGE_MIB}M", "rbd/bench")
+        for rnd in range(a.rounds):
+            order = CONFIGS[rnd % 3:] + CONFIGS[:rnd % 3]
+            for config in order:
+                for r in run_target(config, cluster, work, shm_id, bench.free_port(), a.seconds):
+                    r["round"] = rnd
+                    runs.append(r)
+                    print(f"round {rnd + 1} {r['workload']:9} QD{r['qd']:<2} {config:4} "
+                          f"{r['iops']:>10,.0f} IOPS  p99 {r['p99_us']:>9.0f} us  "
+                          f"target {r['cpu']:.2f} CPU/s  OSD {r['osd_cpu']:.2f} CPU/s", flush=True)
+            for r in run_rbd_bench(cluster, a.seconds):
+                r["round"] = rnd
+                runs.append(r)
+                print(f"round {rnd + 1} {r['workload']:9} QD{r['qd']:<2} rbd  "
+                      f"{r['iops']:>10,.0f} IOPS  rbd bench {r['cpu']:.2f} CPU/s  "
+                      f"OSD {r['osd_cpu']:.2f} CPU/s", flush=True)
+    except bench.BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if cluster:
+            cluster.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+    meta = {"rounds": a.rounds, "seconds": a.seconds, "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d")}
+    text = table(runs, meta)
+    print("\n" + text)
+    with open(os.path.join(a.out, "rbd.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(a.out, "rbd.json"), "w") as f:
+        json.dump({"meta": meta, "runs": runs}, f, indent=1)
+    print(f"written: {a.out}/rbd.md, rbd.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
