@@ -194,3 +194,81 @@ fn a_monitor_that_does_not_answer_stalls_no_reactor() {
         assert!(t.stop().success(), "{}", t.log_text());
     }
 }
+
+/// Writes one block of `fill` at block 7 of the namespace with spdk_dd;
+/// whether it succeeded, and its output.
+fn dd_write(dir: &std::path::Path, config: &std::path::Path, fill: u8) -> (bool, String) {
+    let input = dir.join(format!("block{fill}"));
+    std::fs::write(&input, vec![fill; 4096]).unwrap();
+    let out = std::process::Command::new(spdk_tool("build/bin/spdk_dd"))
+        .args([
+            "--json",
+            config.to_str().unwrap(),
+            "-m",
+            "0x2",
+            "--bs",
+            "4096",
+        ])
+        .args([
+            "--if",
+            input.to_str().unwrap(),
+            "--ob",
+            "Nvme0n1",
+            "--seek",
+            "7",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running spdk_dd");
+    (out.status.success(), output_text(&out))
+}
+
+#[test]
+fn io_to_a_stopped_cluster_fails_and_works_again_once_it_returns() {
+    let _turn = alone();
+    let ceph = Ceph::start();
+    ceph.rbd(&["create", "rbd/img0", "--size", "16M"]);
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let shm = shm_dir();
+    let (rbd_nqn, rbd_port, pmem_port) = ("nqn.2016-06.io.spdk:rbd", test_port(), test_port());
+    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    configure_article(&t, &shm.path().join("neighbour.pool"), NQN, pmem_port);
+    let mut create = create_args(&ceph.mon, &ceph.key, "rbd", "img0", "4096");
+    create.extend(["--config".into(), "rados_osd_op_timeout=3".into()]);
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    t.rpc_ok(&create);
+    t.rpc_ok(&["nvmf_create_subsystem", rbd_nqn, "-a", "-s", "SPDK-RBD"]);
+    add_tcp_listener(&t, rbd_nqn, rbd_port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", rbd_nqn, "rbd0"]);
+    let config = nvme_bdev_config(dir.path(), rbd_nqn, rbd_port);
+    let (ok, text) = dd_write(dir.path(), &config, 0x11);
+    assert!(ok, "with the cluster up: {text}");
+
+    ceph.script(&["stop"]);
+    let started = Instant::now();
+    let (ok, text) = dd_write(dir.path(), &config, 0x22);
+    let took = started.elapsed();
+    assert!(!ok, "a write to a stopped cluster succeeded: {text}");
+    assert!(
+        took < Duration::from_secs(60),
+        "it failed only after {took:?}"
+    );
+    // The target kept serving its other namespace.
+    assert!(
+        neighbour_iops(pmem_port, 1) > 0.0,
+        "the pmem namespace stopped serving"
+    );
+
+    ceph.script(&["start"]);
+    let (ok, text) = dd_write(dir.path(), &config, 0x33);
+    assert!(ok, "after the cluster came back: {text}");
+    assert!(t.stop().success(), "{}", t.log_text());
+    let exported = dir.path().join("exported");
+    ceph.rbd(&["export", "rbd/img0", exported.to_str().unwrap()]);
+    let exported = std::fs::read(exported).unwrap();
+    assert!(
+        exported[7 * 4096..8 * 4096].iter().all(|b| *b == 0x33),
+        "rbd export does not show the write made after the cluster came back"
+    );
+    eprintln!("the write to the stopped cluster failed after {took:?}");
+}

@@ -124,7 +124,10 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
             -libc::EEXIST,
         ));
     }
-    let props = BdevProps::new(&params.name, PRODUCT_NAME, bs, blocks);
+    let mut props = BdevProps::new(&params.name, PRODUCT_NAME, bs, blocks);
+    // With librbd's cache on, a write is acknowledged from memory: hosts
+    // must be told to flush (NVMe's volatile write cache).
+    props.write_cache = params.cluster.rbd_cache();
     let disk = RbdDisk {
         image: Arc::new(image),
         params,

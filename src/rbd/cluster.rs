@@ -11,6 +11,11 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::sys;
 
+/// How long an I/O waits for the OSDs, in seconds, unless the config sets
+/// `rados_osd_op_timeout`: a host's own I/O timeout (Linux: 30 s) should
+/// see an error, not its own abort.
+pub const OSD_OP_TIMEOUT: &str = "20";
+
 /// How to reach a cluster: SPDK's `bdev_rbd_create` `user_id` and `config`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ClusterConfig {
@@ -24,6 +29,15 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     fn user(&self) -> &str {
         self.user.as_deref().unwrap_or("admin")
+    }
+
+    /// Whether the options turn librbd's write-back cache on.
+    pub fn rbd_cache(&self) -> bool {
+        self.options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "rbd_cache" || k == "rbd cache")
+            .is_some_and(|(_, v)| matches!(v.as_str(), "true" | "1" | "yes" | "on"))
     }
 
     fn mon_host(&self) -> &str {
@@ -72,6 +86,13 @@ impl Cluster {
         for (key, value) in [
             ("client_mount_timeout", secs.as_str()),
             ("rados_mon_op_timeout", secs.as_str()),
+            // An I/O to a cluster that stopped fails after this instead of
+            // waiting for it forever (librados' default).
+            ("rados_osd_op_timeout", OSD_OP_TIMEOUT),
+            // librbd's default cache acknowledges writes from memory once
+            // it has seen a flush: a namespace without a volatile write
+            // cache must not. A config that turns it on gets one (bdev).
+            ("rbd_cache", "false"),
             // librados would print to the target's stderr otherwise.
             ("log_to_stderr", "false"),
             ("err_to_stderr", "false"),
