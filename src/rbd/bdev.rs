@@ -81,16 +81,7 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
             "block_size {bs}: give a power of two from 512 to 65536, like 4096"
         )));
     }
-    let taken = |app| Bdev::by_name(app, &params.name).is_some();
-    if taken(app) {
-        return Err(Error::spdk(
-            format!(
-                "creating bdev {:?}: a bdev of that name exists",
-                params.name
-            ),
-            -libc::EEXIST,
-        ));
-    }
+    name_free(app, &params.name)?;
     let (completer, opened) = crate::thread::completion::<Result<Image>>("opening the RBD image");
     let (config, pool, image) = (
         params.cluster.clone(),
@@ -104,7 +95,7 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
             completer.complete(result);
         })
         .map_err(|e| Error::Environment(format!("starting a thread to open the image: {e}")))?;
-    let image = opened.await??;
+    let image = ImageHandle::new(opened.await??);
     // The application thread again (the completion wakes the task there).
     let blocks = image.size() / u64::from(bs);
     if blocks == 0 {
@@ -115,24 +106,57 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
             image.size()
         )));
     }
-    if taken(app) {
-        return Err(Error::spdk(
-            format!(
-                "creating bdev {:?}: a bdev of that name exists",
-                params.name
-            ),
-            -libc::EEXIST,
-        ));
-    }
+    name_free(app, &params.name)?;
     let mut props = BdevProps::new(&params.name, PRODUCT_NAME, bs, blocks);
     // With librbd's cache on, a write is acknowledged from memory: hosts
     // must be told to flush (NVMe's volatile write cache).
     props.write_cache = params.cluster.rbd_cache();
-    let disk = RbdDisk {
-        image: Arc::new(image),
-        params,
-    };
+    let disk = RbdDisk { image, params };
     module.register_bdev(app, props, disk)
+}
+
+fn name_free(app: AppThread, name: &str) -> Result<()> {
+    match Bdev::by_name(app, name) {
+        Some(_) => Err(Error::spdk(
+            format!("creating bdev {name:?}: a bdev of that name exists"),
+            -libc::EEXIST,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A handle to an open image whose last one closes it off the reactors:
+/// `rbd_close` flushes, and closing the last image of a cluster shuts its
+/// connection down (`rados_shutdown`), both network round trips; nor may it
+/// close on librbd's own thread, in a completion, which closing waits for.
+#[derive(Clone)]
+struct ImageHandle(Option<Arc<Image>>);
+
+impl ImageHandle {
+    fn new(image: Image) -> Self {
+        ImageHandle(Some(Arc::new(image)))
+    }
+}
+
+impl std::ops::Deref for ImageHandle {
+    type Target = Image;
+    fn deref(&self) -> &Image {
+        self.0.as_deref().expect("held until dropped")
+    }
+}
+
+impl Drop for ImageHandle {
+    fn drop(&mut self) {
+        let Some(image) = self.0.take().and_then(Arc::into_inner) else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("rbd-close".into())
+            .spawn(move || drop(image));
+        if let Err(e) = spawned {
+            crate::log::error(&format!("RBD: closing an image off the reactor: {e}"));
+        }
+    }
 }
 
 /// Whether `bdev` is one of this module's.
@@ -156,7 +180,7 @@ pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
 }
 
 struct RbdDisk {
-    image: Arc<Image>,
+    image: ImageHandle,
     params: RbdParams,
 }
 
@@ -223,18 +247,10 @@ impl BlockDevice for RbdDisk {
                 .collect(),
             _ => Vec::new(),
         };
+        // The image stays open until its last operation completed.
         let image = self.image.clone();
         let done = Box::new(move |rc: isize| {
-            // The image stays open until its last operation completed; the
-            // last handle is not closed on librbd's own thread, which
-            // closing waits for.
-            if Arc::strong_count(&image) == 1 {
-                let _ = std::thread::Builder::new()
-                    .name("rbd-close".into())
-                    .spawn(move || drop(image));
-            } else {
-                drop(image);
-            }
+            drop(image);
             io.complete(if rc >= 0 {
                 IoStatus::Success
             } else {
