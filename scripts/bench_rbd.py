@@ -12,7 +12,9 @@ Targets on core 0 (-m 0x1), SPDK's perf on core 1 (-c 0x2), 4 KiB random
 writes and reads at QD 1 and 32 (rbd bench: as many threads). Reported:
 IOPS, p99 latency (perf -L), and the CPU seconds per second of wall time
 that the target (or rbd bench) and the OSD used during each run, which is
-what the busy-polling target and initiator take from Ceph on 2 CPUs.
+what the busy-polling target and initiator take from Ceph on 2 CPUs. Then
+the noisy neighbour: a /dev/shm pmem namespace on the same reactor, written
+alone and while the RBD namespace is written too.
 Output: target/bench/rbd.md and rbd.json.
 """
 
@@ -95,6 +97,36 @@ def run_target(config, cluster, work, shm_id, port, seconds):
     return results
 
 
+def run_neighbour(config, cluster, work, shm_id, seconds):
+    """A /dev/shm pmem namespace and the RBD namespace on one target (one
+    reactor): the pmem one loaded alone (randwrite QD 32), then both at once
+    by one perf; the pmem namespace's IOPS under load as a fraction of alone."""
+    pool = os.path.join("/dev/shm", f"bench-rbd-neighbour.{os.getpid()}.pool")
+    t = bench.Target(config, work, shm_id)
+    ports = (bench.free_port(), bench.free_port())
+    nqns = (NQN + "-shm", NQN)
+    try:
+        t.rpc("bdev_pmem_create_pool", pool, "64", "4096")
+        t.rpc("bdev_pmem_create", "-n", "shm0", pool)
+        t.rpc("bdev_rbd_create", "-b", "rbd0", "--user", "admin", "--config",
+              f"mon_host={cluster.mon}", "--config", f"key={cluster.key}", "rbd", "bench", "4096")
+        t.rpc("nvmf_create_transport", "-t", "TCP")
+        for nqn, bdev, port in zip(nqns, ("shm0", "rbd0"), ports):
+            t.rpc("nvmf_create_subsystem", nqn, "-a", "-s", "BENCHNB")
+            t.rpc("nvmf_subsystem_add_ns", nqn, bdev)
+            t.rpc("nvmf_subsystem_add_listener", nqn, "-t", "tcp", "-a", "127.0.0.1",
+                  "-s", str(port))
+        alone = bench.perf([(nqns[0], ports[0])], "randwrite", 32, seconds)[nqns[0]]["iops"]
+        both = bench.perf(list(zip(nqns, ports)), "randwrite", 32, seconds)
+    finally:
+        t.stop()
+        if os.path.exists(pool):
+            os.unlink(pool)
+    loaded, rbd = both[nqns[0]]["iops"], both[nqns[1]]["iops"]
+    return {"config": config, "alone": alone, "loaded": loaded, "fraction": loaded / alone,
+            "rbd": rbd}
+
+
 def run_rbd_bench(cluster, seconds):
     """rbd bench on the image: 4 KiB random, 1 and 32 threads, for about
     `seconds` each (sized from a short first run)."""
@@ -122,6 +154,20 @@ def run_rbd_bench(cluster, seconds):
                         "p99_us": None, "cpu": cpu / wall,
                         "osd_cpu": (cpu_seconds(cluster.osd_pid) - osd0) / wall})
     return results
+
+
+def neighbour_table(nb):
+    lines = ["", "A /dev/shm pmem namespace beside the RBD namespace on one reactor, both "
+             "written at QD 32 by one perf (medians):", "",
+             "| config | pmem alone | pmem beside RBD | fraction | RBD IOPS |",
+             "|---|---:|---:|---:|---:|"]
+    for c in CONFIGS:
+        rs = [n for n in nb if n["config"] == c]
+        if rs:
+            m = lambda k: statistics.median(n[k] for n in rs)
+            lines.append(f"| {c} | {m('alone'):,.0f} | {m('loaded'):,.0f} | "
+                         f"{m('fraction'):.2f} | {m('rbd'):,.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def table(runs, meta):
@@ -156,7 +202,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="spdk-pmem-bench-rbd.", dir="/var/tmp")
     cluster = None
-    runs = []
+    runs, neighbours = [], []
     shm_id = 90 + os.getpid() % 9
     try:
         cluster = Cluster(work)
@@ -173,6 +219,13 @@ def main():
                     print(f"round {rnd + 1} {r['workload']:9} QD{r['qd']:<2} {config:4} "
                           f"{r['iops']:>10,.0f} IOPS  p99 {r['p99_us']:>9.0f} us  "
                           f"target {r['cpu']:.2f} CPU/s  OSD {r['osd_cpu']:.2f} CPU/s", flush=True)
+            for config in order:
+                n = run_neighbour(config, cluster, work, shm_id, a.seconds)
+                n["round"] = rnd
+                neighbours.append(n)
+                print(f"round {rnd + 1} neighbour {config:4} alone {n['alone']:>10,.0f}  "
+                      f"beside RBD {n['loaded']:>10,.0f}  fraction {n['fraction']:.2f}  "
+                      f"(RBD {n['rbd']:,.0f})", flush=True)
             for r in run_rbd_bench(cluster, a.seconds):
                 r["round"] = rnd
                 runs.append(r)
@@ -188,12 +241,12 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     meta = {"rounds": a.rounds, "seconds": a.seconds, "cpus": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d")}
-    text = table(runs, meta)
+    text = table(runs, meta) + neighbour_table(neighbours)
     print("\n" + text)
     with open(os.path.join(a.out, "rbd.md"), "w") as f:
         f.write(text)
     with open(os.path.join(a.out, "rbd.json"), "w") as f:
-        json.dump({"meta": meta, "runs": runs}, f, indent=1)
+        json.dump({"meta": meta, "runs": runs, "neighbours": neighbours}, f, indent=1)
     print(f"written: {a.out}/rbd.md, rbd.json")
     return 0
 
