@@ -348,12 +348,9 @@ fn report(what: &str, v: &Verdict, acked: u64, kills: u64) {
     );
 }
 
-/// The torture on a pool of 4 KiB blocks in `dir`: no torn unit, no lost
-/// acknowledged write.
-fn assert_atomic_under_sigkill(dir: &Path, seed: u64, what: &str) {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-    let (v, acked, kills) = torture(&dir.join("torture.pool"), 4096, cycles(), seed);
-    report(what, &v, acked, kills);
+/// Reports a torture and asserts it acknowledged writes, none torn or lost.
+fn assert_whole_and_kept(what: &str, v: &Verdict, acked: u64, kills: u64) {
+    report(what, v, acked, kills);
     assert!(acked > 0);
     assert!(
         v.torn.is_empty() && v.lost.is_empty(),
@@ -361,6 +358,14 @@ fn assert_atomic_under_sigkill(dir: &Path, seed: u64, what: &str) {
         &v.torn[..v.torn.len().min(5)],
         &v.lost[..v.lost.len().min(5)]
     );
+}
+
+/// The torture on a pool of 4 KiB blocks in `dir`: no torn unit, no lost
+/// acknowledged write.
+fn assert_atomic_under_sigkill(dir: &Path, seed: u64, what: &str) {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let (v, acked, kills) = torture(&dir.join("torture.pool"), 4096, cycles(), seed);
+    assert_whole_and_kept(what, &v, acked, kills);
 }
 
 #[test]
@@ -438,12 +443,5 @@ fn acknowledged_4k_writes_survive_sigkill_whole_on_an_rbd_image() {
     };
     // Fewer cycles: each starts a target and exports the image.
     let (v, acked, kills) = torture_with(cycles().min(10), 0x70_47_04, serve, check);
-    report("4 KiB units, RBD image, rbd export", &v, acked, kills);
-    assert!(acked > 0);
-    assert!(
-        v.torn.is_empty() && v.lost.is_empty(),
-        "torn: {:?}\nlost: {:?}",
-        &v.torn[..v.torn.len().min(5)],
-        &v.lost[..v.lost.len().min(5)]
-    );
+    assert_whole_and_kept("4 KiB units, RBD image, rbd export", &v, acked, kills);
 }

@@ -12,19 +12,6 @@ const BLOCK: usize = 4096;
 const COUNT: usize = 64;
 const SEEK: usize = 100;
 
-fn dd(config: &std::path::Path, args: &[&str]) {
-    let mut all = vec![
-        "--json",
-        config.to_str().unwrap(),
-        "-m",
-        "0x2",
-        "--bs",
-        "4096",
-    ];
-    all.extend_from_slice(args);
-    run_tool("build/bin/spdk_dd", &all);
-}
-
 #[test]
 fn data_written_over_nvmf_is_intact_after_a_target_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,7 +37,7 @@ fn data_written_over_nvmf_is_intact_after_a_target_restart() {
 
     let mut t = Target::start(&our_nvmf_tgt(), &[]);
     configure_article(&t, &pool, NQN, port);
-    dd(
+    spdk_dd_ok(
         &config,
         &[
             "--if",
@@ -84,7 +71,7 @@ fn data_written_over_nvmf_is_intact_after_a_target_restart() {
 
     let mut t = Target::start(&our_nvmf_tgt(), &[]);
     configure_article(&t, &pool, NQN, port);
-    dd(
+    spdk_dd_ok(
         &config,
         &[
             "--ib",

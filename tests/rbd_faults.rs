@@ -200,26 +200,17 @@ fn a_monitor_that_does_not_answer_stalls_no_reactor() {
 fn dd_write(dir: &std::path::Path, config: &std::path::Path, fill: u8) -> (bool, String) {
     let input = dir.join(format!("block{fill}"));
     std::fs::write(&input, vec![fill; 4096]).unwrap();
-    let out = std::process::Command::new(spdk_tool("build/bin/spdk_dd"))
-        .args([
-            "--json",
-            config.to_str().unwrap(),
-            "-m",
-            "0x2",
-            "--bs",
-            "4096",
-        ])
-        .args([
+    let out = spdk_dd(
+        config,
+        &[
             "--if",
             input.to_str().unwrap(),
             "--ob",
             "Nvme0n1",
             "--seek",
             "7",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running spdk_dd");
+        ],
+    );
     (out.status.success(), output_text(&out))
 }
 

@@ -20,19 +20,6 @@ const IMAGE_BLOCKS: usize = 4096;
 const WRITE_AT: usize = 1000;
 const WRITE_BLOCKS: usize = 64;
 
-fn dd(config: &std::path::Path, args: &[&str]) {
-    let mut all = vec![
-        "--json",
-        config.to_str().unwrap(),
-        "-m",
-        "0x2",
-        "--bs",
-        "4096",
-    ];
-    all.extend_from_slice(args);
-    run_tool("build/bin/spdk_dd", &all);
-}
-
 fn blocks(data: &[u8], from: usize, to: usize) -> &[u8] {
     &data[from * BLOCK..to * BLOCK]
 }
@@ -80,7 +67,7 @@ fn serve_an_image(ceph: &Ceph, module: &str) {
     t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "rbd0"]);
 
     // What rbd import wrote, read over the fabric.
-    dd(
+    spdk_dd_ok(
         &config,
         &["--ib", "Nvme0n1", "--count", "256", "--of", &file("read1")],
     );
@@ -90,7 +77,7 @@ fn serve_an_image(ceph: &Ceph, module: &str) {
     );
     // What the host writes, seen by rbd export once the target has stopped.
     let seek = WRITE_AT.to_string();
-    dd(
+    spdk_dd_ok(
         &config,
         &["--if", &file("written"), "--ob", "Nvme0n1", "--seek", &seek],
     );
@@ -117,7 +104,7 @@ fn serve_an_image(ceph: &Ceph, module: &str) {
         &["--rbd-module", module, "--json", saved.to_str().unwrap()],
     );
     let count = end.to_string();
-    dd(
+    spdk_dd_ok(
         &config,
         &["--ib", "Nvme0n1", "--count", &count, "--of", &file("read2")],
     );

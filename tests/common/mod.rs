@@ -384,6 +384,34 @@ pub fn output_text(out: &Output) -> String {
     )
 }
 
+/// SPDK's spdk_dd with the initiator config `config` (`nvme_bdev_config`),
+/// on core 1, 4 KiB at a time, and `args`; its output and status, unchecked.
+pub fn spdk_dd(config: &Path, args: &[&str]) -> Output {
+    Command::new(spdk_tool("build/bin/spdk_dd"))
+        .args([
+            "--json",
+            config.to_str().unwrap(),
+            "-m",
+            "0x2",
+            "--bs",
+            "4096",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running spdk_dd")
+}
+
+/// [`spdk_dd`] that must succeed.
+pub fn spdk_dd_ok(config: &Path, args: &[&str]) {
+    let out = spdk_dd(config, args);
+    assert!(
+        out.status.success(),
+        "spdk_dd {args:?}: {}",
+        output_text(&out)
+    );
+}
+
 /// Runs one of SPDK's programs to completion; panics with its output if it fails.
 pub fn run_tool(rel: &str, args: &[&str]) -> String {
     let out = Command::new(spdk_tool(rel))
