@@ -68,6 +68,8 @@ class Target:
     """One target process with its RPC socket, stopped with SIGINT."""
 
     rust_args = []
+    # "nap": ours with reactors that sleep after this many idle microseconds.
+    nap_us = 50
 
     def __init__(self, config, work, shm_id):
         b = binaries()
@@ -82,6 +84,8 @@ class Target:
             args += ["--rbd-module", "c"]
         if config == "rust":
             args += Target.rust_args
+        if config == "nap":
+            args += ["--idle-nap-us", str(Target.nap_us)]
         self.shm_id = shm_id
         self.proc = subprocess.Popen(args, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         deadline = time.time() + 30
@@ -145,7 +149,11 @@ def perf(targets, workload, qd, seconds):
         args += ["-r", trid(nqn, port)]
     args += ["-q", str(qd), "-o", "4096", "-w", PERF_WORKLOAD[workload], *WORKLOADS[workload],
              "-t", str(seconds), "-c", "0x2", "-L"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"perf did not finish a {seconds} s run in {seconds + 120} s: "
+                         f"{' '.join(args)}") from e
     text = out.stdout + out.stderr
     for bad in ["completed with error", "*ERROR*", "errors occured"]:
         if bad in text:

@@ -26,13 +26,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
 TOP = bench.TOP
-CONFIGS = ["rust", "rbdc", "spdk"]
+CONFIGS = ["rust", "nap", "rbdc", "spdk"]
 CASES = [(w, q) for w in ("randwrite", "randread") for q in (1, 32)]
 NQN = "nqn.2016-06.io.spdk:rbdbench"
 IMAGE_MIB = 256
@@ -96,34 +97,100 @@ def run_target(config, cluster, work, shm_id, port, seconds):
     return results
 
 
+def connect_loop(nqn, port, stop):
+    """SPDK's identify connecting to a subsystem again and again until
+    `stop` is set: hosts connecting. Returns how many connected."""
+    identify = os.path.join(bench.spdk_root(), "build/examples/identify")
+    done = 0
+    while not stop.is_set():
+        out = subprocess.run([identify, "-r", bench.trid(nqn, port)], capture_output=True,
+                             text=True, timeout=60)
+        if out.returncode != 0:
+            raise bench.BenchError(f"identify failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        done += 1
+    return done
+
+
+def perf_beside(pmem, seconds, job):
+    """The pmem namespace's randwrite QD 32 IOPS while `job(stop)` runs in
+    a thread (started first, told to stop after perf); with its result."""
+    stop = threading.Event()
+    result = {}
+
+    def run():
+        try:
+            result["job"] = job(stop)
+        except Exception as e:  # noqa: BLE001 - reported after perf
+            result["error"] = e
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        time.sleep(1)
+        iops = bench.perf([pmem], "randwrite", 32, seconds)[pmem[0]]["iops"]
+    finally:
+        stop.set()
+        worker.join()
+    if "error" in result:
+        raise bench.BenchError(f"beside the neighbour: {result['error']}")
+    return iops, result.get("job")
+
+
 def run_neighbour(config, cluster, work, shm_id, seconds):
     """A /dev/shm pmem namespace and the RBD namespace on one target (one
-    reactor): the pmem one loaded alone (randwrite QD 32), then both at once
-    by one perf; the pmem namespace's IOPS under load as a fraction of alone."""
-    pool = os.path.join("/dev/shm", f"bench-rbd-neighbour.{os.getpid()}.pool")
+    reactor): the pmem one loaded alone (randwrite QD 32), then
+      (b) while hosts connect to the RBD namespace (SPDK's identify in a
+          loop), and, as the control, while they connect to a third
+          subsystem (a /dev/shm namespace: the same work without RBD);
+      (c) while the RBD namespace is written at QD 32 too (one perf for
+          both), and, as the control, while `rbd bench` writes the image at
+          QD 32 from outside the target (Ceph busy, no RBD namespace in use).
+    On 2 CPUs the OSD's and the initiators' CPU comes out of the
+    neighbour's; the controls measure that part."""
+    pools = [os.path.join("/dev/shm", f"bench-rbd-neighbour.{os.getpid()}.{i}.pool")
+             for i in range(2)]
     t = bench.Target(config, work, shm_id)
-    ports = (bench.free_port(), bench.free_port())
-    nqns = (NQN + "-shm", NQN)
+    ports = (bench.free_port(), bench.free_port(), bench.free_port())
+    nqns = (NQN + "-shm", NQN, NQN + "-ctl")
     try:
-        t.rpc("bdev_pmem_create_pool", pool, "64", "4096")
-        t.rpc("bdev_pmem_create", "-n", "shm0", pool)
+        t.rpc("bdev_pmem_create_pool", pools[0], "64", "4096")
+        t.rpc("bdev_pmem_create", "-n", "shm0", pools[0])
+        t.rpc("bdev_pmem_create_pool", pools[1], "32", "4096")
+        t.rpc("bdev_pmem_create", "-n", "ctl0", pools[1])
         t.rpc("bdev_rbd_create", "-b", "rbd0", "--user", "admin", "--config",
               f"mon_host={cluster.mon}", "--config", f"key={cluster.key}", "rbd", "bench", "4096")
         t.rpc("nvmf_create_transport", "-t", "TCP")
-        for nqn, bdev, port in zip(nqns, ("shm0", "rbd0"), ports):
+        for nqn, bdev, port in zip(nqns, ("shm0", "rbd0", "ctl0"), ports):
             t.rpc("nvmf_create_subsystem", nqn, "-a", "-s", "BENCHNB")
             t.rpc("nvmf_subsystem_add_ns", nqn, bdev)
             t.rpc("nvmf_subsystem_add_listener", nqn, "-t", "tcp", "-a", "127.0.0.1",
                   "-s", str(port))
-        alone = bench.perf([(nqns[0], ports[0])], "randwrite", 32, seconds)[nqns[0]]["iops"]
-        both = bench.perf(list(zip(nqns, ports)), "randwrite", 32, seconds)
+        pmem = (nqns[0], ports[0])
+        alone = bench.perf([pmem], "randwrite", 32, seconds)[nqns[0]]["iops"]
+        connecting, connects = perf_beside(
+            pmem, seconds, lambda stop: connect_loop(nqns[1], ports[1], stop))
+        connecting_ctl, _ = perf_beside(
+            pmem, seconds, lambda stop: connect_loop(nqns[2], ports[2], stop))
+        both = bench.perf([pmem, (nqns[1], ports[1])], "randwrite", 32, seconds)
+        beside_bench, _ = perf_beside(pmem, seconds,
+                                      lambda stop: rbd_bench_until(cluster, stop))
     finally:
         t.stop()
-        if os.path.exists(pool):
-            os.unlink(pool)
+        for pool in pools:
+            if os.path.exists(pool):
+                os.unlink(pool)
     loaded, rbd = both[nqns[0]]["iops"], both[nqns[1]]["iops"]
     return {"config": config, "alone": alone, "loaded": loaded, "fraction": loaded / alone,
-            "rbd": rbd}
+            "rbd": rbd, "beside_rbd_bench": beside_bench / alone,
+            "connecting": connecting / alone, "connecting_ctl": connecting_ctl / alone,
+            "connects": connects}
+
+
+def rbd_bench_until(cluster, stop):
+    """rbd bench writing the image at QD 32 in short runs until `stop`."""
+    while not stop.is_set():
+        cluster.rbd("--rbd-cache=false", "bench", "--io-type", "write", "--io-size", "4K",
+                    "--io-threads", "32", "--io-pattern", "rand", "--io-total", str(2000 * 4096),
+                    "rbd/bench")
 
 
 def run_rbd_bench(cluster, seconds):
@@ -157,16 +224,21 @@ def run_rbd_bench(cluster, seconds):
 
 
 def neighbour_table(nb):
-    lines = ["", "A /dev/shm pmem namespace beside the RBD namespace on one reactor, both "
-             "written at QD 32 by one perf (medians):", "",
-             "| config | pmem alone | pmem beside RBD | fraction | RBD IOPS |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["", "A /dev/shm pmem namespace on the RBD namespace's reactor, written at QD 32: "
+             "IOPS alone, then the fraction of that it kept (medians). (b) hosts connecting "
+             "(identify in a loop) to the RBD subsystem, and to a /dev/shm one as the control; "
+             "(c) the RBD namespace written at QD 32 by the same perf, and `rbd bench` writing "
+             "the image at QD 32 from outside as the control (the OSD's CPU on 2 CPUs):", "",
+             "| config | pmem alone | (b) RBD connects | (b) control | (c) RBD QD 32 "
+             "| (c) control | RBD IOPS in (c) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for c in CONFIGS:
         rs = [n for n in nb if n["config"] == c]
         if rs:
             m = lambda k: statistics.median(n[k] for n in rs)
-            lines.append(f"| {c} | {m('alone'):,.0f} | {m('loaded'):,.0f} | "
-                         f"{m('fraction'):.2f} | {m('rbd'):,.0f} |")
+            lines.append(f"| {c} | {m('alone'):,.0f} | {m('connecting'):.2f} | "
+                         f"{m('connecting_ctl'):.2f} | {m('fraction'):.2f} | "
+                         f"{m('beside_rbd_bench'):.2f} | {m('rbd'):,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,7 +261,8 @@ def table(runs, meta):
             lines.append(f"| {workload} QD{qd} | {c} | {med(rs, 'iops'):,.0f} | {p99} | "
                          f"{med(rs, 'cpu'):.2f} | {med(rs, 'osd_cpu'):.2f} | "
                          f"{med(rs, 'iops') / base['rbd']:.2f} | "
-                         f"{med(rs, 'iops') / base['spdk']:.2f} |")
+                         + (f"{med(rs, 'iops') / base['spdk']:.2f} |" if "spdk" in base
+                            else " |"))
     return "\n".join(lines) + "\n"
 
 
@@ -198,7 +271,13 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(TOP, "target/bench"))
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help="which of them to run (rbd bench always runs)")
+    ap.add_argument("--nap-us", type=int, default=bench.Target.nap_us,
+                    help="the nap config's --idle-nap-us")
     a = ap.parse_args()
+    bench.Target.nap_us = a.nap_us
+    CONFIGS[:] = [c for c in CONFIGS if c in a.configs.split(",")]
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="spdk-pmem-bench-rbd.", dir="/var/tmp")
     cluster = None
@@ -211,7 +290,7 @@ def main():
         cluster.rbd("bench", "--io-type", "write", "--io-pattern", "seq", "--io-size", "4M",
                     "--io-threads", "4", "--io-total", f"{IMAGE_MIB}M", "rbd/bench")
         for rnd in range(a.rounds):
-            order = CONFIGS[rnd % 3:] + CONFIGS[:rnd % 3]
+            order = CONFIGS[rnd % len(CONFIGS):] + CONFIGS[:rnd % len(CONFIGS)]
             for config in order:
                 for r in run_target(config, cluster, work, shm_id, bench.free_port(), a.seconds):
                     r["round"] = rnd
@@ -224,8 +303,9 @@ def main():
                 n["round"] = rnd
                 neighbours.append(n)
                 print(f"round {rnd + 1} neighbour {config:4} alone {n['alone']:>10,.0f}  "
-                      f"beside RBD {n['loaded']:>10,.0f}  fraction {n['fraction']:.2f}  "
-                      f"(RBD {n['rbd']:,.0f})", flush=True)
+                      f"(b) {n['connecting']:.2f} ctl {n['connecting_ctl']:.2f} "
+                      f"({n['connects']} connects)  (c) {n['fraction']:.2f} "
+                      f"ctl {n['beside_rbd_bench']:.2f} (RBD {n['rbd']:,.0f})", flush=True)
             for r in run_rbd_bench(cluster, a.seconds):
                 r["round"] = rnd
                 runs.append(r)
@@ -234,6 +314,10 @@ def main():
                       f"OSD {r['osd_cpu']:.2f} CPU/s", flush=True)
     except bench.BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
+        if cluster:
+            health = subprocess.run(["ceph", "-c", cluster.conf, "--connect-timeout", "10",
+                                     "health", "detail"], capture_output=True, text=True)
+            print(f"ceph health detail: {health.stdout}{health.stderr}", file=sys.stderr)
         return 1
     finally:
         if cluster:

@@ -42,6 +42,7 @@ pub struct AppOptions {
     wait_for_rpc: bool,
     num_trace_entries: Option<u64>,
     log_flags: Vec<String>,
+    idle_nap: std::time::Duration,
     env: EnvOptions,
 }
 
@@ -85,8 +86,17 @@ impl AppOptions {
             wait_for_rpc: false,
             num_trace_entries: None,
             log_flags: Vec::new(),
+            idle_nap: std::time::Duration::ZERO,
             env: EnvOptions::default(),
         }
+    }
+
+    /// Lets a reactor that found no work for `nap` sleep `nap` at a time
+    /// until work arrives ([`crate::idle_nap`]); zero (the default) polls
+    /// without pause, as SPDK does.
+    pub fn idle_nap(mut self, nap: std::time::Duration) -> Self {
+        self.idle_nap = nap;
+        self
     }
 
     /// Legacy INI configuration file (`-c`).
@@ -304,6 +314,15 @@ impl AppOptions {
         }
         spdk.set_pci_lists(&self.env)?;
         spdk.opts.shutdown_cb = Some(shutdown_trampoline);
+        let nap = self.idle_nap;
+        let start = move || {
+            if let Err(e) = crate::idle_nap::start(nap) {
+                crate::log::error(&format!("starting the reactors' idle naps: {e}"));
+                let _ = stop(1);
+                return;
+            }
+            start()
+        };
         let context = StartContext {
             start: Cell::new(Some(Box::new(start) as Box<dyn FnOnce() + '_>)),
         };

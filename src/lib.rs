@@ -7,6 +7,7 @@
 //! - [`error`]: the crate's error type;
 //! - [`pmem`]: a safe libpmemblk pool;
 //! - [`thread`]: SPDK threads, pollers, and awaiting C completions;
+//! - [`idle_nap`]: reactors that sleep while they have nothing to do;
 //! - [`bdev`]: bdev lookups, SPDK's C pmem bdev, bdev I/O and bdev modules in Rust;
 //! - [`pmem_bdev`]: the pmem bdev in Rust, behind SPDK's pmem RPCs;
 //! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces;
@@ -23,6 +24,7 @@ pub mod bdev;
 pub mod cli;
 mod cstr;
 pub mod error;
+pub mod idle_nap;
 pub mod legacy;
 mod log;
 pub mod nvmf;

@@ -175,6 +175,13 @@ impl Thread {
         crate::app::app_thread_id().map(Thread)
     }
 
+    /// The thread with SPDK's id `id`, if it exists now.
+    pub fn from_id(id: u64) -> Option<Thread> {
+        // SAFETY: spdk_thread_get_by_id walks SPDK's thread list under its
+        // lock; NULL when there is no such thread.
+        (!unsafe { sys::spdk_thread_get_by_id(id) }.is_null()).then_some(Thread(id))
+    }
+
     /// SPDK's id of the thread.
     pub fn id(&self) -> u64 {
         self.0
