@@ -2,9 +2,12 @@
 """RBD namespaces, paired in one run (scripts/bench.sh --rbd builds what it
 needs and calls this).
 
-One image (256 MiB, written through once; more fills the dev cluster's 2 GiB OSD, and a full OSD blocks writes) of a one-node Ceph that the run
-starts (scripts/ceph-dev.sh, in a directory of its own) and destroys:
+One image (256 MiB, written through once) of a one-node Ceph (an 8 GiB
+OSD) that the run starts (scripts/ceph-dev.sh, in a directory of its own)
+and destroys:
   rust  our nvmf_tgt with its Rust RBD module (the default);
+  nap   the same with --idle-nap-us (--nap-us, 200): reactors that sleep
+        while idle, so the OSD on the same CPUs gets them;
   rbdc  our nvmf_tgt with --rbd-module c: SPDK 20.07's C RBD module;
   spdk  SPDK 20.07's own C nvmf_tgt (C module);
   rbd   Ceph's own `rbd bench` on the same image, no NVMe-oF at all.
@@ -14,7 +17,8 @@ IOPS, p99 latency (perf -L), and the CPU seconds per second of wall time
 that the target (or rbd bench) and the OSD used during each run, which is
 what the busy-polling target and initiator take from Ceph on 2 CPUs. Then
 the noisy neighbour: a /dev/shm pmem namespace on the same reactor, written
-alone and while the RBD namespace is written too.
+alone, while hosts connect to the RBD namespace and while it is written
+too, each beside a control (see run_neighbour).
 Output: target/bench/rbd.md and rbd.json.
 """
 
@@ -50,7 +54,9 @@ class Cluster:
     def __init__(self, work):
         self.dir = os.path.join(work, "ceph")
         self.script = os.path.join(TOP, "scripts/ceph-dev.sh")
-        self.run("start", "--port", str(bench.free_port()))
+        # 8 GiB (sparse): the runs' small writes grow BlueStore's RocksDB
+        # past what a 2 GiB OSD can allocate, and the OSD aborts.
+        self.run("start", "--port", str(bench.free_port()), "--osd-gib", "8")
         env = dict(l.split("=", 1) for l in self.run("env").splitlines() if "=" in l)
         self.conf, self.mon, self.key = env["CEPH_DEV_CONF"], env["CEPH_DEV_MON"], env["CEPH_DEV_KEY"]
         with open(os.path.join(self.dir, "run/ceph-osd.0.pid")) as f:
@@ -142,8 +148,9 @@ def run_neighbour(config, cluster, work, shm_id, seconds):
           loop), and, as the control, while they connect to a third
           subsystem (a /dev/shm namespace: the same work without RBD);
       (c) while the RBD namespace is written at QD 32 too (one perf for
-          both), and, as the control, while `rbd bench` writes the image at
-          QD 32 from outside the target (Ceph busy, no RBD namespace in use).
+          both), and, as the control, while `rbd bench` writes another image
+          at QD 32 from outside the target (Ceph as busy, the namespace
+          idle).
     On 2 CPUs the OSD's and the initiators' CPU comes out of the
     neighbour's; the controls measure that part."""
     pools = [os.path.join("/dev/shm", f"bench-rbd-neighbour.{os.getpid()}.{i}.pool")
@@ -190,7 +197,7 @@ def rbd_bench_until(cluster, stop):
     while not stop.is_set():
         cluster.rbd("--rbd-cache=false", "bench", "--io-type", "write", "--io-size", "4K",
                     "--io-threads", "32", "--io-pattern", "rand", "--io-total", str(2000 * 4096),
-                    "rbd/bench")
+                    "rbd/bench-ctl")
 
 
 def run_rbd_bench(cluster, seconds):
@@ -228,7 +235,7 @@ def neighbour_table(nb):
              "IOPS alone, then the fraction of that it kept (medians). (b) hosts connecting "
              "(identify in a loop) to the RBD subsystem, and to a /dev/shm one as the control; "
              "(c) the RBD namespace written at QD 32 by the same perf, and `rbd bench` writing "
-             "the image at QD 32 from outside as the control (the OSD's CPU on 2 CPUs):", "",
+             "another image at QD 32 from outside as the control (the OSD's CPU on 2 CPUs):", "",
              "| config | pmem alone | (b) RBD connects | (b) control | (c) RBD QD 32 "
              "| (c) control | RBD IOPS in (c) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -286,6 +293,10 @@ def main():
     try:
         cluster = Cluster(work)
         cluster.rbd("create", "rbd/bench", "--size", f"{IMAGE_MIB}M")
+        # The neighbour's control writes its own image: on the namespace's
+        # one, rbd bench and the target would pass its exclusive lock back
+        # and forth.
+        cluster.rbd("create", "rbd/bench-ctl", "--size", f"{IMAGE_MIB}M")
         # Written through once, so reads read data, not holes.
         cluster.rbd("bench", "--io-type", "write", "--io-pattern", "seq", "--io-size", "4M",
                     "--io-threads", "4", "--io-total", f"{IMAGE_MIB}M", "rbd/bench")

@@ -6,11 +6,15 @@
 # the first time), stop stops both daemons and waits for them, and the data
 # stays for the next start until `destroy`.
 #
-# usage: scripts/ceph-dev.sh start|stop|status|env|destroy [--dir DIR] [--port PORT]
+# usage: scripts/ceph-dev.sh start|stop|status|env|destroy [--dir DIR] [--port PORT] [--osd-gib N]
 #   --dir DIR    where the cluster lives (default /var/tmp/spdk-pmem-ceph,
 #                or $CEPH_DEV_DIR)
 #   --port PORT  the monitor's port on 127.0.0.1 (default 6789, or
 #                $CEPH_DEV_PORT); a cluster keeps the port it was created with
+#   --osd-gib N  the OSD's file, in GiB (default 2, or $CEPH_DEV_OSD_GIB;
+#                sparse): sustained small writes grow BlueStore's RocksDB,
+#                and an OSD that cannot allocate for it aborts; a cluster
+#                keeps the size it was created with
 #   start:   start it; prints the monitor, the pool, the key and the
 #            bdev_rbd_create arguments
 #   stop:    stop its daemons (bounded: SIGKILL after 20 s)
@@ -23,18 +27,21 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 dir=${CEPH_DEV_DIR:-/var/tmp/spdk-pmem-ceph}
 port=${CEPH_DEV_PORT:-6789}
+osd_gib=${CEPH_DEV_OSD_GIB:-2}
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir=${2:?--dir needs a directory}; shift 2 ;;
     --port) port=${2:?--port needs a number}; shift 2 ;;
+    --osd-gib) osd_gib=${2:?--osd-gib needs a number}; shift 2 ;;
     *) echo "ceph-dev: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$port" in ''|*[!0-9]*) echo "ceph-dev: --port must be a number, not $port" >&2; exit 2 ;; esac
+case "$osd_gib" in ''|*[!0-9]*|0) echo "ceph-dev: --osd-gib must be a whole number of GiB, not $osd_gib" >&2; exit 2 ;; esac
 
 conf=$dir/ceph.conf
 pool=rbd
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 need_packages() {
   local missing=()
@@ -112,7 +119,7 @@ mon data = $dir/mon/\$cluster-\$id
 osd data = $dir/osd/\$cluster-\$id
 osd objectstore = bluestore
 bluestore block create = true
-bluestore block size = 2147483648
+bluestore block size = $((osd_gib * 1073741824))
 osd memory target = 1073741824
 osd max object name len = 256
 osd max object namespace len = 64
