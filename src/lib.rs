@@ -15,7 +15,8 @@
 //! - [`rpc`]: JSON-RPC methods in Rust and a filter in front of SPDK's dispatch;
 //! - [`rpc_compat`]: newer SPDK clients' fields against 20.07's methods;
 //! - [`legacy`]: the 2018 `construct_nvmf_subsystem`;
-//! - [`rbd`]: Ceph RBD: cluster connections off the reactors (feature `rbd`).
+//! - [`rbd`]: Ceph RBD: cluster connections off the reactors (feature `rbd`);
+//! - [`writeback`]: persistent memory as a write-back cache in front of a bdev.
 //!
 //! The raw bindings are re-exported as [`sys`] (SPDK) and [`pmemblk_sys`].
 
@@ -37,6 +38,7 @@ pub mod rpc_compat;
 mod sync;
 pub mod tcp_admission;
 pub mod thread;
+pub mod writeback;
 
 pub use error::{Error, Result};
 pub use pmemblk_sys;

@@ -1,0 +1,12 @@
+//! Persistent memory as a write-back cache in front of a slower bdev (an
+//! RBD image of a Ceph cluster): a write is acknowledged once it is durable
+//! in a libpmemblk pool, and reaches the backing store afterwards, in the
+//! order the writes were acknowledged, so the backing store always holds a
+//! prefix of them.
+//!
+//! - [`log`]: the log on the pool, its recovery after a crash;
+//! - [`order`]: sequence numbers, acknowledgements in order, what is cached,
+//!   what to destage next.
+
+pub mod log;
+pub mod order;
