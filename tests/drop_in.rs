@@ -1,7 +1,7 @@
 //! Our nvmf_tgt as a drop-in for SPDK's C nvmf_tgt of the same build: the same
 //! rpc.py configuration (the article's) gives the same methods (plus the 2018
-//! construct_nvmf_subsystem, served in Rust) and the same
-//! subsystems, and SPDK's initiators do I/O through ours over TCP.
+//! construct_nvmf_subsystem and the pmem write-back cache's, served in Rust)
+//! and the same subsystems, and SPDK's initiators do I/O through ours over TCP.
 
 mod common;
 use common::*;
@@ -51,14 +51,22 @@ fn configure_and_describe(binary: &std::path::Path) -> (Vec<String>, Value, Valu
 fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
     let (c_methods, c_subsystems, c_bdevs) = configure_and_describe(&c_nvmf_tgt());
     let (methods, subsystems, bdevs) = configure_and_describe(&our_nvmf_tgt());
-    // Ours serves every method of the C binary, plus the 2018 one in Rust.
+    // Ours serves every method of the C binary, plus the 2018 one and the
+    // pmem write-back cache's, in Rust.
     let missing: Vec<&String> = c_methods.iter().filter(|m| !methods.contains(m)).collect();
     let extra: Vec<&String> = methods.iter().filter(|m| !c_methods.contains(m)).collect();
     assert!(
         missing.is_empty(),
         "methods of the C nvmf_tgt missing from ours: {missing:?}"
     );
-    assert_eq!(extra, [spdk_pmem::legacy::CONSTRUCT_NVMF_SUBSYSTEM]);
+    assert_eq!(
+        extra,
+        [
+            "bdev_pmem_cache_create",
+            "bdev_pmem_cache_delete",
+            spdk_pmem::legacy::CONSTRUCT_NVMF_SUBSYSTEM
+        ]
+    );
     assert_eq!(subsystems, c_subsystems);
     assert_eq!(subsystems[1]["serial_number"], "SPDK0001");
     assert_eq!(subsystems[1]["namespaces"][0]["bdev_name"], "pmdk0");

@@ -46,6 +46,10 @@ fn main() {
             std::process::exit(1);
         }
     }
+    if let Err(e) = spdk_pmem::writeback::bdev::serve_rpcs() {
+        eprintln!("nvmf_tgt: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = spdk_pmem::legacy::register() {
         eprintln!("nvmf_tgt: {e}");
         std::process::exit(1);

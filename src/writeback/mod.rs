@@ -4,9 +4,11 @@
 //! order the writes were acknowledged, so the backing store always holds a
 //! prefix of them.
 //!
+//! - [`bdev`]: the cache as a bdev (module `pmem_wb`);
 //! - [`log`]: the log on the pool, its recovery after a crash;
 //! - [`order`]: sequence numbers, acknowledgements in order, what is cached,
 //!   what to destage next.
 
+pub mod bdev;
 pub mod log;
 pub mod order;

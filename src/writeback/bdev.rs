@@ -1,0 +1,585 @@
+//! The write-back cache as a bdev (module `pmem_wb`): writes are
+//! acknowledged once they are in the log on the pmem pool, and destaged to
+//! the backing bdev afterwards, one after another in the order they were
+//! acknowledged; reads find the newest acknowledged data, in the log while it
+//! holds the block, in the backing bdev otherwise; a flush completes once
+//! everything acknowledged before it is in the backing bdev.
+//!
+//! Threads: the cache's state lives on the application thread, which owns
+//! the descriptor of the backing bdev; I/O submitted on other SPDK threads
+//! is deferred and sent there, and completes back on its own thread.
+//! Writes go to the pool on that thread (a pool in /dev/shm takes a few
+//! microseconds a block).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::log::{Entry, Log};
+use super::order::Order;
+use crate::bdev::dma::DmaBuf;
+use crate::bdev::io::{Descriptor, IoChannel};
+use crate::bdev::module::{BdevIo, BdevProps, BlockDevice, DeferredIo, IoStatus, IoType, Module};
+use crate::bdev::Bdev;
+use crate::error::{Error, Result};
+use crate::thread::{AppThread, Poller, Thread};
+
+/// The bdev module's name.
+pub const MODULE_NAME: &str = "pmem_wb";
+/// The product name `bdev_get_bdevs` shows.
+pub const PRODUCT_NAME: &str = "pmem write-back cache";
+/// How long destaging waits after the backing bdev failed a write.
+const RETRY_US: u64 = 1_000_000;
+/// How often a cache looks whether the application is stopping.
+const STOP_CHECK_US: u64 = 100_000;
+
+/// What a cache is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheParams {
+    /// The cache bdev's name.
+    pub name: String,
+    /// The backing bdev (an RBD bdev, say).
+    pub base: String,
+    /// The pool holding the log: opened (and its writes replayed) if it
+    /// exists, created otherwise.
+    pub pool: PathBuf,
+    /// Slots (cached blocks) of a pool to create.
+    pub create_slots: Option<u64>,
+}
+
+/// Figures that `bdev_get_bdevs` shows, kept where any thread may read them.
+#[derive(Debug, Default)]
+struct Stats {
+    dirty: AtomicU64,
+    destaged_writes: AtomicU64,
+    destage_failures: AtomicU64,
+    base_failing: AtomicBool,
+    failed: AtomicBool,
+}
+
+fn module() -> Result<&'static Module> {
+    Module::get_or_register(MODULE_NAME)
+}
+
+thread_local! {
+    /// The caches, by bdev name, on the application thread (the only
+    /// thread that touches them).
+    static CACHES: RefCell<HashMap<String, Rc<Cache>>> = RefCell::new(HashMap::new());
+}
+
+/// Creates the cache bdev on the application thread. Resolves there.
+pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
+    let app = app.check()?;
+    let module = module()?;
+    if Bdev::by_name(app, &params.name).is_some() {
+        return Err(Error::spdk(
+            format!(
+                "creating bdev {:?}: a bdev of that name exists",
+                params.name
+            ),
+            -libc::EEXIST,
+        ));
+    }
+    let desc = Descriptor::open(app, &params.base, true)?;
+    let bs = desc.block_size();
+    let identity = format!(
+        "bdev {} ({} blocks of {bs} bytes)",
+        params.base,
+        desc.num_blocks()
+    );
+    let (log, replay) = if params.pool.exists() {
+        Log::open(&params.pool, &identity)?
+    } else {
+        let slots = params.create_slots.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "pool {} does not exist: give the number of slots to create it with",
+                params.pool.display()
+            ))
+        })?;
+        (
+            Log::create(&params.pool, bs as usize, slots, &identity, 0o600)?,
+            Vec::new(),
+        )
+    };
+    if log.data_block_size() != bs as usize {
+        return Err(Error::InvalidArgument(format!(
+            "pool {} holds {}-byte blocks; bdev {} has {bs}-byte blocks",
+            params.pool.display(),
+            log.data_block_size(),
+            params.base
+        )));
+    }
+    let channel = desc.channel()?;
+    let stats = Arc::new(Stats::default());
+    let order = Order::new(log.slots(), log.persisted_destaged(), &replay);
+    stats.dirty.store(order.dirty(), Ordering::Relaxed);
+    let cache = Rc::new(Cache {
+        name: params.name.clone(),
+        block_size: bs as usize,
+        log,
+        order: RefCell::new(order),
+        desc,
+        channel,
+        waiting: RefCell::new(VecDeque::new()),
+        flushes: RefCell::new(Vec::new()),
+        destaging: Cell::new(false),
+        retry: RefCell::new(None),
+        closed: Cell::new(false),
+        stop_watch: RefCell::new(None),
+        stats: Arc::clone(&stats),
+    });
+    let props = BdevProps::new(&params.name, PRODUCT_NAME, bs, cache.desc.num_blocks());
+    let thread =
+        Thread::current().ok_or_else(|| Error::NotFound("the application thread".into()))?;
+    CACHES.with(|c| {
+        c.borrow_mut()
+            .insert(params.name.clone(), Rc::clone(&cache))
+    });
+    let disk = CacheDisk {
+        params: params.clone(),
+        thread,
+        stats,
+        slots: cache.log.slots(),
+    };
+    match module.register_bdev(app, props, disk) {
+        Ok(bdev) => {
+            cache.watch_for_stop()?;
+            cache.kick();
+            Ok(bdev)
+        }
+        Err(e) => {
+            CACHES.with(|c| c.borrow_mut().remove(&params.name));
+            Err(e)
+        }
+    }
+}
+
+/// Whether `bdev` is a cache of this module.
+pub fn is_cache(bdev: &Bdev) -> bool {
+    module().is_ok_and(|m| m.owns(bdev))
+}
+
+/// Deletes a cache bdev. What it has not destaged stays in its pool, and is
+/// replayed when the cache is created again on that pool.
+pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
+    let started = bdev.as_ptr().and_then(|_| {
+        if is_cache(&bdev) {
+            Ok(crate::bdev::module::unregister(bdev))
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "bdev {:?} is not a pmem write-back cache",
+                bdev.name()
+            )))
+        }
+    });
+    async move { started?.await }
+}
+
+/// The cache's state, on the application thread.
+struct Cache {
+    name: String,
+    block_size: usize,
+    log: Log,
+    order: RefCell<Order>,
+    desc: Descriptor,
+    channel: IoChannel,
+    /// Writes waiting for room in the log, in arrival order.
+    waiting: RefCell<VecDeque<DeferredIo>>,
+    /// Flushes waiting for destaging to reach a write.
+    flushes: RefCell<Vec<(u64, DeferredIo)>>,
+    destaging: Cell<bool>,
+    retry: RefCell<Option<Poller>>,
+    /// Set when the bdev is gone: destaging stops (what is left stays in
+    /// the pool for the next create).
+    closed: Cell<bool>,
+    stop_watch: RefCell<Option<Poller>>,
+    stats: Arc<Stats>,
+}
+
+impl Cache {
+    fn submit(self: &Rc<Self>, io: DeferredIo) {
+        if self.stats.failed.load(Ordering::Relaxed) {
+            return io.complete(IoStatus::Failed);
+        }
+        match io.io_type() {
+            IoType::Write => {
+                if self.waiting.borrow().is_empty() {
+                    self.write(io);
+                } else {
+                    self.waiting.borrow_mut().push_back(io);
+                }
+            }
+            IoType::Read => self.read(io),
+            IoType::Flush => {
+                let target = self.order.borrow().acked_up_to();
+                if self.order.borrow().destaged_up_to() >= target {
+                    io.complete(IoStatus::Success);
+                } else {
+                    self.flushes.borrow_mut().push((target, io));
+                }
+            }
+            IoType::Reset => io.complete(IoStatus::Success),
+            _ => io.complete(IoStatus::Failed),
+        }
+    }
+
+    /// Once the application stops, I/O waiting for room or for destaging
+    /// fails instead of holding the shutdown (what is not destaged stays in
+    /// the pool for the next start).
+    fn watch_for_stop(self: &Rc<Self>) -> Result<()> {
+        let cache = Rc::downgrade(self);
+        let poller = Poller::register(STOP_CHECK_US, move || {
+            let Some(cache) = cache.upgrade() else {
+                return false;
+            };
+            if crate::app::serving() && !cache.closed.get() {
+                return false;
+            }
+            cache.fail_waiting();
+            false
+        })?;
+        *self.stop_watch.borrow_mut() = Some(poller);
+        Ok(())
+    }
+
+    /// Fails every write waiting for room and every flush waiting for
+    /// destaging.
+    fn fail_waiting(&self) {
+        let writes = std::mem::take(&mut *self.waiting.borrow_mut());
+        let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
+        for io in writes
+            .into_iter()
+            .chain(flushes.into_iter().map(|(_, io)| io))
+        {
+            io.complete(IoStatus::Failed);
+        }
+    }
+
+    /// Logs a write, or queues it while the log is full.
+    fn write(self: &Rc<Self>, io: DeferredIo) {
+        let blocks = io.num_blocks();
+        let lba = io.offset_blocks();
+        if !self.order.borrow().fits(blocks) {
+            crate::log::error(&format!(
+                "{}: a write of {blocks} blocks is larger than the whole log ({} blocks)",
+                self.name,
+                self.log.slots()
+            ));
+            return io.complete(IoStatus::Failed);
+        }
+        let persisted = self.log.persisted_destaged();
+        let Some(seqs) = self.order.borrow_mut().assign(blocks, persisted) else {
+            self.waiting.borrow_mut().push_front(io);
+            return;
+        };
+        let data = gather(&io, self.block_size * blocks as usize);
+        for (i, seq) in seqs.clone().enumerate() {
+            let block = &data[i * self.block_size..(i + 1) * self.block_size];
+            let entry = Entry {
+                seq,
+                lba: lba + i as u64,
+            };
+            if let Err(e) = self.log.write(entry, block) {
+                // Nothing after this write can be acknowledged in order.
+                crate::log::error(&format!(
+                    "{}: writing the log: {e}; failing all I/O",
+                    self.name
+                ));
+                self.stats.failed.store(true, Ordering::Relaxed);
+                return io.complete(IoStatus::Failed);
+            }
+        }
+        // Written here, in order: it is the next to acknowledge.
+        let acks = self.order.borrow_mut().durable(seqs, lba);
+        debug_assert_eq!(acks.0.len(), 1);
+        self.stats
+            .dirty
+            .store(self.order.borrow().dirty(), Ordering::Relaxed);
+        io.complete(IoStatus::Success);
+        self.kick();
+    }
+
+    /// Reads each block from the log if it holds it, from the backing bdev
+    /// otherwise (runs of such blocks in one read).
+    fn read(self: &Rc<Self>, mut io: DeferredIo) {
+        let bs = self.block_size;
+        let lba = io.offset_blocks();
+        let blocks = io.num_blocks() as usize;
+        let mut data = vec![0u8; bs * blocks];
+        let mut from_base: Vec<(usize, usize)> = Vec::new();
+        for i in 0..blocks {
+            let cached = self.order.borrow().cached(lba + i as u64);
+            let hit = match cached {
+                Some(seq) => match self.log.read(seq, &mut data[i * bs..(i + 1) * bs]) {
+                    Ok(found) => found.is_some(),
+                    Err(e) => {
+                        crate::log::error(&format!("{}: reading the log: {e}", self.name));
+                        return io.complete(IoStatus::Failed);
+                    }
+                },
+                None => false,
+            };
+            if !hit {
+                match from_base.last_mut() {
+                    Some((start, len)) if *start + *len == i => *len += 1,
+                    _ => from_base.push((i, 1)),
+                }
+            }
+        }
+        if from_base.is_empty() {
+            scatter(&mut io, &data);
+            return io.complete(IoStatus::Success);
+        }
+        let cache = Rc::clone(self);
+        let spawned = crate::thread::spawn_local(async move {
+            let spdk = match AppThread::here() {
+                Ok(app) => app.spdk(),
+                Err(_) => return io.complete(IoStatus::Failed),
+            };
+            for (start, len) in from_base {
+                let Ok(buf) = DmaBuf::new(spdk, len * bs, 0) else {
+                    return io.complete(IoStatus::Failed);
+                };
+                let (buf, result) = cache.channel.read(lba + start as u64, buf).await;
+                if result.is_err() {
+                    return io.complete(IoStatus::Failed);
+                }
+                data[start * bs..(start + len) * bs].copy_from_slice(&buf);
+            }
+            scatter(&mut io, &data);
+            io.complete(IoStatus::Success);
+        });
+        if let Err(e) = spawned {
+            crate::log::error(&format!("{}: reading the backing bdev: {e}", self.name));
+        }
+    }
+
+    /// Starts destaging the next acknowledged write, if none is under way.
+    fn kick(self: &Rc<Self>) {
+        if self.closed.get() || self.destaging.get() || self.retry.borrow().is_some() {
+            return;
+        }
+        let Some(seq) = self.order.borrow_mut().next_destage() else {
+            return;
+        };
+        self.destaging.set(true);
+        let cache = Rc::clone(self);
+        let spawned = crate::thread::spawn_local(async move {
+            let outcome = cache.destage(seq).await;
+            cache.destaging.set(false);
+            match outcome {
+                Ok(()) => cache.kick(),
+                Err(e) => cache.destage_failed(seq, e),
+            }
+        });
+        if let Err(e) = spawned {
+            self.destaging.set(false);
+            self.order.borrow_mut().destage_failed(seq);
+            crate::log::error(&format!("{}: starting to destage: {e}", self.name));
+        }
+    }
+
+    /// Writes write `seq` to the backing bdev and records it.
+    async fn destage(self: &Rc<Self>, seq: u64) -> Result<()> {
+        let spdk = AppThread::here()?.spdk();
+        let mut buf = DmaBuf::new(spdk, self.block_size, 0)?;
+        let lba = self
+            .log
+            .read(seq, &mut buf)?
+            .ok_or_else(|| Error::InvalidArgument(format!("write {seq} left the log early")))?;
+        let (_buf, result) = self.channel.write(lba, buf).await;
+        result?;
+        self.order.borrow_mut().destaged(seq, lba);
+        self.log.set_destaged(seq)?;
+        self.stats.destaged_writes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .dirty
+            .store(self.order.borrow().dirty(), Ordering::Relaxed);
+        if self.stats.base_failing.swap(false, Ordering::Relaxed) {
+            crate::log::error(&format!("{}: destaging works again", self.name));
+        }
+        let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
+        let (done, still): (Vec<_>, Vec<_>) = flushes.into_iter().partition(|(t, _)| *t <= seq);
+        *self.flushes.borrow_mut() = still;
+        for (_, io) in done {
+            io.complete(IoStatus::Success);
+        }
+        // Slots are free again: writes that waited for room go in order.
+        loop {
+            // Not `while let`: its scrutinee's borrow would last the body.
+            let Some(io) = self.waiting.borrow_mut().pop_front() else {
+                break;
+            };
+            let before = self.waiting.borrow().len();
+            self.write(io);
+            if self.waiting.borrow().len() > before {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The backing bdev failed: the write stays in the log, and destaging
+    /// tries again later.
+    fn destage_failed(self: &Rc<Self>, seq: u64, e: Error) {
+        self.order.borrow_mut().destage_failed(seq);
+        self.stats.destage_failures.fetch_add(1, Ordering::Relaxed);
+        if !self.stats.base_failing.swap(true, Ordering::Relaxed) {
+            crate::log::error(&format!(
+                "{}: destaging write {seq}: {e}; writes stay in the cache, retried every {} s",
+                self.name,
+                RETRY_US / 1_000_000
+            ));
+        }
+        let cache = Rc::clone(self);
+        match Poller::register(RETRY_US, move || {
+            cache.retry.borrow_mut().take();
+            cache.kick();
+            false
+        }) {
+            Ok(p) => *self.retry.borrow_mut() = Some(p),
+            Err(e) => crate::log::error(&format!("{}: scheduling a retry: {e}", self.name)),
+        }
+    }
+}
+
+/// The I/O's buffers, as one contiguous copy of `len` bytes.
+fn gather(io: &DeferredIo, len: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(len);
+    for s in io.segments() {
+        data.extend_from_slice(&s[..s.len().min(len - data.len())]);
+    }
+    data.resize(len, 0);
+    data
+}
+
+/// Copies `data` into the I/O's buffers.
+fn scatter(io: &mut DeferredIo, data: &[u8]) {
+    let mut at = 0;
+    for s in io.segments_mut() {
+        let n = s.len().min(data.len() - at);
+        s[..n].copy_from_slice(&data[at..at + n]);
+        at += n;
+    }
+}
+
+/// The bdev: a name for the state on the application thread, and figures.
+struct CacheDisk {
+    params: CacheParams,
+    thread: Thread,
+    stats: Arc<Stats>,
+    slots: u64,
+}
+
+impl BlockDevice for CacheDisk {
+    type Channel = ();
+
+    fn io_type_supported(&self, io_type: IoType) -> bool {
+        matches!(
+            io_type,
+            IoType::Read | IoType::Write | IoType::Flush | IoType::Reset
+        )
+    }
+
+    fn create_channel(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn submit(&self, _channel: &(), io: BdevIo) {
+        let Ok(io) = io.defer() else { return };
+        let name = self.params.name.clone();
+        // A failed send drops the I/O, which fails it.
+        let _ = self.thread.send(
+            move || match CACHES.with(|c| c.borrow().get(&name).cloned()) {
+                Some(cache) => cache.submit(io),
+                None => io.complete(IoStatus::Failed),
+            },
+        );
+    }
+
+    fn dump_info_json(&self) -> Option<Value> {
+        let s = &self.stats;
+        Some(json!({ "pmem_wb": {
+            "base_bdev": self.params.base,
+            "pool": self.params.pool.to_string_lossy(),
+            "slots": self.slots,
+            "dirty_blocks": s.dirty.load(Ordering::Relaxed),
+            "destaged_writes": s.destaged_writes.load(Ordering::Relaxed),
+            "destage_failures": s.destage_failures.load(Ordering::Relaxed),
+            "base_reachable": !s.base_failing.load(Ordering::Relaxed),
+            "failed": s.failed.load(Ordering::Relaxed),
+        }}))
+    }
+
+    fn write_config_json(&self, bdev_name: &str) -> Option<Value> {
+        Some(json!({"method": "bdev_pmem_cache_create", "params": {
+            "name": bdev_name,
+            "base_bdev": self.params.base,
+            "pool": self.params.pool.to_string_lossy(),
+        }}))
+    }
+
+    fn destruct(&mut self) {
+        if let Some(cache) = CACHES.with(|c| c.borrow_mut().remove(&self.params.name)) {
+            cache.closed.set(true);
+            cache.retry.borrow_mut().take();
+            cache.stop_watch.borrow_mut().take();
+            cache.fail_waiting();
+        }
+    }
+}
+
+/// `bdev_pmem_cache_create`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRpc {
+    name: String,
+    base_bdev: String,
+    pool: String,
+    slots: Option<u64>,
+}
+
+/// `bdev_pmem_cache_delete`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteRpc {
+    name: String,
+}
+
+/// Serves `bdev_pmem_cache_create` (name, base_bdev, pool, and slots when
+/// the pool is to be created) and `bdev_pmem_cache_delete` (name).
+pub fn serve_rpcs() -> Result<()> {
+    use crate::rpc::{register_typed_async_method, RpcStates};
+    module()?;
+    register_typed_async_method(
+        "bdev_pmem_cache_create",
+        RpcStates::Runtime,
+        |p: CreateRpc| async move {
+            let app = AppThread::here()?;
+            let params = CacheParams {
+                name: p.name,
+                base: p.base_bdev,
+                pool: PathBuf::from(p.pool),
+                create_slots: p.slots,
+            };
+            let bdev = create(app, params).await?;
+            Ok(bdev.name().to_string())
+        },
+    )?;
+    register_typed_async_method(
+        "bdev_pmem_cache_delete",
+        RpcStates::Runtime,
+        |p: DeleteRpc| async move {
+            let app = AppThread::here()?;
+            let bdev = Bdev::by_name(app, &p.name)
+                .ok_or_else(|| Error::NotFound(format!("bdev {:?}", p.name)))?;
+            delete(bdev).await?;
+            Ok(true)
+        },
+    )
+}

@@ -1,0 +1,226 @@
+//! The pmem write-back cache (`bdev_pmem_cache_create`) in front of a
+//! backing bdev, served over NVMe/TCP and driven by SPDK's initiators: data
+//! written through the cache reads back, reaches the backing bdev, and what
+//! was not destaged when the target died is replayed from the pool.
+//!
+//! The backing bdev here is a Rust pmem bdev on its own pool, which the test
+//! reads directly once the target is gone; the Ceph tests put the cache in
+//! front of an RBD image.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use spdk_pmem::pmem::Pool;
+
+const NQN: &str = "nqn.2016-06.io.spdk:wbcache";
+const BLOCK: usize = 4096;
+
+/// A target with bdev `base0` on `base` and cache `wb0` on `cache` (created
+/// with `slots` slots if missing), exported as `NQN` on `port`.
+fn serve_cache(t: &Target, base: &Path, cache: &Path, slots: u64, port: u16) {
+    if !base.exists() {
+        t.rpc_ok(&[
+            "bdev_pmem_create_pool",
+            base.to_str().unwrap(),
+            "32",
+            "4096",
+        ]);
+    }
+    t.rpc_ok(&["bdev_pmem_create", "-n", "base0", base.to_str().unwrap()]);
+    t.jsonrpc_ok(
+        "bdev_pmem_cache_create",
+        Some(json!({"name": "wb0", "base_bdev": "base0",
+                    "pool": cache.to_str().unwrap(), "slots": slots})),
+    );
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
+    add_tcp_listener(t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+}
+
+fn cache_info(t: &Target) -> serde_json::Value {
+    let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"]);
+    bdevs[0]["driver_specific"]["pmem_wb"].clone()
+}
+
+/// Waits (bounded) until the cache has destaged everything.
+fn wait_clean(t: &Target) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = cache_info(t);
+        if info["dirty_blocks"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still dirty after 60 s: {info}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pattern(blocks: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..blocks * BLOCK)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Blocks `first..first + count` of the pool at `path`.
+fn pool_blocks(path: &Path, first: u64, count: usize) -> Vec<u8> {
+    let p = Pool::open(path, Some(BLOCK)).expect("the pool opens once the target let go");
+    let mut out = vec![0u8; count * BLOCK];
+    for i in 0..count {
+        p.read(first + i as u64, &mut out[i * BLOCK..(i + 1) * BLOCK])
+            .unwrap();
+    }
+    out
+}
+
+#[test]
+fn writes_read_back_and_reach_the_backing_bdev() {
+    let dir = shm_dir();
+    let (base, cache) = (dir.path().join("base.pool"), dir.path().join("cache.pool"));
+    let port = test_port();
+    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    serve_cache(&t, &base, &cache, 2048, port);
+    let info = cache_info(&t);
+    assert_eq!(info["base_bdev"], "base0", "{info}");
+    assert!(info["slots"].as_u64().unwrap() >= 2048, "{info}");
+    for size in [4096, 65536] {
+        let (status, out) = bdevperf_verify(dir.path(), NQN, port, size);
+        check_bdevperf(status, &out);
+    }
+    let data = pattern(64, 0x5eed);
+    let input = dir.path().join("pattern");
+    std::fs::write(&input, &data).unwrap();
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    spdk_dd_ok(
+        &config,
+        &[
+            "--if",
+            input.to_str().unwrap(),
+            "--ob",
+            "Nvme0n1",
+            "--seek",
+            "100",
+        ],
+    );
+    let back = dir.path().join("back");
+    spdk_dd_ok(
+        &config,
+        &[
+            "--ib",
+            "Nvme0n1",
+            "--of",
+            back.to_str().unwrap(),
+            "--skip",
+            "100",
+            "--count",
+            "64",
+        ],
+    );
+    assert!(std::fs::read(&back).unwrap() == data, "read back differs");
+    wait_clean(&t);
+    let info = cache_info(&t);
+    assert!(info["destaged_writes"].as_u64().unwrap() >= 64, "{info}");
+    assert_eq!(info["base_reachable"], true, "{info}");
+    assert!(t.stop().success(), "{}", t.log_text());
+    assert!(
+        pool_blocks(&base, 100, 64) == data,
+        "the backing bdev lacks the writes"
+    );
+}
+
+#[test]
+fn writes_not_yet_destaged_when_the_target_dies_are_replayed() {
+    let dir = shm_dir();
+    let (base, cache) = (dir.path().join("base.pool"), dir.path().join("cache.pool"));
+    let port = test_port();
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    let data = pattern(256, 0xdead);
+    let input = dir.path().join("pattern");
+    std::fs::write(&input, &data).unwrap();
+    {
+        let mut t = Target::start(&our_nvmf_tgt(), &[]);
+        serve_cache(&t, &base, &cache, 1024, port);
+        spdk_dd_ok(
+            &config,
+            &[
+                "--if",
+                input.to_str().unwrap(),
+                "--ob",
+                "Nvme0n1",
+                "--seek",
+                "8",
+            ],
+        );
+        let child = t.child.as_mut().unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        t.child = None;
+    }
+    // Some writes may have been destaged before the kill; all are in the
+    // pool or the backing bdev, and the restarted cache serves them all.
+    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    serve_cache(&t, &base, &cache, 1024, port);
+    let back = dir.path().join("back");
+    spdk_dd_ok(
+        &config,
+        &[
+            "--ib",
+            "Nvme0n1",
+            "--of",
+            back.to_str().unwrap(),
+            "--skip",
+            "8",
+            "--count",
+            "256",
+        ],
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "read back after the kill differs"
+    );
+    wait_clean(&t);
+    assert!(t.stop().success(), "{}", t.log_text());
+    assert!(
+        pool_blocks(&base, 8, 256) == data,
+        "the backing bdev lacks the writes"
+    );
+}
+
+#[test]
+fn a_pool_made_for_another_backing_bdev_is_refused() {
+    let dir = shm_dir();
+    let (base, cache) = (dir.path().join("base.pool"), dir.path().join("cache.pool"));
+    let other = dir.path().join("other.pool");
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    serve_cache(&t, &base, &cache, 64, test_port());
+    t.rpc_ok(&[
+        "bdev_pmem_create_pool",
+        other.to_str().unwrap(),
+        "64",
+        "4096",
+    ]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "other0", other.to_str().unwrap()]);
+    t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
+    let err = t.jsonrpc_err(
+        "bdev_pmem_cache_create",
+        json!({"name": "wb1", "base_bdev": "other0", "pool": cache.to_str().unwrap()}),
+    );
+    assert!(err.contains("it caches \"bdev base0"), "{err}");
+    assert!(err.contains("not \"bdev other0"), "{err}");
+    let bdevs = t.rpc_json(&["bdev_get_bdevs"]);
+    assert!(
+        bdevs.as_array().unwrap().iter().all(|b| b["name"] != "wb1"),
+        "nothing half-created: {bdevs}"
+    );
+}
