@@ -50,6 +50,9 @@ pub struct CacheParams {
     pub pool: PathBuf,
     /// Slots (cached blocks) of a pool to create.
     pub create_slots: Option<u64>,
+    /// A control for tests of the ordering promise, which it breaks:
+    /// destage each pair of writes in reverse order.
+    pub destage_out_of_order: bool,
 }
 
 /// Figures that `bdev_get_bdevs` shows, kept where any thread may read them.
@@ -129,6 +132,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         flushes: RefCell::new(Vec::new()),
         destaging: Cell::new(false),
         retry: RefCell::new(None),
+        out_of_order: params.destage_out_of_order,
         closed: Cell::new(false),
         stop_watch: RefCell::new(None),
         stats: Arc::clone(&stats),
@@ -194,6 +198,8 @@ struct Cache {
     flushes: RefCell<Vec<(u64, DeferredIo)>>,
     destaging: Cell<bool>,
     retry: RefCell<Option<Poller>>,
+    /// [`CacheParams::destage_out_of_order`].
+    out_of_order: bool,
     /// Set when the bdev is gone: destaging stops (what is left stays in
     /// the pool for the next create).
     closed: Cell<bool>,
@@ -386,17 +392,32 @@ impl Cache {
 
     /// Writes write `seq` to the backing bdev and records it.
     async fn destage(self: &Rc<Self>, seq: u64) -> Result<()> {
-        let spdk = AppThread::here()?.spdk();
-        let mut buf = DmaBuf::new(spdk, self.block_size, 0)?;
-        let lba = self
-            .log
-            .read(seq, &mut buf)?
-            .ok_or_else(|| Error::InvalidArgument(format!("write {seq} left the log early")))?;
-        let (_buf, result) = self.channel.write(lba, buf).await;
-        result?;
-        self.order.borrow_mut().destaged(seq, lba);
-        self.log.set_destaged(seq)?;
-        self.stats.destaged_writes.fetch_add(1, Ordering::Relaxed);
+        // The control breaks the order: `seq + 1` first, then `seq`.
+        let swapped = self.out_of_order && seq < self.order.borrow().acked_up_to();
+        let order = if swapped {
+            vec![seq + 1, seq]
+        } else {
+            vec![seq]
+        };
+        let mut lbas = Vec::new();
+        for s in order {
+            lbas.push((s, self.write_back(s).await?));
+        }
+        lbas.sort_unstable();
+        let mut order = self.order.borrow_mut();
+        for (s, lba) in &lbas {
+            if *s != seq {
+                // Hand the second of a swapped pair out too.
+                order.next_destage();
+            }
+            order.destaged(*s, *lba);
+        }
+        drop(order);
+        let last = lbas.last().map_or(seq, |(s, _)| *s);
+        self.log.set_destaged(last)?;
+        self.stats
+            .destaged_writes
+            .fetch_add(lbas.len() as u64, Ordering::Relaxed);
         self.stats
             .dirty
             .store(self.order.borrow().dirty(), Ordering::Relaxed);
@@ -404,7 +425,7 @@ impl Cache {
             crate::log::error(&format!("{}: destaging works again", self.name));
         }
         let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
-        let (done, still): (Vec<_>, Vec<_>) = flushes.into_iter().partition(|(t, _)| *t <= seq);
+        let (done, still): (Vec<_>, Vec<_>) = flushes.into_iter().partition(|(t, _)| *t <= last);
         *self.flushes.borrow_mut() = still;
         for (_, io) in done {
             io.complete(IoStatus::Success);
@@ -422,6 +443,19 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// Writes write `seq` from the log to the backing bdev; returns its LBA.
+    async fn write_back(&self, seq: u64) -> Result<u64> {
+        let spdk = AppThread::here()?.spdk();
+        let mut buf = DmaBuf::new(spdk, self.block_size, 0)?;
+        let lba = self
+            .log
+            .read(seq, &mut buf)?
+            .ok_or_else(|| Error::InvalidArgument(format!("write {seq} left the log early")))?;
+        let (_buf, result) = self.channel.write(lba, buf).await;
+        result?;
+        Ok(lba)
     }
 
     /// The backing bdev failed: the write stays in the log, and destaging
@@ -542,6 +576,9 @@ struct CreateRpc {
     base_bdev: String,
     pool: String,
     slots: Option<u64>,
+    /// Tests' control only: breaks the ordering promise.
+    #[serde(default)]
+    test_destage_out_of_order: bool,
 }
 
 /// `bdev_pmem_cache_delete`'s parameters.
@@ -566,6 +603,7 @@ pub fn serve_rpcs() -> Result<()> {
                 base: p.base_bdev,
                 pool: PathBuf::from(p.pool),
                 create_slots: p.slots,
+                destage_out_of_order: p.test_destage_out_of_order,
             };
             let bdev = create(app, params).await?;
             Ok(bdev.name().to_string())
