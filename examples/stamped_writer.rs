@@ -10,11 +10,14 @@
 //! issue UNIT GEN               before the write is submitted
 //! ack UNIT GEN                 the write completed successfully
 //! error UNIT GEN SCT SC        the write completed with an error status
+//! flushed SCT SC               with --writes: the NVMe Flush sent once they
+//!                              were all acknowledged completed
 //! end REASON
 //! ```
 //!
-//! Exit status: 0 when the connection broke, 2 when set-up failed, 3 when the
-//! time limit passed with the target still serving.
+//! Exit status: 0 when the connection broke or (`--writes`) the flush
+//! completed, 2 when set-up failed, 3 when the time limit passed with the
+//! target still serving.
 //!
 //! ```sh
 //! cargo run --example stamped_writer -- --port 4420 --subnqn nqn.2016-06.io.spdk:cnode1
@@ -79,6 +82,11 @@ struct Args {
     /// Give up (exit 3) after this many seconds.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Stop issuing after this many writes, and once all are acknowledged
+    /// send an NVMe Flush (SPDK's bdev_nvme completes a bdev flush without
+    /// sending one), print its status and end.
+    #[arg(long)]
+    writes: Option<u64>,
 }
 
 /// One command slot: its DMA buffer, the write it carries, and, once the
@@ -88,6 +96,16 @@ struct Slot {
     buf: NonNull<u8>,
     write: Cell<Option<(u64, u64)>>,
     status: Cell<Option<u16>>,
+}
+
+/// The flush's completion callback: records its status.
+extern "C" fn flush_done(arg: *mut c_void, cpl: *const sys::spdk_nvme_cpl) {
+    // SAFETY: `arg` is the Cell passed at submission, alive until the flush
+    // completed; `cpl` is valid for the duration of the callback.
+    unsafe {
+        let status = &*(arg as *const Cell<Option<u16>>);
+        status.set(Some((*cpl).__bindgen_anon_1.status_raw));
+    }
 }
 
 /// The driver's completion callback: records the status in the slot.
@@ -232,46 +250,28 @@ fn run(args: &Args) -> anyhow::Result<i32> {
     let mut rng = rng::Rng::new(args.seed);
     let mut next_gen = args.first_gen;
     let started = Instant::now();
+    let mut issued = 0u64;
     loop {
-        for slot in &slots {
-            if slot.write.get().is_some() {
-                continue;
+        if args.writes.is_some_and(|n| issued >= n) {
+            if slots.iter().all(|s| s.write.get().is_none()) {
+                return flush(ctrlr, ns, qpair, &mut out, started, args.seconds);
             }
-            let unit = loop {
-                let u = rng.below(args.units);
-                if !slots
-                    .iter()
-                    .any(|s| s.write.get().map(|(w, _)| w) == Some(u))
-                {
-                    break u;
-                }
-            };
-            let gen = next_gen;
-            next_gen += 1;
-            // SAFETY: `buf` holds UNIT bytes and no command uses it now.
-            unsafe { std::slice::from_raw_parts_mut(slot.buf.as_ptr(), UNIT) }
-                .copy_from_slice(&stamp(unit, gen));
-            slot.write.set(Some((unit, gen)));
-            slot.status.set(None);
-            writeln!(out, "issue {unit} {gen}")?;
-            // SAFETY: `ns` and `qpair` are live; the buffer and the slot stay
-            // in place until the callback ran or the process exits.
-            let rc = unsafe {
-                sys::spdk_nvme_ns_cmd_write(
-                    ns,
-                    qpair,
-                    slot.buf.as_ptr() as *mut c_void,
-                    unit * per_unit,
-                    per_unit as u32,
-                    Some(write_done),
-                    slot as *const Slot as *mut c_void,
-                    0,
-                )
-            };
-            if rc != 0 {
+        } else {
+            let failed = issue(
+                args,
+                ns,
+                qpair,
+                &slots,
+                &mut rng,
+                &mut next_gen,
+                per_unit,
+                &mut out,
+            )?;
+            if let Some(rc) = failed {
                 writeln!(out, "end submission failed ({rc})")?;
                 return Ok(0);
             }
+            issued = next_gen - args.first_gen;
         }
         // SAFETY: `qpair` is live and used by this thread only.
         let rc = unsafe { sys::spdk_nvme_qpair_process_completions(qpair, 0) };
@@ -296,4 +296,117 @@ fn run(args: &Args) -> anyhow::Result<i32> {
             return Ok(3);
         }
     }
+}
+
+/// Sends an NVMe Flush of namespace 1 and waits for it; prints its status.
+fn flush(
+    ctrlr: *mut sys::spdk_nvme_ctrlr,
+    ns: *mut sys::spdk_nvme_ns,
+    qpair: *mut sys::spdk_nvme_qpair,
+    out: &mut impl Write,
+    started: Instant,
+    seconds: u64,
+) -> anyhow::Result<i32> {
+    let status: Cell<Option<u16>> = Cell::new(None);
+    // SAFETY: `ns` and `qpair` are live; `status` outlives the command (we
+    // wait for its completion, or the process exits).
+    let rc = unsafe {
+        sys::spdk_nvme_ns_cmd_flush(
+            ns,
+            qpair,
+            Some(flush_done),
+            &status as *const Cell<Option<u16>> as *mut c_void,
+        )
+    };
+    if rc != 0 {
+        writeln!(out, "end flush submission failed ({rc})")?;
+        return Ok(0);
+    }
+    let mut keep_alive = Instant::now();
+    while status.get().is_none() {
+        // A flush may take long (a write-back cache destages): the admin
+        // queue's keep-alive must go on meanwhile.
+        if keep_alive.elapsed() > Duration::from_millis(500) {
+            keep_alive = Instant::now();
+            // SAFETY: `ctrlr` is connected and used by this thread only.
+            if unsafe { sys::spdk_nvme_ctrlr_process_admin_completions(ctrlr) } < 0 {
+                writeln!(out, "end admin queue lost during the flush")?;
+                return Ok(0);
+            }
+        }
+        // SAFETY: as in run's loop.
+        if unsafe { sys::spdk_nvme_qpair_process_completions(qpair, 0) } < 0 {
+            writeln!(out, "end connection lost during the flush")?;
+            return Ok(0);
+        }
+        if started.elapsed() > Duration::from_secs(seconds) {
+            writeln!(out, "end time limit: the flush did not complete")?;
+            return Ok(3);
+        }
+    }
+    let raw = status.get().unwrap_or_default();
+    writeln!(out, "flushed {} {}", (raw >> 9) & 0x7, (raw >> 1) & 0xff)?;
+    writeln!(out, "end flushed")?;
+    Ok(0)
+}
+
+/// Fills every free slot with the next write of a unit no slot holds;
+/// returns the driver's error when a submission failed (the connection is
+/// gone).
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    args: &Args,
+    ns: *mut sys::spdk_nvme_ns,
+    qpair: *mut sys::spdk_nvme_qpair,
+    slots: &[Slot],
+    rng: &mut rng::Rng,
+    next_gen: &mut u64,
+    per_unit: u64,
+    out: &mut impl Write,
+) -> anyhow::Result<Option<i32>> {
+    {
+        for slot in slots {
+            if slot.write.get().is_some() {
+                continue;
+            }
+            if args.writes.is_some_and(|n| *next_gen - args.first_gen >= n) {
+                return Ok(None);
+            }
+            let unit = loop {
+                let u = rng.below(args.units);
+                if !slots
+                    .iter()
+                    .any(|s| s.write.get().map(|(w, _)| w) == Some(u))
+                {
+                    break u;
+                }
+            };
+            let gen = *next_gen;
+            *next_gen += 1;
+            // SAFETY: `buf` holds UNIT bytes and no command uses it now.
+            unsafe { std::slice::from_raw_parts_mut(slot.buf.as_ptr(), UNIT) }
+                .copy_from_slice(&stamp(unit, gen));
+            slot.write.set(Some((unit, gen)));
+            slot.status.set(None);
+            writeln!(out, "issue {unit} {gen}")?;
+            // SAFETY: `ns` and `qpair` are live; the buffer and the slot stay
+            // in place until the callback ran or the process exits.
+            let rc = unsafe {
+                sys::spdk_nvme_ns_cmd_write(
+                    ns,
+                    qpair,
+                    slot.buf.as_ptr() as *mut c_void,
+                    unit * per_unit,
+                    per_unit as u32,
+                    Some(write_done),
+                    slot as *const Slot as *mut c_void,
+                    0,
+                )
+            };
+            if rc != 0 {
+                return Ok(Some(rc));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -224,3 +224,84 @@ fn a_pool_made_for_another_backing_bdev_is_refused() {
         "nothing half-created: {bdevs}"
     );
 }
+
+/// An NVMe FLUSH to the cached namespace completes once everything written
+/// before it is in Ceph. SPDK's bdev_nvme completes a flush without sending
+/// one, so the writer (examples/stamped_writer.rs, SPDK's lib/nvme) sends
+/// it: 3,000 stamped writes at QD 16 through the cache (acknowledged from
+/// the pool, destaged one by one: seconds of work), then the Flush, then
+/// `rbd export` at once: every unit holds its last acknowledged write.
+#[test]
+fn a_flush_completes_once_the_writes_are_in_ceph() {
+    use common::stamp::{stamp, UNIT};
+    use std::io::BufRead;
+    const UNITS: u64 = 512;
+    let ceph = common::ceph::Ceph::start();
+    ceph.rbd(&["create", "rbd/flushed", "--size", "4M"]);
+    let dir = shm_dir();
+    let cache = dir.path().join("cache.pool");
+    let port = test_port();
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    let create = ceph.bdev_rbd_create("rbd0", "flushed");
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    t.rpc_ok(&create);
+    t.jsonrpc_ok(
+        "bdev_pmem_cache_create",
+        Some(json!({"name": "wb0", "base_bdev": "rbd0",
+                    "pool": cache.to_str().unwrap(), "slots": 4096})),
+    );
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
+    add_tcp_listener(&t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+
+    let (shm_id, _) = unique_ids();
+    let out = std::process::Command::new(example_binary("stamped_writer"))
+        .args(["--port", &port.to_string(), "--subnqn", NQN])
+        .args(["--shm-id", &shm_id.to_string(), "--core-mask", "0x2"])
+        .args(["--units", &UNITS.to_string(), "--queue-depth", "16"])
+        .args(["--writes", "3000", "--seconds", "120"])
+        .output()
+        .expect("running examples/stamped_writer");
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let text = output_text(&out);
+    assert!(out.status.success(), "the writer: {text}");
+    let mut acked = std::collections::HashMap::new();
+    for line in out.stdout.lines() {
+        let line = line.unwrap();
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.first().copied() {
+            Some("ack") => {
+                let (unit, gen): (u64, u64) = (w[1].parse().unwrap(), w[2].parse().unwrap());
+                let newest = acked.entry(unit).or_insert(gen);
+                *newest = (*newest).max(gen);
+            }
+            Some("flushed") => assert_eq!(&w[1..], ["0", "0"], "the flush failed: {line}"),
+            Some("error") => panic!("a write failed: {line}"),
+            _ => {}
+        }
+    }
+    assert!(text.contains("end flushed"), "{text}");
+    let dirty_after = cache_info(&t)["dirty_blocks"].as_u64().unwrap();
+    let exported = dir.path().join("flushed.img");
+    ceph.rbd(&["export", "rbd/flushed", exported.to_str().unwrap()]);
+    let image = std::fs::read(&exported).unwrap();
+    let mut missing = Vec::new();
+    for (unit, gen) in &acked {
+        let at = *unit as usize * UNIT;
+        if image[at..at + UNIT] != stamp(*unit, *gen)[..] {
+            missing.push(unit);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "after the flush, {} of {} units lack their last acknowledged write in Ceph \
+         (dirty blocks after the flush: {dirty_after})",
+        missing.len(),
+        acked.len()
+    );
+    assert_eq!(
+        dirty_after, 0,
+        "the flush completed with writes not destaged"
+    );
+}
