@@ -693,14 +693,45 @@ pub(crate) fn serving() -> bool {
     is_running() && *phase() != Phase::Stopping
 }
 
+/// Work a clean shutdown waits for before SPDK stops its subsystems: a
+/// future made on the application thread (a write-back cache destaging, say).
+pub type ShutdownHook = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+static SHUTDOWN_HOOKS: Mutex<Vec<ShutdownHook>> = Mutex::new(Vec::new());
+
+/// Adds `hook` (once) to what a clean shutdown (SIGINT, SIGTERM,
+/// `spdk_kill_instance`, [`shutdown`]) awaits before SPDK stops; hosts stay
+/// connected meanwhile. The hook bounds its own wait; a second signal stops
+/// at once.
+pub fn on_shutdown(hook: ShutdownHook) {
+    let mut hooks = SHUTDOWN_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    if !hooks.contains(&hook) {
+        hooks.push(hook);
+    }
+}
+
 /// SPDK's shutdown callback (SIGINT, SIGTERM, `spdk_kill_instance`, [`shutdown`]):
-/// marks the shutdown, then stops as SPDK's default does.
+/// marks the shutdown, awaits the [`on_shutdown`] hooks, then stops as
+/// SPDK's default does.
 extern "C" fn shutdown_trampoline() {
     catch_panic(|| {
         // SPDK calls this only while its application runs, start-up included.
         *phase() = Phase::Stopping;
-        // SAFETY: on the app thread, inside SPDK's own shutdown path.
-        unsafe { sys::spdk_app_stop(0) };
+        let hooks = SHUTDOWN_HOOKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let waited = crate::thread::spawn_local(async move {
+            for hook in hooks {
+                hook().await;
+            }
+            // SAFETY: on the app thread, where this task runs.
+            unsafe { sys::spdk_app_stop(0) };
+        });
+        if waited.is_err() {
+            // SAFETY: on the app thread, inside SPDK's own shutdown path.
+            unsafe { sys::spdk_app_stop(0) };
+        }
     });
 }
 static PANIC: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);

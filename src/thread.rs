@@ -525,6 +525,27 @@ impl Drop for Task {
     }
 }
 
+/// A future that resolves `after` from now, on the current SPDK thread (a
+/// one-shot timed poller): for tasks of [`spawn_local`] that wait.
+pub fn sleep(after: std::time::Duration) -> Result<impl Future<Output = ()>> {
+    let (done, slept) = completion::<()>("sleeping on an SPDK thread");
+    let slot: std::rc::Rc<std::cell::RefCell<Option<Poller>>> = Default::default();
+    let kept = std::rc::Rc::clone(&slot);
+    let mut done = Some(done);
+    let poller = Poller::register(after.as_micros().max(1) as u64, move || {
+        if let Some(d) = done.take() {
+            d.complete(());
+        }
+        // One shot: dropping its own poller ends it (and this closure).
+        kept.borrow_mut().take();
+        false
+    })?;
+    *slot.borrow_mut() = Some(poller);
+    Ok(async move {
+        let _ = slept.await;
+    })
+}
+
 /// Runs `future` on the current SPDK thread: polled now, and again each time
 /// a [`Completion`] it awaits is completed. A panic inside stops the app.
 pub fn spawn_local<F: Future<Output = ()> + 'static>(future: F) -> Result<()> {

@@ -305,3 +305,53 @@ fn a_flush_completes_once_the_writes_are_in_ceph() {
         "the flush completed with writes not destaged"
     );
 }
+
+/// A clean stop (SIGINT) destages everything before the target exits: 2,048
+/// blocks written through the cache in front of an RBD image, SIGINT at
+/// once, and `rbd export` holds them all.
+#[test]
+fn a_clean_stop_destages_everything_first() {
+    let ceph = common::ceph::Ceph::start();
+    ceph.rbd(&["create", "rbd/stopped", "--size", "16M"]);
+    let dir = shm_dir();
+    let cache = dir.path().join("cache.pool");
+    let port = test_port();
+    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    let create = ceph.bdev_rbd_create("rbd0", "stopped");
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    t.rpc_ok(&create);
+    t.jsonrpc_ok(
+        "bdev_pmem_cache_create",
+        Some(json!({"name": "wb0", "base_bdev": "rbd0",
+                    "pool": cache.to_str().unwrap(), "slots": 4096})),
+    );
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
+    add_tcp_listener(&t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+    let data = pattern(2048, 0x570b);
+    let input = dir.path().join("pattern");
+    std::fs::write(&input, &data).unwrap();
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    spdk_dd_ok(
+        &config,
+        &["--if", input.to_str().unwrap(), "--ob", "Nvme0n1"],
+    );
+    let dirty = cache_info(&t)["dirty_blocks"].as_u64().unwrap();
+    assert!(
+        dirty > 0,
+        "everything was destaged before the stop: the test shows nothing"
+    );
+    let child = t.child.as_ref().unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = t.wait_exit(Duration::from_secs(90));
+    assert!(status.success(), "exit {status:?}:\n{}", t.log_text());
+    let exported = dir.path().join("stopped.img");
+    ceph.rbd(&["export", "rbd/stopped", exported.to_str().unwrap()]);
+    let image = std::fs::read(&exported).unwrap();
+    assert!(
+        image[..data.len()] == data[..],
+        "rbd export after a clean stop lacks acknowledged writes ({dirty} were dirty at the stop)"
+    );
+}

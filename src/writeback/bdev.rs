@@ -37,6 +37,8 @@ pub const PRODUCT_NAME: &str = "pmem write-back cache";
 const RETRY_US: u64 = 1_000_000;
 /// How often a cache looks whether the application is stopping.
 const STOP_CHECK_US: u64 = 100_000;
+/// How long a clean shutdown waits for the caches to destage.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a cache is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +142,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
     let props = BdevProps::new(&params.name, PRODUCT_NAME, bs, cache.desc.num_blocks());
     let thread =
         Thread::current().ok_or_else(|| Error::NotFound("the application thread".into()))?;
+    crate::app::on_shutdown(drain_on_shutdown);
     CACHES.with(|c| {
         c.borrow_mut()
             .insert(params.name.clone(), Rc::clone(&cache))
@@ -161,6 +164,38 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
             Err(e)
         }
     }
+}
+
+/// A clean shutdown's wait: until every cache has destaged what it holds,
+/// its backing bdev fails, or [`DRAIN_LIMIT`] passes (what is left stays in
+/// the pools, replayed at the next start).
+fn drain_on_shutdown() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async {
+        let until = std::time::Instant::now() + DRAIN_LIMIT;
+        loop {
+            let pending: Vec<(String, u64)> = CACHES.with(|c| {
+                c.borrow()
+                    .values()
+                    .filter(|c| !c.stats.base_failing.load(Ordering::Relaxed))
+                    .map(|c| (c.name.clone(), c.order.borrow().dirty()))
+                    .filter(|(_, dirty)| *dirty > 0)
+                    .collect()
+            });
+            if pending.is_empty() {
+                return;
+            }
+            if std::time::Instant::now() > until {
+                crate::log::error(&format!(
+                    "stopping with writes not destaged (they stay in the pools): {pending:?}"
+                ));
+                return;
+            }
+            match crate::thread::sleep(std::time::Duration::from_millis(10)) {
+                Ok(slept) => slept.await,
+                Err(_) => return,
+            }
+        }
+    })
 }
 
 /// Whether `bdev` is a cache of this module.
