@@ -42,6 +42,25 @@ fn serve_cache(t: &Target, base: &Path, cache: &Path, slots: u64, port: u16) {
     t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
 }
 
+/// A target with RBD bdev `rbd0` on `image` of `ceph` and cache `wb0` in
+/// front of it on `cache` (4,096 slots if created), exported as `NQN`.
+fn serve_cached_rbd(ceph: &common::ceph::Ceph, image: &str, cache: &Path, port: u16) -> Target {
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    let create = ceph.bdev_rbd_create("rbd0", image);
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    t.rpc_ok(&create);
+    t.jsonrpc_ok(
+        "bdev_pmem_cache_create",
+        Some(json!({"name": "wb0", "base_bdev": "rbd0",
+                    "pool": cache.to_str().unwrap(), "slots": 4096})),
+    );
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
+    add_tcp_listener(&t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+    t
+}
+
 fn cache_info(t: &Target) -> serde_json::Value {
     let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"]);
     bdevs[0]["driver_specific"]["pmem_wb"].clone()
@@ -241,19 +260,7 @@ fn a_flush_completes_once_the_writes_are_in_ceph() {
     let dir = shm_dir();
     let cache = dir.path().join("cache.pool");
     let port = test_port();
-    let t = Target::start(&our_nvmf_tgt(), &[]);
-    let create = ceph.bdev_rbd_create("rbd0", "flushed");
-    let create: Vec<&str> = create.iter().map(String::as_str).collect();
-    t.rpc_ok(&create);
-    t.jsonrpc_ok(
-        "bdev_pmem_cache_create",
-        Some(json!({"name": "wb0", "base_bdev": "rbd0",
-                    "pool": cache.to_str().unwrap(), "slots": 4096})),
-    );
-    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
-    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
-    add_tcp_listener(&t, NQN, port);
-    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+    let t = serve_cached_rbd(&ceph, "flushed", &cache, port);
 
     let (shm_id, _) = unique_ids();
     let out = std::process::Command::new(example_binary("stamped_writer"))
@@ -316,19 +323,7 @@ fn a_clean_stop_destages_everything_first() {
     let dir = shm_dir();
     let cache = dir.path().join("cache.pool");
     let port = test_port();
-    let mut t = Target::start(&our_nvmf_tgt(), &[]);
-    let create = ceph.bdev_rbd_create("rbd0", "stopped");
-    let create: Vec<&str> = create.iter().map(String::as_str).collect();
-    t.rpc_ok(&create);
-    t.jsonrpc_ok(
-        "bdev_pmem_cache_create",
-        Some(json!({"name": "wb0", "base_bdev": "rbd0",
-                    "pool": cache.to_str().unwrap(), "slots": 4096})),
-    );
-    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
-    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
-    add_tcp_listener(&t, NQN, port);
-    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+    let mut t = serve_cached_rbd(&ceph, "stopped", &cache, port);
     let data = pattern(2048, 0x570b);
     let input = dir.path().join("pattern");
     std::fs::write(&input, &data).unwrap();
@@ -353,5 +348,89 @@ fn a_clean_stop_destages_everything_first() {
     assert!(
         image[..data.len()] == data[..],
         "rbd export after a clean stop lacks acknowledged writes ({dirty} were dirty at the stop)"
+    );
+}
+
+/// Ceph stopped under load: writes go on into the cache (acknowledged from
+/// the pool), the cache says Ceph is unreachable, and once Ceph is back it
+/// destages them all.
+#[test]
+fn writes_go_on_while_ceph_is_down_and_reach_it_when_it_returns() {
+    let ceph = common::ceph::Ceph::start();
+    ceph.rbd(&["create", "rbd/outage", "--size", "4M"]);
+    let dir = shm_dir();
+    let cache = dir.path().join("cache.pool");
+    let port = test_port();
+    let t = serve_cached_rbd(&ceph, "outage", &cache, port);
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    let before = pattern(64, 0x0b1);
+    let input = dir.path().join("before");
+    std::fs::write(&input, &before).unwrap();
+    spdk_dd_ok(
+        &config,
+        &["--if", input.to_str().unwrap(), "--ob", "Nvme0n1"],
+    );
+    wait_clean(&t);
+
+    ceph.script(&["stop"]);
+    let during = pattern(256, 0x0b2);
+    let input = dir.path().join("during");
+    std::fs::write(&input, &during).unwrap();
+    spdk_dd_ok(
+        &config,
+        &[
+            "--if",
+            input.to_str().unwrap(),
+            "--ob",
+            "Nvme0n1",
+            "--seek",
+            "64",
+        ],
+    );
+    // librbd gives up on a write after rados_osd_op_timeout (20 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cache_info(&t)["base_reachable"] != false {
+        assert!(
+            Instant::now() < deadline,
+            "the cache never noticed: {}",
+            cache_info(&t)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let info = cache_info(&t);
+    assert!(info["dirty_blocks"].as_u64().unwrap() > 0, "{info}");
+    // Reads still return the newest data, from the cache.
+    let back = dir.path().join("back");
+    spdk_dd_ok(
+        &config,
+        &[
+            "--ib",
+            "Nvme0n1",
+            "--of",
+            back.to_str().unwrap(),
+            "--skip",
+            "64",
+            "--count",
+            "256",
+        ],
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == during,
+        "reads during the outage differ"
+    );
+
+    ceph.script(&["start"]);
+    wait_clean(&t);
+    assert_eq!(cache_info(&t)["base_reachable"], true);
+    let exported = dir.path().join("outage.img");
+    ceph.rbd(&["export", "rbd/outage", exported.to_str().unwrap()]);
+    let image = std::fs::read(&exported).unwrap();
+    assert!(
+        image[..64 * BLOCK] == before[..],
+        "writes before the outage differ in Ceph"
+    );
+    assert!(
+        image[64 * BLOCK..320 * BLOCK] == during[..],
+        "writes during the outage did not reach Ceph after it returned"
     );
 }
