@@ -434,3 +434,38 @@ fn writes_go_on_while_ceph_is_down_and_reach_it_when_it_returns() {
         "writes during the outage did not reach Ceph after it returned"
     );
 }
+
+/// The log knows the image it caches, not the bdev's name: a pool made for
+/// one image is refused in front of another image under the same bdev
+/// name, and taken back in front of its own image under another name.
+#[test]
+fn a_pool_of_another_rbd_image_is_refused() {
+    let ceph = common::ceph::Ceph::start();
+    ceph.rbd(&["create", "rbd/mine", "--size", "4M"]);
+    ceph.rbd(&["create", "rbd/other", "--size", "4M"]);
+    let dir = shm_dir();
+    let cache = dir.path().join("cache.pool");
+    let t = serve_cached_rbd(&ceph, "mine", &cache, test_port());
+    t.rpc_ok(&["nvmf_delete_subsystem", NQN]);
+    t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
+    t.rpc_ok(&["bdev_rbd_delete", "rbd0"]);
+    let create = |bdev: &str, image: &str| {
+        let create = ceph.bdev_rbd_create(bdev, image);
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        t.rpc_ok(&create);
+    };
+    create("rbd0", "other");
+    let err = t.jsonrpc_err(
+        "bdev_pmem_cache_create",
+        json!({"name": "wb0", "base_bdev": "rbd0", "pool": cache.to_str().unwrap()}),
+    );
+    assert!(
+        err.contains("it caches \"rbd rbd/mine\", not \"rbd rbd/other\""),
+        "{err}"
+    );
+    create("renamed", "mine");
+    t.jsonrpc_ok(
+        "bdev_pmem_cache_create",
+        Some(json!({"name": "wb0", "base_bdev": "renamed", "pool": cache.to_str().unwrap()})),
+    );
+}

@@ -111,8 +111,12 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
     // With librbd's cache on, a write is acknowledged from memory: hosts
     // must be told to flush (NVMe's volatile write cache).
     props.write_cache = params.cluster.rbd_cache();
+    let served_as = format!("rbd {}/{}", params.pool, params.image);
+    let name = params.name.clone();
     let disk = RbdDisk { image, params };
-    module.register_bdev(app, props, disk)
+    let bdev = module.register_bdev(app, props, disk)?;
+    (served().lock().unwrap_or_else(|e| e.into_inner())).insert(name, served_as);
+    Ok(bdev)
 }
 
 fn name_free(app: AppThread, name: &str) -> Result<()> {
@@ -157,6 +161,20 @@ impl Drop for ImageHandle {
             crate::log::error(&format!("RBD: closing an image off the reactor: {e}"));
         }
     }
+}
+
+/// What each bdev of this module serves, by bdev name: for a cache in
+/// front of it to tell images apart ([`identity`]).
+fn served() -> &'static Mutex<HashMap<String, String>> {
+    static SERVED: std::sync::OnceLock<Mutex<HashMap<String, String>>> = std::sync::OnceLock::new();
+    SERVED.get_or_init(Mutex::default)
+}
+
+/// The image an RBD bdev of this module serves, as `rbd POOL/IMAGE`.
+pub fn identity(bdev_name: &str) -> Option<String> {
+    (served().lock().unwrap_or_else(|e| e.into_inner()))
+        .get(bdev_name)
+        .cloned()
 }
 
 /// Whether `bdev` is one of this module's.
@@ -276,6 +294,10 @@ impl BlockDevice for RbdDisk {
         params["name"] = bdev_name.into();
         params["block_size"] = self.params.block_size.into();
         Some(json!({"method": "bdev_rbd_create", "params": params}))
+    }
+
+    fn destruct(&mut self) {
+        (served().lock().unwrap_or_else(|e| e.into_inner())).remove(&self.params.name);
     }
 }
 

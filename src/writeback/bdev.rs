@@ -92,11 +92,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
     }
     let desc = Descriptor::open(app, &params.base, true)?;
     let bs = desc.block_size();
-    let identity = format!(
-        "bdev {} ({} blocks of {bs} bytes)",
-        params.base,
-        desc.num_blocks()
-    );
+    let identity = base_identity(&params.base, bs, desc.num_blocks());
     let (log, replay) = if params.pool.exists() {
         Log::open(&params.pool, &identity)?
     } else {
@@ -196,6 +192,17 @@ fn drain_on_shutdown() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>
             }
         }
     })
+}
+
+/// What the log records it caches: the image, for an RBD bdev of the Rust
+/// module (its bdev name may change between starts), else the bdev's name
+/// and size.
+fn base_identity(base: &str, block_size: u32, blocks: u64) -> String {
+    #[cfg(feature = "rbd")]
+    if let Some(image) = crate::rbd::bdev::identity(base) {
+        return image;
+    }
+    format!("bdev {base} ({blocks} blocks of {block_size} bytes)")
 }
 
 /// Whether `bdev` is a cache of this module.
