@@ -249,6 +249,7 @@ struct Cache {
     stats: Arc<Stats>,
 }
 
+/// Host I/O: writes into the log, reads from it or the backing bdev.
 impl Cache {
     fn submit(self: &Rc<Self>, io: DeferredIo) {
         if self.stats.failed.load(Ordering::Relaxed) {
@@ -406,7 +407,11 @@ impl Cache {
             crate::log::error(&format!("{}: reading the backing bdev: {e}", self.name));
         }
     }
+}
 
+/// Destaging: the writes the log holds go to the backing bdev, one after
+/// another in the order they were acknowledged.
+impl Cache {
     /// Starts destaging the next acknowledged write, if none is under way.
     fn kick(self: &Rc<Self>) {
         if self.closed.get() || self.destaging.get() || self.retry.borrow().is_some() {

@@ -140,6 +140,7 @@ pub struct Log {
     destaged: Mutex<u64>,
 }
 
+/// Making and opening a log, and its recovery.
 impl Log {
     /// Creates a pool at `path` holding a log of at least `slots` slots of
     /// `data_block_size` bytes for the backing store named `identity`.
@@ -250,7 +251,10 @@ impl Log {
         found.truncate(run);
         Ok(found)
     }
+}
 
+/// Slots: writing, reading and freeing them.
+impl Log {
     /// The pool block that holds write `seq`.
     fn slot_of(&self, seq: u64) -> u64 {
         (seq - 1) % self.slots + 1
