@@ -469,3 +469,55 @@ fn a_pool_of_another_rbd_image_is_refused() {
         Some(json!({"name": "wb0", "base_bdev": "renamed", "pool": cache.to_str().unwrap()})),
     );
 }
+
+/// `save_config` given back with `--json` brings the cache back on its
+/// pool, in front of its backing bdev, with what it held.
+#[test]
+fn save_config_brings_the_cache_back_with_its_data() {
+    let dir = shm_dir();
+    let (base, cache) = (dir.path().join("base.pool"), dir.path().join("cache.pool"));
+    let port = test_port();
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    let data = pattern(32, 0x5a7e);
+    let input = dir.path().join("pattern");
+    std::fs::write(&input, &data).unwrap();
+    let saved = dir.path().join("saved.json");
+    {
+        let mut t = Target::start(&our_nvmf_tgt(), &[]);
+        serve_cache(&t, &base, &cache, 256, port);
+        spdk_dd_ok(
+            &config,
+            &[
+                "--if",
+                input.to_str().unwrap(),
+                "--ob",
+                "Nvme0n1",
+                "--seek",
+                "3",
+            ],
+        );
+        std::fs::write(&saved, t.rpc_ok(&["save_config"])).unwrap();
+        assert!(t.stop().success(), "{}", t.log_text());
+    }
+    let t = Target::start(&our_nvmf_tgt(), &["--json", saved.to_str().unwrap()]);
+    let info = cache_info(&t);
+    assert_eq!(info["base_bdev"], "base0", "{info}");
+    let back = dir.path().join("back");
+    spdk_dd_ok(
+        &config,
+        &[
+            "--ib",
+            "Nvme0n1",
+            "--of",
+            back.to_str().unwrap(),
+            "--skip",
+            "3",
+            "--count",
+            "32",
+        ],
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the restored cache reads differently"
+    );
+}
