@@ -364,48 +364,46 @@ fn issue(
     per_unit: u64,
     out: &mut impl Write,
 ) -> anyhow::Result<Option<i32>> {
-    {
-        for slot in slots {
-            if slot.write.get().is_some() {
-                continue;
+    for slot in slots {
+        if slot.write.get().is_some() {
+            continue;
+        }
+        if args.writes.is_some_and(|n| *next_gen - args.first_gen >= n) {
+            return Ok(None);
+        }
+        let unit = loop {
+            let u = rng.below(args.units);
+            if !slots
+                .iter()
+                .any(|s| s.write.get().map(|(w, _)| w) == Some(u))
+            {
+                break u;
             }
-            if args.writes.is_some_and(|n| *next_gen - args.first_gen >= n) {
-                return Ok(None);
-            }
-            let unit = loop {
-                let u = rng.below(args.units);
-                if !slots
-                    .iter()
-                    .any(|s| s.write.get().map(|(w, _)| w) == Some(u))
-                {
-                    break u;
-                }
-            };
-            let gen = *next_gen;
-            *next_gen += 1;
-            // SAFETY: `buf` holds UNIT bytes and no command uses it now.
-            unsafe { std::slice::from_raw_parts_mut(slot.buf.as_ptr(), UNIT) }
-                .copy_from_slice(&stamp(unit, gen));
-            slot.write.set(Some((unit, gen)));
-            slot.status.set(None);
-            writeln!(out, "issue {unit} {gen}")?;
-            // SAFETY: `ns` and `qpair` are live; the buffer and the slot stay
-            // in place until the callback ran or the process exits.
-            let rc = unsafe {
-                sys::spdk_nvme_ns_cmd_write(
-                    ns,
-                    qpair,
-                    slot.buf.as_ptr() as *mut c_void,
-                    unit * per_unit,
-                    per_unit as u32,
-                    Some(write_done),
-                    slot as *const Slot as *mut c_void,
-                    0,
-                )
-            };
-            if rc != 0 {
-                return Ok(Some(rc));
-            }
+        };
+        let gen = *next_gen;
+        *next_gen += 1;
+        // SAFETY: `buf` holds UNIT bytes and no command uses it now.
+        unsafe { std::slice::from_raw_parts_mut(slot.buf.as_ptr(), UNIT) }
+            .copy_from_slice(&stamp(unit, gen));
+        slot.write.set(Some((unit, gen)));
+        slot.status.set(None);
+        writeln!(out, "issue {unit} {gen}")?;
+        // SAFETY: `ns` and `qpair` are live; the buffer and the slot stay
+        // in place until the callback ran or the process exits.
+        let rc = unsafe {
+            sys::spdk_nvme_ns_cmd_write(
+                ns,
+                qpair,
+                slot.buf.as_ptr() as *mut c_void,
+                unit * per_unit,
+                per_unit as u32,
+                Some(write_done),
+                slot as *const Slot as *mut c_void,
+                0,
+            )
+        };
+        if rc != 0 {
+            return Ok(Some(rc));
         }
     }
     Ok(None)

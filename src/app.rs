@@ -42,7 +42,6 @@ pub struct AppOptions {
     wait_for_rpc: bool,
     num_trace_entries: Option<u64>,
     log_flags: Vec<String>,
-    idle_nap: std::time::Duration,
     env: EnvOptions,
 }
 
@@ -86,17 +85,8 @@ impl AppOptions {
             wait_for_rpc: false,
             num_trace_entries: None,
             log_flags: Vec::new(),
-            idle_nap: std::time::Duration::ZERO,
             env: EnvOptions::default(),
         }
-    }
-
-    /// Lets a reactor that found no work for `nap` sleep `nap` at a time
-    /// until work arrives ([`crate::idle_nap`]); zero (the default) polls
-    /// without pause, as SPDK does.
-    pub fn idle_nap(mut self, nap: std::time::Duration) -> Self {
-        self.idle_nap = nap;
-        self
     }
 
     /// Legacy INI configuration file (`-c`).
@@ -314,15 +304,6 @@ impl AppOptions {
         }
         spdk.set_pci_lists(&self.env)?;
         spdk.opts.shutdown_cb = Some(shutdown_trampoline);
-        let nap = self.idle_nap;
-        let start = move || {
-            if let Err(e) = crate::idle_nap::start(nap) {
-                crate::log::error(&format!("starting the reactors' idle naps: {e}"));
-                let _ = stop(1);
-                return;
-            }
-            start()
-        };
         let context = StartContext {
             start: Cell::new(Some(Box::new(start) as Box<dyn FnOnce() + '_>)),
         };
@@ -693,9 +674,10 @@ pub(crate) fn serving() -> bool {
     is_running() && *phase() != Phase::Stopping
 }
 
-/// Work a clean shutdown waits for before SPDK stops its subsystems: a
-/// future made on the application thread (a write-back cache destaging, say).
-pub type ShutdownHook = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+/// Work a clean shutdown waits for before SPDK stops its subsystems (a
+/// write-back cache destaging, say): called on the application thread, it
+/// calls `done` there once finished.
+pub type ShutdownHook = fn(done: Box<dyn FnOnce()>);
 
 static SHUTDOWN_HOOKS: Mutex<Vec<ShutdownHook>> = Mutex::new(Vec::new());
 
@@ -710,6 +692,16 @@ pub fn on_shutdown(hook: ShutdownHook) {
     }
 }
 
+/// Runs `hooks` one after another, then stops SPDK.
+fn run_shutdown_hooks(mut hooks: Vec<ShutdownHook>) {
+    match hooks.pop() {
+        // SAFETY: on the app thread (SPDK's shutdown path, or a hook's
+        // `done` there), inside SPDK's own shutdown.
+        None => unsafe { sys::spdk_app_stop(0) },
+        Some(hook) => hook(Box::new(move || run_shutdown_hooks(hooks))),
+    }
+}
+
 /// SPDK's shutdown callback (SIGINT, SIGTERM, `spdk_kill_instance`, [`shutdown`]):
 /// marks the shutdown, awaits the [`on_shutdown`] hooks, then stops as
 /// SPDK's default does.
@@ -721,17 +713,7 @@ extern "C" fn shutdown_trampoline() {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let waited = crate::thread::spawn_local(async move {
-            for hook in hooks {
-                hook().await;
-            }
-            // SAFETY: on the app thread, where this task runs.
-            unsafe { sys::spdk_app_stop(0) };
-        });
-        if waited.is_err() {
-            // SAFETY: on the app thread, inside SPDK's own shutdown path.
-            unsafe { sys::spdk_app_stop(0) };
-        }
+        run_shutdown_hooks(hooks);
     });
 }
 static PANIC: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);

@@ -224,8 +224,7 @@ impl TryFrom<&Args> for AppOptions {
             .no_pci(args.no_pci)
             .wait_for_rpc(args.wait_for_rpc)
             .unlink_hugepage(args.huge_unlink)
-            .no_huge(args.no_huge)
-            .idle_nap(std::time::Duration::from_micros(args.idle_nap_us));
+            .no_huge(args.no_huge);
         if let Some(v) = &args.config {
             o = o.config_file(v);
         }

@@ -55,8 +55,15 @@ fn main() {
         std::process::exit(1);
     }
     // The C nvmf_tgt's start callback does nothing: the nvmf subsystem and the
-    // RPC server, both started by spdk_app_start, do the work.
-    match options.run(|| {}) {
+    // RPC server, both started by spdk_app_start, do the work. Ours starts
+    // the reactors' naps (--idle-nap-us) there.
+    let nap = std::time::Duration::from_micros(args.idle_nap_us);
+    match options.run(|| {
+        if let Err(e) = spdk_pmem::idle_nap::start(nap) {
+            eprintln!("nvmf_tgt: starting the reactors' idle naps: {e}");
+            let _ = spdk_pmem::app::stop(1);
+        }
+    }) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("nvmf_tgt: {e}");

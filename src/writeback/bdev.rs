@@ -165,8 +165,8 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
 /// A clean shutdown's wait: until every cache has destaged what it holds,
 /// its backing bdev fails, or [`DRAIN_LIMIT`] passes (what is left stays in
 /// the pools, replayed at the next start).
-fn drain_on_shutdown() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-    Box::pin(async {
+fn drain_on_shutdown(done: Box<dyn FnOnce()>) {
+    let drained = async {
         let until = std::time::Instant::now() + DRAIN_LIMIT;
         loop {
             let pending: Vec<(String, u64)> = CACHES.with(|c| {
@@ -191,7 +191,21 @@ fn drain_on_shutdown() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>
                 Err(_) => return,
             }
         }
-    })
+    };
+    // `done` goes with the task; if it cannot start, the stop goes on now.
+    let done = std::rc::Rc::new(std::cell::Cell::new(Some(done)));
+    let in_task = std::rc::Rc::clone(&done);
+    let spawned = crate::thread::spawn_local(async move {
+        drained.await;
+        if let Some(done) = in_task.take() {
+            done();
+        }
+    });
+    if spawned.is_err() {
+        if let Some(done) = done.take() {
+            done();
+        }
+    }
 }
 
 /// What the log records it caches: the image, for an RBD bdev of the Rust
