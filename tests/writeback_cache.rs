@@ -61,6 +61,25 @@ fn serve_cached_rbd(ceph: &common::ceph::Ceph, image: &str, cache: &Path, port: 
     t
 }
 
+/// Blocks `skip..skip + count` of the namespace, read with spdk_dd.
+fn read_back(dir: &Path, config: &Path, skip: u64, count: u64) -> Vec<u8> {
+    let back = dir.join("back");
+    spdk_dd_ok(
+        config,
+        &[
+            "--ib",
+            "Nvme0n1",
+            "--of",
+            back.to_str().unwrap(),
+            "--skip",
+            &skip.to_string(),
+            "--count",
+            &count.to_string(),
+        ],
+    );
+    std::fs::read(&back).unwrap()
+}
+
 fn cache_info(t: &Target) -> serde_json::Value {
     let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"]);
     bdevs[0]["driver_specific"]["pmem_wb"].clone()
@@ -190,22 +209,8 @@ fn writes_not_yet_destaged_when_the_target_dies_are_replayed() {
     // pool or the backing bdev, and the restarted cache serves them all.
     let mut t = Target::start(&our_nvmf_tgt(), &[]);
     serve_cache(&t, &base, &cache, 1024, port);
-    let back = dir.path().join("back");
-    spdk_dd_ok(
-        &config,
-        &[
-            "--ib",
-            "Nvme0n1",
-            "--of",
-            back.to_str().unwrap(),
-            "--skip",
-            "8",
-            "--count",
-            "256",
-        ],
-    );
     assert!(
-        std::fs::read(&back).unwrap() == data,
+        read_back(dir.path(), &config, 8, 256) == data,
         "read back after the kill differs"
     );
     wait_clean(&t);
@@ -400,22 +405,8 @@ fn writes_go_on_while_ceph_is_down_and_reach_it_when_it_returns() {
     let info = cache_info(&t);
     assert!(info["dirty_blocks"].as_u64().unwrap() > 0, "{info}");
     // Reads still return the newest data, from the cache.
-    let back = dir.path().join("back");
-    spdk_dd_ok(
-        &config,
-        &[
-            "--ib",
-            "Nvme0n1",
-            "--of",
-            back.to_str().unwrap(),
-            "--skip",
-            "64",
-            "--count",
-            "256",
-        ],
-    );
     assert!(
-        std::fs::read(&back).unwrap() == during,
+        read_back(dir.path(), &config, 64, 256) == during,
         "reads during the outage differ"
     );
 
@@ -502,22 +493,8 @@ fn save_config_brings_the_cache_back_with_its_data() {
     let t = Target::start(&our_nvmf_tgt(), &["--json", saved.to_str().unwrap()]);
     let info = cache_info(&t);
     assert_eq!(info["base_bdev"], "base0", "{info}");
-    let back = dir.path().join("back");
-    spdk_dd_ok(
-        &config,
-        &[
-            "--ib",
-            "Nvme0n1",
-            "--of",
-            back.to_str().unwrap(),
-            "--skip",
-            "3",
-            "--count",
-            "32",
-        ],
-    );
     assert!(
-        std::fs::read(&back).unwrap() == data,
+        read_back(dir.path(), &config, 3, 32) == data,
         "the restored cache reads differently"
     );
 }
