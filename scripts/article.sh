@@ -9,16 +9,22 @@
 # Set-up (packages, hugepages, SPDK source and build) happens first, idempotently.
 # With --backend rbd the namespace is a Ceph RBD image of scripts/ceph-dev.sh's
 # one-node cluster instead of the pool (started if it is not running, and
-# stopped again if this run started it).
+# stopped again if this run started it). With --backend pmem-cache-rbd the
+# pool is a write-back cache (bdev_pmem_cache_create) in front of that image:
+# writes are acknowledged once in the pool and reach Ceph afterwards, in
+# order; the run flushes it, stops cleanly and checks with `rbd export` that
+# Ceph holds what the host reads.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
   cat <<USAGE
 usage: scripts/article.sh [options]
-  --backend B         pmem (the article's: a libpmemblk pool) or rbd (an RBD image
-                      rbd/article on scripts/ceph-dev.sh's cluster; default pmem)
-  --pool PATH         libpmemblk pool file (default /dev/shm/pmdk0.pool; reused if it exists)
+  --backend B         pmem (the article's: a libpmemblk pool), rbd (an RBD image
+                      rbd/article on scripts/ceph-dev.sh's cluster) or pmem-cache-rbd
+                      (the pool as a write-back cache in front of that image); default pmem
+  --pool PATH         libpmemblk pool file (default /dev/shm/pmdk0.pool, with pmem-cache-rbd
+                      /dev/shm/article-cache.pool; reused if it exists)
   --blocks N          blocks in a new pool (default 8192)
   --block-size N      block size in bytes (default 4096)
   --nqn NQN           subsystem NQN (default nqn.2016-06.io.spdk:cnode1)
@@ -32,7 +38,7 @@ USAGE
 }
 
 backend=pmem
-pool=/dev/shm/pmdk0.pool
+pool=""
 blocks=8192
 bsize=4096
 nqn=nqn.2016-06.io.spdk:cnode1
@@ -68,11 +74,41 @@ tgt="$top/target/release/nvmf_tgt"
 [ -x "$tgt" ] || cargo build --release --locked --bin nvmf_tgt
 spdk=$(readlink -f "$top/target/spdk/current")
 rpc() { python3 "$spdk/scripts/rpc.py" -s "$sock" "$@"; }
+# Methods that 20.07's rpc.py does not know (the write-back cache's), as raw
+# JSON-RPC: jsonrpc METHOD PARAMS-JSON.
+jsonrpc() {
+  python3 - "$sock" "$1" "$2" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": sys.argv[2],
+                      "params": json.loads(sys.argv[3])}).encode())
+buf, dec = b"", json.JSONDecoder()
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit("article: %s: no answer" % sys.argv[2])
+    buf += chunk
+    try:
+        reply, _ = dec.raw_decode(buf.decode())
+        break
+    except ValueError:
+        continue
+if "error" in reply:
+    sys.exit("article: %s: %s" % (sys.argv[2], reply["error"]["message"]))
+print(json.dumps(reply["result"]))
+PY
+}
 
 if [ -z "$transport" ]; then
   if ls /sys/class/infiniband/* >/dev/null 2>&1; then transport=rdma; else transport=tcp; fi
 fi
-case "$backend" in pmem) bdev=pmdk0 ;; rbd) bdev=rbd0 ;; *) echo "article: --backend must be pmem or rbd" >&2; exit 2 ;; esac
+case "$backend" in
+  pmem) bdev=pmdk0; pool=${pool:-/dev/shm/pmdk0.pool} ;;
+  rbd) bdev=rbd0 ;;
+  pmem-cache-rbd) bdev=wb0; pool=${pool:-/dev/shm/article-cache.pool} ;;
+  *) echo "article: --backend must be pmem, rbd or pmem-cache-rbd" >&2; exit 2 ;;
+esac
 trtype=$(echo "$transport" | tr '[:lower:]' '[:upper:]')
 case "$trtype" in TCP|RDMA) ;; *) echo "article: transport must be tcp or rdma" >&2; exit 2 ;; esac
 if [ $(( blocks * bsize % 1048576 )) -ne 0 ]; then
@@ -135,18 +171,31 @@ else
   else
     echo "   reusing the existing image"
   fi
-  step "RBD bdev rbd0, subsystem $nqn (SPDK's rpc.py)"
+  if [ "$backend" = rbd ]; then
+    step "RBD bdev rbd0, subsystem $nqn (SPDK's rpc.py)"
+  else
+    step "RBD bdev rbd0, write-back cache wb0 on $pool in front of it, subsystem $nqn"
+  fi
   for cmd in \
     "bdev_rbd_create -b rbd0 --user admin --config mon_host=$CEPH_DEV_MON --config key=$CEPH_DEV_KEY $CEPH_DEV_POOL article $bsize" \
     "nvmf_create_transport -t $trtype" \
     "nvmf_create_subsystem $nqn -a -s $serial" \
     "nvmf_subsystem_add_listener $nqn -t $trtype -a $addr -s $port" \
-    "nvmf_subsystem_add_ns $nqn rbd0"; do
+    "nvmf_subsystem_add_ns $nqn $bdev"; do
     show "rpc.py ${cmd/key=$CEPH_DEV_KEY/key=...}"
     # shellcheck disable=SC2086
     rpc $cmd >/dev/null
+    if [ "$backend" = pmem-cache-rbd ] && [ "${cmd%% *}" = bdev_rbd_create ]; then
+      params="{\"name\": \"wb0\", \"base_bdev\": \"rbd0\", \"pool\": \"$pool\", \"slots\": $blocks}"
+      [ -e "$pool" ] && echo "   reusing the existing cache pool $pool (what it holds is replayed)"
+      show "JSON-RPC bdev_pmem_cache_create $params"
+      jsonrpc bdev_pmem_cache_create "$params" >/dev/null
+    fi
   done
   rpc bdev_get_bdevs -b rbd0 | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]; r=b["driver_specific"]["rbd"]; print("   bdev rbd0: %d blocks of %d bytes, image %s/%s" % (b["num_blocks"], b["block_size"], r["pool_name"], r["rbd_name"]))'
+  if [ "$backend" = pmem-cache-rbd ]; then
+    rpc bdev_get_bdevs -b wb0 | python3 -c 'import json,sys; c=json.load(sys.stdin)[0]["driver_specific"]["pmem_wb"]; print("   bdev wb0: write-back cache on %s (%d slots, %d dirty) in front of %s" % (c["pool"], c["slots"], c["dirty_blocks"], c["base_bdev"]))'
+  fi
 fi
 
 trid="trtype:$trtype adrfam:IPv4 traddr:$addr trsvcid:$port subnqn:$nqn"
@@ -205,6 +254,24 @@ for io in 4096 65536; do
   awk -v io="$io" '{ sub(/^\r/, "") } $1 == "Total" && $2 == ":" { printf "   %s-byte I/Os: %s IOPS, every block read back equal to what was written\n", io, $3 }' "$work/bdevperf.txt"
 done
 
+if [ "$backend" = pmem-cache-rbd ]; then
+  step "The cache: acknowledged from the pool, destaged to Ceph in order"
+  show_cache() {
+    rpc bdev_get_bdevs -b wb0 | python3 -c 'import json,sys; c=json.load(sys.stdin)[0]["driver_specific"]["pmem_wb"]; print("   %s: %d blocks dirty, %d writes destaged (%.0f/s over the last second), Ceph reachable: %s" % (sys.argv[1], c["dirty_blocks"], c["destaged_writes"], c["destage_rate"], c["base_reachable"]))' "$1"
+  }
+  show_cache "after the I/O"
+  show "JSON-RPC bdev_pmem_cache_flush {\"name\": \"wb0\"}"
+  jsonrpc bdev_pmem_cache_flush '{"name": "wb0"}' >/dev/null
+  show_cache "after the flush"
+fi
+if [ "$backend" != pmem ]; then
+  step "What the host reads, kept to compare with Ceph's own copy after the stop (spdk_dd, core 1)"
+  "$spdk/build/bin/spdk_dd" --json "$work/initiator.json" -m 0x2 --bs 1048576 --ib Nvme0n1 --of "$work/host.img" \
+    >"$work/spdk_dd.txt" 2>&1 </dev/null ||
+    { tail -n 20 "$work/spdk_dd.txt" >&2; echo "article: spdk_dd could not read the namespace" >&2; exit 1; }
+  echo "   $(( $(stat -c %s "$work/host.img") / 1048576 )) MiB read over the fabric"
+fi
+
 step "Shutting down"
 kill -INT "$tgt_pid"
 wait "$tgt_pid" && echo "   nvmf_tgt exited cleanly" || { echo "article: nvmf_tgt exited with $?" >&2; exit 1; }
@@ -212,6 +279,14 @@ tgt_pid=""
 if [ "$backend" = pmem ]; then
   echo "   the pool stays at $pool ($(du -h "$pool" | cut -f1)); the next run reuses it"
 else
+  rbd -c "$CEPH_DEV_CONF" export --no-progress "$CEPH_DEV_POOL/article" "$work/ceph.img" >/dev/null
+  if ! cmp -s "$work/host.img" "$work/ceph.img"; then
+    cmp "$work/host.img" "$work/ceph.img" | head -n 1 >&2 || true
+    echo "article: rbd export of $CEPH_DEV_POOL/article differs from what the host read" >&2
+    exit 1
+  fi
+  echo "   rbd export of $CEPH_DEV_POOL/article equals what the host read, byte for byte"
+  [ "$backend" = rbd ] || echo "   the cache pool stays at $pool (clean); the next run reuses it"
   echo "   the data lives in RBD image $CEPH_DEV_POOL/article of the cluster in ${CEPH_DEV_CONF%/ceph.conf}; see it with"
   echo "     scripts/ceph-dev.sh start && rbd -c $CEPH_DEV_CONF info $CEPH_DEV_POOL/article"
   echo "     rbd -c $CEPH_DEV_CONF export $CEPH_DEV_POOL/article FILE"

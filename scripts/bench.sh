@@ -13,6 +13,10 @@
 #   RBD namespaces instead: our target with the Rust and with the C RBD module,
 #   SPDK's C nvmf_tgt and `rbd bench` on one image of a one-node Ceph
 #   (scripts/bench_rbd.py; target/bench/rbd.md).
+#        scripts/bench.sh --cache [--rounds N] [--seconds S] [--slots N]
+#   The pmem write-back cache in front of an RBD image against the uncached
+#   namespace, a plain pmem namespace and `rbd bench`, with destage rates
+#   (scripts/bench_cache.py; target/bench/cache.md).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -21,6 +25,10 @@ bash scripts/setup.sh --release
 if [ "${1:-}" = --rbd ]; then
   shift
   exec python3 scripts/bench_rbd.py "$@"
+fi
+if [ "${1:-}" = --cache ]; then
+  shift
+  exec python3 scripts/bench_cache.py "$@"
 fi
 cargo build --release --locked --example pool_fill 2>&1 | tail -n 1
 exec python3 scripts/bench.py "$@"

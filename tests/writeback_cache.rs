@@ -45,6 +45,17 @@ fn serve_cache(t: &Target, base: &Path, cache: &Path, slots: u64, port: u16) {
 /// A target with RBD bdev `rbd0` on `image` of `ceph` and cache `wb0` in
 /// front of it on `cache` (4,096 slots if created), exported as `NQN`.
 fn serve_cached_rbd(ceph: &common::ceph::Ceph, image: &str, cache: &Path, port: u16) -> Target {
+    serve_cached_rbd_with(ceph, image, cache, 4096, port)
+}
+
+/// [`serve_cached_rbd`] with a pool of `slots` slots if created.
+fn serve_cached_rbd_with(
+    ceph: &common::ceph::Ceph,
+    image: &str,
+    cache: &Path,
+    slots: u64,
+    port: u16,
+) -> Target {
     let t = Target::start(&our_nvmf_tgt(), &[]);
     let create = ceph.bdev_rbd_create("rbd0", image);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
@@ -52,7 +63,7 @@ fn serve_cached_rbd(ceph: &common::ceph::Ceph, image: &str, cache: &Path, port: 
     t.jsonrpc_ok(
         "bdev_pmem_cache_create",
         Some(json!({"name": "wb0", "base_bdev": "rbd0",
-                    "pool": cache.to_str().unwrap(), "slots": 4096})),
+                    "pool": cache.to_str().unwrap(), "slots": slots})),
     );
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
     t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
@@ -261,7 +272,7 @@ fn a_flush_completes_once_the_writes_are_in_ceph() {
     use std::io::BufRead;
     const UNITS: u64 = 512;
     let ceph = common::ceph::Ceph::start();
-    ceph.rbd(&["create", "rbd/flushed", "--size", "4M"]);
+    ceph.rbd(&["create", "rbd/flushed", "--size", "16M"]);
     let dir = shm_dir();
     let cache = dir.path().join("cache.pool");
     let port = test_port();
@@ -316,6 +327,41 @@ fn a_flush_completes_once_the_writes_are_in_ceph() {
         dirty_after, 0,
         "the flush completed with writes not destaged"
     );
+
+    // The same through the RPC: bdev_pmem_cache_flush answers once what
+    // was acknowledged before it is in Ceph (spdk_dd's own flush at the
+    // end does not reach the target: SPDK 20.07's bdev_nvme completes it
+    // without sending one).
+    let more = pattern(2048, 0xf1);
+    let input = dir.path().join("more");
+    std::fs::write(&input, &more).unwrap();
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    spdk_dd_ok(
+        &config,
+        &[
+            "--if",
+            input.to_str().unwrap(),
+            "--ob",
+            "Nvme0n1",
+            "--seek",
+            "512",
+        ],
+    );
+    let dirty_before = cache_info(&t)["dirty_blocks"].clone();
+    t.jsonrpc_ok("bdev_pmem_cache_flush", Some(json!({"name": "wb0"})));
+    let info = cache_info(&t);
+    let _ = std::fs::remove_file(&exported);
+    ceph.rbd(&["export", "rbd/flushed", exported.to_str().unwrap()]);
+    let image = std::fs::read(&exported).unwrap();
+    assert!(
+        image[512 * BLOCK..2560 * BLOCK] == more[..],
+        "bdev_pmem_cache_flush answered before the writes were in Ceph \
+         (dirty blocks before it {dirty_before}, after {info})"
+    );
+    assert_eq!(info["dirty_blocks"], 0, "{info}");
+    assert!(info["destage_rate"].as_f64().unwrap() > 0.0, "{info}");
+    let err = t.jsonrpc_err("bdev_pmem_cache_flush", json!({"name": "nope"}));
+    assert!(err.contains("nope"), "{err}");
 }
 
 /// A clean stop (SIGINT) destages everything before the target exits: 2,048
@@ -359,39 +405,46 @@ fn a_clean_stop_destages_everything_first() {
 /// Ceph stopped under load: writes go on into the cache (acknowledged from
 /// the pool), the cache says Ceph is unreachable, and once Ceph is back it
 /// destages them all.
+/// A Ceph outage under load: writes go on into the cache while it has
+/// room, reads return them, and once the cache is full further writes wait
+/// (back-pressure: the host sees no error) until Ceph returns; then the
+/// waiting writes complete and everything reaches the image.
 #[test]
-fn writes_go_on_while_ceph_is_down_and_reach_it_when_it_returns() {
+fn writes_go_on_while_ceph_is_down_then_wait_when_the_cache_is_full() {
     let ceph = common::ceph::Ceph::start();
-    ceph.rbd(&["create", "rbd/outage", "--size", "4M"]);
+    ceph.rbd(&["create", "rbd/outage", "--size", "32M"]);
     let dir = shm_dir();
     let cache = dir.path().join("cache.pool");
     let port = test_port();
-    let t = serve_cached_rbd(&ceph, "outage", &cache, port);
+    // The smallest pool libpmemblk makes: some 3,900 slots.
+    let t = serve_cached_rbd_with(&ceph, "outage", &cache, 1, port);
+    let slots = cache_info(&t)["slots"].as_u64().unwrap();
     let config = nvme_bdev_config(dir.path(), NQN, port);
-    let before = pattern(64, 0x0b1);
-    let input = dir.path().join("before");
-    std::fs::write(&input, &before).unwrap();
-    spdk_dd_ok(
-        &config,
-        &["--if", input.to_str().unwrap(), "--ob", "Nvme0n1"],
-    );
-    wait_clean(&t);
-
-    ceph.script(&["stop"]);
-    let during = pattern(256, 0x0b2);
-    let input = dir.path().join("during");
-    std::fs::write(&input, &during).unwrap();
-    spdk_dd_ok(
-        &config,
-        &[
+    let write = |data: &[u8], name: &str, seek: u64| {
+        let input = dir.path().join(name);
+        std::fs::write(&input, data).unwrap();
+        let seek = seek.to_string();
+        let args = [
             "--if",
             input.to_str().unwrap(),
             "--ob",
             "Nvme0n1",
             "--seek",
-            "64",
-        ],
-    );
+            &seek,
+        ];
+        args.map(String::from)
+    };
+    let before = pattern(64, 0x0b1);
+    let args = write(&before, "before", 128);
+    spdk_dd_ok(&config, &args.each_ref().map(String::as_str));
+    wait_clean(&t);
+
+    ceph.script(&["stop"]);
+    let during = pattern(96, 0x0b2);
+    // Over blocks 0-7 too, which every host reads first (the GPT probe):
+    // from the cache, it need not wait for Ceph.
+    let args = write(&during, "during", 0);
+    spdk_dd_ok(&config, &args.each_ref().map(String::as_str));
     // librbd gives up on a write after rados_osd_op_timeout (20 s).
     let deadline = Instant::now() + Duration::from_secs(60);
     while cache_info(&t)["base_reachable"] != false {
@@ -403,27 +456,128 @@ fn writes_go_on_while_ceph_is_down_and_reach_it_when_it_returns() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let info = cache_info(&t);
-    assert!(info["dirty_blocks"].as_u64().unwrap() > 0, "{info}");
+    assert_eq!(info["dirty_blocks"], 96, "{info}");
     // Reads still return the newest data, from the cache.
     assert!(
-        read_back(dir.path(), &config, 64, 256) == during,
+        read_back(dir.path(), &config, 0, 96) == during,
         "reads during the outage differ"
     );
 
+    // 256 blocks more than fit: they wait.
+    let overflow = pattern((slots - 96 + 256) as usize, 0x0b3);
+    let args = write(&overflow, "overflow", 192);
+    let mut writer = Background::spdk_dd(&config, &args.each_ref().map(String::as_str));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cache_info(&t)["waiting_writes"] == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no write waits for room: {}",
+            cache_info(&t)
+        );
+        assert!(writer.running(), "spdk_dd ended: {}", writer.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let info = cache_info(&t);
+    assert!(
+        writer.running(),
+        "spdk_dd ended while the cache was full and Ceph down: {}",
+        writer.output()
+    );
+    assert_eq!(info["dirty_blocks"], slots, "{info}");
+    assert!(info["waiting_writes"].as_u64().unwrap() > 0, "{info}");
+    assert_eq!(info["failed"], false, "{info}");
+
     ceph.script(&["start"]);
+    let status = writer.wait(Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "the waiting writes failed after Ceph returned: {}",
+        writer.output()
+    );
     wait_clean(&t);
-    assert_eq!(cache_info(&t)["base_reachable"], true);
+    let info = cache_info(&t);
+    assert_eq!(info["base_reachable"], true, "{info}");
+    assert_eq!(info["waiting_writes"], 0, "{info}");
     let exported = dir.path().join("outage.img");
     ceph.rbd(&["export", "rbd/outage", exported.to_str().unwrap()]);
     let image = std::fs::read(&exported).unwrap();
-    assert!(
-        image[..64 * BLOCK] == before[..],
-        "writes before the outage differ in Ceph"
-    );
-    assert!(
-        image[64 * BLOCK..320 * BLOCK] == during[..],
-        "writes during the outage did not reach Ceph after it returned"
-    );
+    let regions = [(128, &before), (0, &during), (192, &overflow)];
+    for (at, data) in regions {
+        let at = at * BLOCK;
+        assert!(
+            image[at..at + data.len()] == data[..],
+            "the blocks written at {} differ in Ceph",
+            at / BLOCK
+        );
+    }
+}
+
+/// A process running in the background, killed if the test ends first.
+struct Background {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Background {
+    /// spdk_dd as [`spdk_dd`] runs it, in the background.
+    fn spdk_dd(config: &Path, args: &[&str]) -> Background {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = std::process::Command::new(spdk_tool("build/bin/spdk_dd"))
+            .args([
+                "--json",
+                config.to_str().unwrap(),
+                "-m",
+                "0x2",
+                "--bs",
+                "4096",
+            ])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("starting spdk_dd");
+        Background {
+            child,
+            log,
+            status: None,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().unwrap();
+        }
+        self.status.is_none()
+    }
+
+    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        while self.running() {
+            assert!(
+                Instant::now() < deadline,
+                "still running after {within:?}: {}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.status.unwrap()
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// The log knows the image it caches, not the bdev's name: a pool made for

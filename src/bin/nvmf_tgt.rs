@@ -46,7 +46,7 @@ fn main() {
             std::process::exit(1);
         }
     }
-    if let Err(e) = spdk_pmem::writeback::bdev::serve_rpcs() {
+    if let Err(e) = spdk_pmem::writeback::rpc::serve_rpcs() {
         eprintln!("nvmf_tgt: {e}");
         std::process::exit(1);
     }

@@ -27,7 +27,7 @@ use crate::bdev::io::{Descriptor, IoChannel};
 use crate::bdev::module::{BdevIo, BdevProps, BlockDevice, DeferredIo, IoStatus, IoType, Module};
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
-use crate::thread::{AppThread, Poller, Thread};
+use crate::thread::{AppThread, Completer, Poller, Thread};
 
 /// The bdev module's name.
 pub const MODULE_NAME: &str = "pmem_wb";
@@ -37,6 +37,8 @@ pub const PRODUCT_NAME: &str = "pmem write-back cache";
 const RETRY_US: u64 = 1_000_000;
 /// How often a cache looks whether the application is stopping.
 const STOP_CHECK_US: u64 = 100_000;
+/// Over how long the destage rate is measured.
+const RATE_WINDOW_US: u64 = 1_000_000;
 /// How long a clean shutdown waits for the caches to destage.
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -63,12 +65,22 @@ struct Stats {
     dirty: AtomicU64,
     destaged_writes: AtomicU64,
     destage_failures: AtomicU64,
+    /// Writes waiting for room in the log.
+    waiting_writes: AtomicU64,
+    /// Writes destaged per second over the last [`RATE_WINDOW_US`], as
+    /// `f64` bits.
+    destage_rate: AtomicU64,
     base_failing: AtomicBool,
     failed: AtomicBool,
 }
 
 fn module() -> Result<&'static Module> {
     Module::get_or_register(MODULE_NAME)
+}
+
+/// Registers the bdev module (before its RPCs are served).
+pub fn register_module() -> Result<()> {
+    module().map(|_| ())
 }
 
 thread_local! {
@@ -128,6 +140,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         channel,
         waiting: RefCell::new(VecDeque::new()),
         flushes: RefCell::new(Vec::new()),
+        rate_sample: Cell::new((std::time::Instant::now(), 0)),
         destaging: Cell::new(false),
         retry: RefCell::new(None),
         out_of_order: params.destage_out_of_order,
@@ -251,7 +264,9 @@ struct Cache {
     /// Writes waiting for room in the log, in arrival order.
     waiting: RefCell<VecDeque<DeferredIo>>,
     /// Flushes waiting for destaging to reach a write.
-    flushes: RefCell<Vec<(u64, DeferredIo)>>,
+    flushes: RefCell<Vec<(u64, FlushWaiter)>>,
+    /// When the destage rate was last measured, and the count then.
+    rate_sample: Cell<(std::time::Instant, u64)>,
     destaging: Cell<bool>,
     retry: RefCell<Option<Poller>>,
     /// [`CacheParams::destage_out_of_order`].
@@ -275,20 +290,46 @@ impl Cache {
                     self.write(io);
                 } else {
                     self.waiting.borrow_mut().push_back(io);
+                    self.count_waiting();
                 }
             }
             IoType::Read => self.read(io),
-            IoType::Flush => {
-                let target = self.order.borrow().acked_up_to();
-                if self.order.borrow().destaged_up_to() >= target {
-                    io.complete(IoStatus::Success);
-                } else {
-                    self.flushes.borrow_mut().push((target, io));
-                }
-            }
+            IoType::Flush => self.wait_destaged(FlushWaiter::Host(io)),
             IoType::Reset => io.complete(IoStatus::Success),
             _ => io.complete(IoStatus::Failed),
         }
+    }
+
+    /// Finishes `waiter` once everything acknowledged so far is in the
+    /// backing bdev.
+    fn wait_destaged(&self, waiter: FlushWaiter) {
+        let target = self.order.borrow().acked_up_to();
+        if self.order.borrow().destaged_up_to() >= target {
+            waiter.finish(true);
+        } else {
+            self.flushes.borrow_mut().push((target, waiter));
+        }
+    }
+
+    fn count_waiting(&self) {
+        self.stats
+            .waiting_writes
+            .store(self.waiting.borrow().len() as u64, Ordering::Relaxed);
+    }
+
+    /// Measures the destage rate once per [`RATE_WINDOW_US`].
+    fn sample_rate(&self) {
+        let (at, count) = self.rate_sample.get();
+        let elapsed = at.elapsed();
+        if elapsed.as_micros() < u128::from(RATE_WINDOW_US) {
+            return;
+        }
+        let now = self.stats.destaged_writes.load(Ordering::Relaxed);
+        let rate = (now - count) as f64 / elapsed.as_secs_f64();
+        self.stats
+            .destage_rate
+            .store(rate.to_bits(), Ordering::Relaxed);
+        self.rate_sample.set((std::time::Instant::now(), now));
     }
 
     /// Once the application stops, I/O waiting for room or for destaging
@@ -301,6 +342,7 @@ impl Cache {
                 return false;
             };
             if crate::app::serving() && !cache.closed.get() {
+                cache.sample_rate();
                 return false;
             }
             cache.fail_waiting();
@@ -315,11 +357,12 @@ impl Cache {
     fn fail_waiting(&self) {
         let writes = std::mem::take(&mut *self.waiting.borrow_mut());
         let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
-        for io in writes
-            .into_iter()
-            .chain(flushes.into_iter().map(|(_, io)| io))
-        {
+        self.count_waiting();
+        for io in writes {
             io.complete(IoStatus::Failed);
+        }
+        for (_, waiter) in flushes {
+            waiter.finish(false);
         }
     }
 
@@ -338,6 +381,7 @@ impl Cache {
         let persisted = self.log.persisted_destaged();
         let Some(seqs) = self.order.borrow_mut().assign(blocks, persisted) else {
             self.waiting.borrow_mut().push_front(io);
+            self.count_waiting();
             return;
         };
         let data = gather(&io, self.block_size * blocks as usize);
@@ -488,8 +532,8 @@ impl Cache {
         let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
         let (done, still): (Vec<_>, Vec<_>) = flushes.into_iter().partition(|(t, _)| *t <= last);
         *self.flushes.borrow_mut() = still;
-        for (_, io) in done {
-            io.complete(IoStatus::Success);
+        for (_, waiter) in done {
+            waiter.finish(true);
         }
         // Slots are free again: writes that waited for room go in order.
         loop {
@@ -497,6 +541,7 @@ impl Cache {
             let Some(io) = self.waiting.borrow_mut().pop_front() else {
                 break;
             };
+            self.count_waiting();
             let before = self.waiting.borrow().len();
             self.write(io);
             if self.waiting.borrow().len() > before {
@@ -539,6 +584,53 @@ impl Cache {
         }) {
             Ok(p) => *self.retry.borrow_mut() = Some(p),
             Err(e) => crate::log::error(&format!("{}: scheduling a retry: {e}", self.name)),
+        }
+    }
+}
+
+/// Who waits for destaging to reach a point: a host's FLUSH, or
+/// [`flush`]'s caller.
+enum FlushWaiter {
+    Host(DeferredIo),
+    Caller(Completer<bool>),
+}
+
+impl FlushWaiter {
+    /// `destaged`: everything up to the point is in the backing bdev (else
+    /// the wait was given up, as the cache or the application stops).
+    fn finish(self, destaged: bool) {
+        match self {
+            FlushWaiter::Host(io) => io.complete(if destaged {
+                IoStatus::Success
+            } else {
+                IoStatus::Failed
+            }),
+            FlushWaiter::Caller(done) => done.complete(destaged),
+        }
+    }
+}
+
+/// Resolves once everything the cache `name` acknowledged before the call
+/// is in its backing bdev (as a host's FLUSH does). It waits through an
+/// outage of the backing bdev; it fails if the cache is deleted or the
+/// application stops first.
+pub fn flush(app: AppThread, name: &str) -> impl std::future::Future<Output = Result<()>> {
+    let (done, destaged) = crate::thread::completion::<bool>("bdev_pmem_cache_flush");
+    let started = app.check().and_then(|_| {
+        let cache = CACHES
+            .with(|c| c.borrow().get(name).cloned())
+            .ok_or_else(|| Error::NotFound(format!("bdev {name:?} (a pmem write-back cache)")))?;
+        cache.wait_destaged(FlushWaiter::Caller(done));
+        Ok(name.to_string())
+    });
+    async move {
+        let name = started?;
+        match destaged.await? {
+            true => Ok(()),
+            false => Err(Error::spdk(
+                format!("flushing {name:?}: the cache was deleted or the application is stopping; what is not destaged stays in its pool"),
+                -libc::ECANCELED,
+            )),
         }
     }
 }
@@ -606,6 +698,8 @@ impl BlockDevice for CacheDisk {
             "dirty_blocks": s.dirty.load(Ordering::Relaxed),
             "destaged_writes": s.destaged_writes.load(Ordering::Relaxed),
             "destage_failures": s.destage_failures.load(Ordering::Relaxed),
+            "destage_rate": f64::from_bits(s.destage_rate.load(Ordering::Relaxed)),
+            "waiting_writes": s.waiting_writes.load(Ordering::Relaxed),
             "base_reachable": !s.base_failing.load(Ordering::Relaxed),
             "failed": s.failed.load(Ordering::Relaxed),
         }}))
@@ -627,58 +721,4 @@ impl BlockDevice for CacheDisk {
             cache.fail_waiting();
         }
     }
-}
-
-/// `bdev_pmem_cache_create`'s parameters.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateRpc {
-    name: String,
-    base_bdev: String,
-    pool: String,
-    slots: Option<u64>,
-    /// Tests' control only: breaks the ordering promise.
-    #[serde(default)]
-    test_destage_out_of_order: bool,
-}
-
-/// `bdev_pmem_cache_delete`'s parameters.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteRpc {
-    name: String,
-}
-
-/// Serves `bdev_pmem_cache_create` (name, base_bdev, pool, and slots when
-/// the pool is to be created) and `bdev_pmem_cache_delete` (name).
-pub fn serve_rpcs() -> Result<()> {
-    use crate::rpc::{register_typed_async_method, RpcStates};
-    module()?;
-    register_typed_async_method(
-        "bdev_pmem_cache_create",
-        RpcStates::Runtime,
-        |p: CreateRpc| async move {
-            let app = AppThread::here()?;
-            let params = CacheParams {
-                name: p.name,
-                base: p.base_bdev,
-                pool: PathBuf::from(p.pool),
-                create_slots: p.slots,
-                destage_out_of_order: p.test_destage_out_of_order,
-            };
-            let bdev = create(app, params).await?;
-            Ok(bdev.name().to_string())
-        },
-    )?;
-    register_typed_async_method(
-        "bdev_pmem_cache_delete",
-        RpcStates::Runtime,
-        |p: DeleteRpc| async move {
-            let app = AppThread::here()?;
-            let bdev = Bdev::by_name(app, &p.name)
-                .ok_or_else(|| Error::NotFound(format!("bdev {:?}", p.name)))?;
-            delete(bdev).await?;
-            Ok(true)
-        },
-    )
 }

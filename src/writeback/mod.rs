@@ -7,8 +7,10 @@
 //! - [`bdev`]: the cache as a bdev (module `pmem_wb`);
 //! - [`log`]: the log on the pool, its recovery after a crash;
 //! - [`order`]: sequence numbers, acknowledgements in order, what is cached,
-//!   what to destage next.
+//!   what to destage next;
+//! - [`rpc`]: its JSON-RPC methods.
 
 pub mod bdev;
 pub mod log;
 pub mod order;
+pub mod rpc;
