@@ -580,9 +580,11 @@ impl Drop for Background {
     }
 }
 
-/// The log knows the image it caches, not the bdev's name: a pool made for
-/// one image is refused in front of another image under the same bdev
-/// name, and taken back in front of its own image under another name.
+/// The log knows the image it caches (its cluster's fsid and its image
+/// id), not the bdev's name: a pool made for one image is refused in front
+/// of another image under the same bdev name, taken back in front of its
+/// own image under another name, and refused in front of an image made
+/// anew under the old one's name.
 #[test]
 fn a_pool_of_another_rbd_image_is_refused() {
     let ceph = common::ceph::Ceph::start();
@@ -605,13 +607,30 @@ fn a_pool_of_another_rbd_image_is_refused() {
         json!({"name": "wb0", "base_bdev": "rbd0", "pool": cache.to_str().unwrap()}),
     );
     assert!(
-        err.contains("it caches \"rbd rbd/mine\", not \"rbd rbd/other\""),
+        err.contains("it caches \"rbd rbd/mine (cluster ")
+            && err.contains("not \"rbd rbd/other (cluster "),
         "{err}"
     );
     create("renamed", "mine");
     t.jsonrpc_ok(
         "bdev_pmem_cache_create",
         Some(json!({"name": "wb0", "base_bdev": "renamed", "pool": cache.to_str().unwrap()})),
+    );
+
+    // An image made anew under the old one's name is another image.
+    t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
+    t.rpc_ok(&["bdev_rbd_delete", "renamed"]);
+    ceph.rbd(&["rm", "rbd/mine"]);
+    ceph.rbd(&["create", "rbd/mine", "--size", "4M"]);
+    create("rbd1", "mine");
+    let err = t.jsonrpc_err(
+        "bdev_pmem_cache_create",
+        json!({"name": "wb0", "base_bdev": "rbd1", "pool": cache.to_str().unwrap()}),
+    );
+    let ids: Vec<&str> = err.matches("image id ").collect();
+    assert!(
+        err.contains("it caches \"rbd rbd/mine (cluster ") && ids.len() == 2,
+        "{err}"
     );
 }
 

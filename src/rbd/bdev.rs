@@ -82,7 +82,8 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
         )));
     }
     name_free(app, &params.name)?;
-    let (completer, opened) = crate::thread::completion::<Result<Image>>("opening the RBD image");
+    let (completer, opened) =
+        crate::thread::completion::<Result<(String, Image)>>("opening the RBD image");
     let (config, pool, image) = (
         params.cluster.clone(),
         params.pool.clone(),
@@ -91,11 +92,16 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
     std::thread::Builder::new()
         .name("rbd-open".into())
         .spawn(move || {
-            let result = cluster_for(&config).and_then(|c| Image::open(c, &pool, &image));
+            // The identity's calls ask the cluster too: here, not on a
+            // reactor.
+            let result = cluster_for(&config)
+                .and_then(|c| Image::open(c, &pool, &image))
+                .and_then(|image| Ok((image.identity()?, image)));
             completer.complete(result);
         })
         .map_err(|e| Error::Environment(format!("starting a thread to open the image: {e}")))?;
-    let image = ImageHandle::new(opened.await??);
+    let (served_as, image) = opened.await??;
+    let image = ImageHandle::new(image);
     // The application thread again (the completion wakes the task there).
     let blocks = image.size() / u64::from(bs);
     if blocks == 0 {
@@ -111,7 +117,6 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
     // With librbd's cache on, a write is acknowledged from memory: hosts
     // must be told to flush (NVMe's volatile write cache).
     props.write_cache = params.cluster.rbd_cache();
-    let served_as = format!("rbd {}/{}", params.pool, params.image);
     let name = params.name.clone();
     let disk = RbdDisk { image, params };
     let bdev = module.register_bdev(app, props, disk)?;
@@ -170,7 +175,8 @@ fn served() -> &'static Mutex<HashMap<String, String>> {
     SERVED.get_or_init(Mutex::default)
 }
 
-/// The image an RBD bdev of this module serves, as `rbd POOL/IMAGE`.
+/// The image an RBD bdev of this module serves, as
+/// [`Image::identity`] gives it.
 pub fn identity(bdev_name: &str) -> Option<String> {
     (served().lock().unwrap_or_else(|e| e.into_inner()))
         .get(bdev_name)

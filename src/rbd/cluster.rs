@@ -168,6 +168,18 @@ impl Cluster {
         &self.config
     }
 
+    /// The cluster's fsid (its UUID, the same for every monitor of it).
+    pub fn fsid(&self) -> Result<String> {
+        let mut buf = [0u8; 64];
+        // SAFETY: a connected handle and a buffer of the length given.
+        let rc =
+            unsafe { sys::rados_cluster_fsid(self.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if rc < 0 {
+            return Err(ceph_error("reading the cluster's fsid".into(), rc, ""));
+        }
+        Ok(c_text(&buf))
+    }
+
     /// The raw handle, for librados and librbd calls; valid while `self`
     /// lives.
     pub fn as_ptr(&self) -> sys::rados_t {
@@ -231,4 +243,10 @@ mod tests {
         assert!(!monitor_answers(&format!("127.0.0.1:{port}")));
         assert!(!monitor_answers("not an address"));
     }
+}
+
+/// The text of a NUL-terminated C buffer (all of it if it has no NUL).
+pub(crate) fn c_text(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
