@@ -11,9 +11,12 @@ core 1; 4 KiB random, QD 1 and 32):
   rbd     the RBD namespace, uncached (the Rust RBD module);
   cached  the RBD image behind the write-back cache, on a /dev/shm pool
           large enough to absorb the run (--slots);
-  full    the same on the smallest pool libpmemblk makes (some 3,900
+  full    the same on the smallest pool libpmemblk makes (3,587
           slots), filled before the run: writes wait for destaging, so this
           is the rate Ceph sustains behind the cache (writes only);
+  local   the cache in front of a /dev/shm pmem bdev instead of Ceph (not
+          run unless --configs names it): its own cost, with destaging
+          that keeps up and no Ceph threads on the CPUs (writes only);
   rbd bench  Ceph's own client on the same image, no NVMe-oF at all.
 For the caches also: the destage rate during the run and in the 3 s after
 it, and the dirty blocks left. The cached pools are thrown away after each
@@ -38,7 +41,7 @@ import bench  # noqa: E402
 import bench_rbd  # noqa: E402
 
 TOP = bench.TOP
-CONFIGS = ["pmem", "rbd", "cached", "full"]
+CONFIGS = ["pmem", "rbd", "cached", "full", "local"]
 CASES = bench_rbd.CASES
 NQN = "nqn.2016-06.io.spdk:cachebench"
 IMAGE_MIB = 256
@@ -79,6 +82,12 @@ def serve(t, config, cluster, pool, slots, port):
         t.rpc("bdev_pmem_create_pool", pool, str(IMAGE_MIB), "4096")
         t.rpc("bdev_pmem_create", "-n", "ns0", pool)
         bdev = "ns0"
+    elif config == "local":
+        t.rpc("bdev_pmem_create_pool", pool + ".base", str(IMAGE_MIB), "4096")
+        t.rpc("bdev_pmem_create", "-n", "base0", pool + ".base")
+        jsonrpc(t.sock, "bdev_pmem_cache_create",
+                {"name": "wb0", "base_bdev": "base0", "pool": pool, "slots": slots})
+        bdev = "wb0"
     else:
         t.rpc("bdev_rbd_create", "-b", "rbd0", "--user", "admin", "--config",
               f"mon_host={cluster.mon}", "--config", f"key={cluster.key}", "rbd", "bench", "4096")
@@ -103,7 +112,7 @@ def run_case(config, cluster, work, shm_id, workload, qd, seconds, slots):
     t = bench.Target("rust", work, shm_id)
     try:
         serve(t, config, cluster, pool, slots, port)
-        cached = config in ("cached", "full")
+        cached = config in ("cached", "full", "local")
         if config == "full":
             # Fill it: from here on every write waits for one to be destaged.
             bench.perf([(NQN, port)], "randwrite", 32, 2)
@@ -124,14 +133,15 @@ def run_case(config, cluster, work, shm_id, workload, qd, seconds, slots):
         # The cache's data need not reach Ceph: deleted first, it is not
         # drained at the stop. The stop is clean (a killed target would
         # hold the image's exclusive lock until Ceph gives up on it).
-        if config in ("cached", "full") and t.proc.poll() is None:
+        if config in ("cached", "full", "local") and t.proc.poll() is None:
             try:
                 jsonrpc(t.sock, "bdev_pmem_cache_delete", {"name": "wb0"})
             except (bench.BenchError, OSError) as e:
                 print(f"  deleting the cache: {e}", file=sys.stderr)
         t.stop()
-        if os.path.exists(pool):
-            os.unlink(pool)
+        for p in (pool, pool + ".base"):
+            if os.path.exists(p):
+                os.unlink(p)
     return r
 
 
@@ -175,6 +185,11 @@ def table(runs, meta):
         p99 = ratio('cached', 'randwrite', 1, 'p99_us') / ratio('pmem', 'randwrite', 1, 'p99_us')
         lines.append(f"- cached QD 1 write latency / plain pmem namespace's: avg {avg:.2f}x, "
                      f"p99 {p99:.2f}x (target: within 2x)")
+    if {"local", "pmem"} <= have:
+        avg = ratio('local', 'randwrite', 1, 'avg_us') / ratio('pmem', 'randwrite', 1, 'avg_us')
+        p99 = ratio('local', 'randwrite', 1, 'p99_us') / ratio('pmem', 'randwrite', 1, 'p99_us')
+        lines.append(f"- the cache in front of a pmem bdev (no Ceph on the CPUs), QD 1 write "
+                     f"latency / plain pmem namespace's: avg {avg:.2f}x, p99 {p99:.2f}x")
     if "full" in have:
         lines.append(f"- what Ceph sustains behind a full cache (randwrite QD 32): "
                      f"{ratio('full', 'randwrite', 32, 'iops'):,.0f} writes/s")
@@ -187,7 +202,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--slots", type=int, default=1 << 20,
                     help="the cached config's pool (slots of 4 KiB; 2^20 = 4 GiB)")
-    ap.add_argument("--configs", default=",".join(CONFIGS),
+    ap.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "local"),
                     help="which of them to run (rbd bench always runs)")
     ap.add_argument("--nap-us", type=int, default=0,
                     help="our targets' --idle-nap-us (0: they poll, as SPDK does)")
@@ -210,7 +225,7 @@ def main():
             order = CONFIGS[rnd % len(CONFIGS):] + CONFIGS[:rnd % len(CONFIGS)]
             for config in order:
                 for workload, qd in CASES:
-                    if config == "full" and workload != "randwrite":
+                    if config in ("full", "local") and workload != "randwrite":
                         continue
                     r = run_case(config, cluster, work, shm_id, workload, qd, a.seconds,
                                  a.slots)

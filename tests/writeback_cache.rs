@@ -416,7 +416,7 @@ fn writes_go_on_while_ceph_is_down_then_wait_when_the_cache_is_full() {
     let dir = shm_dir();
     let cache = dir.path().join("cache.pool");
     let port = test_port();
-    // The smallest pool libpmemblk makes: some 3,900 slots.
+    // The smallest pool libpmemblk makes: 3,587 slots.
     let t = serve_cached_rbd_with(&ceph, "outage", &cache, 1, port);
     let slots = cache_info(&t)["slots"].as_u64().unwrap();
     let config = nvme_bdev_config(dir.path(), NQN, port);
