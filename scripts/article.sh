@@ -74,31 +74,9 @@ tgt="$top/target/release/nvmf_tgt"
 [ -x "$tgt" ] || cargo build --release --locked --bin nvmf_tgt
 spdk=$(readlink -f "$top/target/spdk/current")
 rpc() { python3 "$spdk/scripts/rpc.py" -s "$sock" "$@"; }
-# Methods that 20.07's rpc.py does not know (the write-back cache's), as raw
-# JSON-RPC: jsonrpc METHOD PARAMS-JSON.
-jsonrpc() {
-  python3 - "$sock" "$1" "$2" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": sys.argv[2],
-                      "params": json.loads(sys.argv[3])}).encode())
-buf, dec = b"", json.JSONDecoder()
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        sys.exit("article: %s: no answer" % sys.argv[2])
-    buf += chunk
-    try:
-        reply, _ = dec.raw_decode(buf.decode())
-        break
-    except ValueError:
-        continue
-if "error" in reply:
-    sys.exit("article: %s: %s" % (sys.argv[2], reply["error"]["message"]))
-print(json.dumps(reply["result"]))
-PY
-}
+# The write-back cache's methods, which 20.07's rpc.py does not know, come
+# from our plugin (scripts/rpc_pmem_cache.py).
+rpc_cache() { PYTHONPATH="$top/scripts" rpc --plugin rpc_pmem_cache "$@"; }
 
 if [ -z "$transport" ]; then
   if ls /sys/class/infiniband/* >/dev/null 2>&1; then transport=rdma; else transport=tcp; fi
@@ -186,10 +164,9 @@ else
     # shellcheck disable=SC2086
     rpc $cmd >/dev/null
     if [ "$backend" = pmem-cache-rbd ] && [ "${cmd%% *}" = bdev_rbd_create ]; then
-      params="{\"name\": \"wb0\", \"base_bdev\": \"rbd0\", \"pool\": \"$pool\", \"slots\": $blocks}"
       [ -e "$pool" ] && echo "   reusing the existing cache pool $pool (what it holds is replayed)"
-      show "JSON-RPC bdev_pmem_cache_create $params"
-      jsonrpc bdev_pmem_cache_create "$params" >/dev/null
+      show "rpc.py --plugin rpc_pmem_cache bdev_pmem_cache_create -b wb0 --slots $blocks rbd0 $pool"
+      rpc_cache bdev_pmem_cache_create -b wb0 --slots "$blocks" rbd0 "$pool" >/dev/null
     fi
   done
   rpc bdev_get_bdevs -b rbd0 | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]; r=b["driver_specific"]["rbd"]; print("   bdev rbd0: %d blocks of %d bytes, image %s/%s" % (b["num_blocks"], b["block_size"], r["pool_name"], r["rbd_name"]))'
@@ -260,8 +237,8 @@ if [ "$backend" = pmem-cache-rbd ]; then
     rpc bdev_get_bdevs -b wb0 | python3 -c 'import json,sys; c=json.load(sys.stdin)[0]["driver_specific"]["pmem_wb"]; print("   %s: %d blocks dirty, %d writes destaged (%.0f/s over the last second), Ceph reachable: %s" % (sys.argv[1], c["dirty_blocks"], c["destaged_writes"], c["destage_rate"], c["base_reachable"]))' "$1"
   }
   show_cache "after the I/O"
-  show "JSON-RPC bdev_pmem_cache_flush {\"name\": \"wb0\"}"
-  jsonrpc bdev_pmem_cache_flush '{"name": "wb0"}' >/dev/null
+  show "rpc.py --plugin rpc_pmem_cache bdev_pmem_cache_flush wb0"
+  rpc_cache bdev_pmem_cache_flush wb0
   show_cache "after the flush"
 fi
 if [ "$backend" != pmem ]; then

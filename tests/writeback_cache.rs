@@ -60,11 +60,18 @@ fn serve_cached_rbd_with(
     let create = ceph.bdev_rbd_create("rbd0", image);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
     t.rpc_ok(&create);
-    t.jsonrpc_ok(
+    // SPDK's rpc.py with our plugin.
+    let slots = slots.to_string();
+    let plugin = ["--plugin", "rpc_pmem_cache"];
+    let create = [
         "bdev_pmem_cache_create",
-        Some(json!({"name": "wb0", "base_bdev": "rbd0",
-                    "pool": cache.to_str().unwrap(), "slots": slots})),
-    );
+        "-b",
+        "wb0",
+        "--slots",
+        &slots,
+        "rbd0",
+    ];
+    t.rpc_ok(&[&plugin[..], &create[..], &[cache.to_str().unwrap()]].concat());
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
     t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWB01"]);
     add_tcp_listener(&t, NQN, port);
@@ -348,7 +355,7 @@ fn a_flush_completes_once_the_writes_are_in_ceph() {
         ],
     );
     let dirty_before = cache_info(&t)["dirty_blocks"].clone();
-    t.jsonrpc_ok("bdev_pmem_cache_flush", Some(json!({"name": "wb0"})));
+    t.rpc_ok(&["--plugin", "rpc_pmem_cache", "bdev_pmem_cache_flush", "wb0"]);
     let info = cache_info(&t);
     let _ = std::fs::remove_file(&exported);
     ceph.rbd(&["export", "rbd/flushed", exported.to_str().unwrap()]);

@@ -64,6 +64,11 @@ pub fn example_binary(name: &str) -> PathBuf {
 /// Runs SPDK's rpc.py against the RPC socket `sock`.
 pub fn rpc_py(sock: &Path, args: &[&str]) -> Output {
     Command::new("python3")
+        // Where `--plugin rpc_pmem_cache` finds our methods.
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts"),
+        )
         .arg(spdk_tool("scripts/rpc.py"))
         .arg("-s")
         .arg(sock)
