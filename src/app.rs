@@ -42,6 +42,7 @@ pub struct AppOptions {
     wait_for_rpc: bool,
     num_trace_entries: Option<u64>,
     log_flags: Vec<String>,
+    log_limit: u32,
     env: EnvOptions,
 }
 
@@ -85,6 +86,7 @@ impl AppOptions {
             wait_for_rpc: false,
             num_trace_entries: None,
             log_flags: Vec::new(),
+            log_limit: crate::log_limit::DEFAULT_BURST,
             env: EnvOptions::default(),
         }
     }
@@ -137,6 +139,13 @@ impl AppOptions {
     /// Trace entries per core, a power of two (`--num-trace-entries`).
     pub fn num_trace_entries(mut self, n: u64) -> Self {
         self.num_trace_entries = Some(n);
+        self
+    }
+    /// At most `lines` log lines (errors, warnings, notices) of one kind
+    /// (one source line of SPDK's) per 10 s, then one that says how many
+    /// more were left out; 0: every line (`--log-limit`, default 10).
+    pub fn log_limit(mut self, lines: u32) -> Self {
+        self.log_limit = lines;
         self
     }
     /// Enable a debug log flag (`-L`); effective in debug builds of SPDK.
@@ -304,6 +313,7 @@ impl AppOptions {
         }
         spdk.set_pci_lists(&self.env)?;
         spdk.opts.shutdown_cb = Some(shutdown_trampoline);
+        spdk.opts.log = crate::log_limit::install(self.log_limit);
         let context = StartContext {
             start: Cell::new(Some(Box::new(start) as Box<dyn FnOnce() + '_>)),
         };
@@ -324,6 +334,7 @@ impl AppOptions {
         // SAFETY: spdk_app_fini releases what spdk_app_start set up; it is
         // called once after every spdk_app_start, as SPDK's apps do.
         unsafe { sys::spdk_app_fini() };
+        crate::log_limit::finish();
         Ok(rc)
     }
 }

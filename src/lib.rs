@@ -28,6 +28,7 @@ pub mod error;
 pub mod idle_nap;
 pub mod legacy;
 mod log;
+mod log_limit;
 pub mod nvmf;
 pub mod pmem;
 pub mod pmem_bdev;

@@ -2,6 +2,7 @@
 #ifndef SPDK_PMEM_SHIM_H
 #define SPDK_PMEM_SHIM_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -15,5 +16,24 @@ bool spdk_pmem_nvmf_subsystem_is_inactive(const struct spdk_nvmf_subsystem *subs
  * counts them in struct spdk_reactor, for framework_get_reactors, and offers
  * no getter); false when there is no reactor on that core. */
 bool spdk_pmem_reactor_busy_tsc(uint32_t lcore, uint64_t *busy_tsc);
+
+/* Where SPDK's log lines go once formatted (the Rust side's rate limit). */
+typedef void spdk_pmem_log_sink(int level, const char *file, int line, const char *func,
+				const char *msg);
+
+/* Routes the lines spdk_pmem_log_func gets to `sink` (NULL: straight to
+ * spdk_pmem_log_emit). */
+void spdk_pmem_log_set_sink(spdk_pmem_log_sink *sink);
+
+/* A logfunc for spdk_app_opts.log: drops what SPDK 20.07's spdk_vlog would
+ * drop (levels above both the print level and the log level), formats the
+ * rest as it does, and hands the line to the sink. */
+void spdk_pmem_log_func(int level, const char *file, const int line, const char *func,
+			const char *format, va_list args);
+
+/* Writes a line as spdk_vlog does: to stderr with a timestamp up to the
+ * print level, to syslog up to the log level. */
+void spdk_pmem_log_emit(int level, const char *file, int line, const char *func,
+			const char *msg);
 
 #endif
