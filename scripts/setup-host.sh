@@ -17,7 +17,8 @@ fi
 # Build: SPDK 20.07 + DPDK 20.05 (meson, ninja, nasm), PMDK's pmem bdev, bindgen (libclang).
 # Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in.
 # Tests: pmdk-tools' pmempool checks pools after the crash torture; tmux
-# holds spdk_top's screen for tests/spdk_tools.rs.
+# holds spdk_top's screen for tests/spdk_tools.rs; prometheus (and its
+# promtool) scrapes and checks the metrics endpoint in tests/metrics.rs.
 # Ceph: librbd/librados for SPDK's RBD bdev; a monitor, an OSD and the ceph
 # and rbd tools for scripts/ceph-dev.sh's one-node cluster.
 PACKAGES=(
@@ -26,7 +27,7 @@ PACKAGES=(
   libpmemblk-dev libpmem-dev libaio-dev libnuma-dev uuid-dev libssl-dev libncurses-dev libcunit1-dev
   libibverbs-dev librdmacm-dev
   xz-utils patch ca-certificates debian-archive-keyring procps util-linux
-  pmdk-tools tmux
+  pmdk-tools tmux prometheus
   librbd-dev librados-dev ceph-mon ceph-osd ceph-common
 )
 

@@ -149,6 +149,10 @@ pub struct Args {
     /// the log. 0 writes every line, as SPDK 20.07 does. Not in SPDK 20.07.
     #[arg(long = "log-limit", value_name = "LINES", default_value = "10")]
     pub log_limit: u32,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (off unless
+    /// given), from a thread of its own, never a reactor. Not in SPDK 20.07.
+    #[arg(long = "metrics", value_name = "IP:PORT")]
+    pub metrics: Option<String>,
     /// How many NVMe/TCP connections may wait for a Fabrics Connect at
     /// once, from all sources; more are closed when accepted. Not in SPDK
     /// 20.07.

@@ -8,6 +8,7 @@
 //! - [`pmem`]: a safe libpmemblk pool;
 //! - [`thread`]: SPDK threads, pollers, and awaiting C completions;
 //! - [`idle_nap`]: reactors that sleep while they have nothing to do;
+//! - [`metrics`]: a Prometheus endpoint;
 //! - [`bdev`]: bdev lookups, SPDK's C pmem bdev, bdev I/O and bdev modules in Rust;
 //! - [`pmem_bdev`]: the pmem bdev in Rust, behind SPDK's pmem RPCs;
 //! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces;
@@ -29,6 +30,7 @@ pub mod idle_nap;
 pub mod legacy;
 mod log;
 mod log_limit;
+pub mod metrics;
 pub mod nvmf;
 pub mod pmem;
 pub mod pmem_bdev;

@@ -26,6 +26,30 @@ spdk_pmem_reactor_busy_tsc(uint32_t lcore, uint64_t *busy_tsc)
 	return true;
 }
 
+bool
+spdk_pmem_reactor_idle_tsc(uint32_t lcore, uint64_t *idle_tsc)
+{
+	struct spdk_reactor *reactor = spdk_reactor_get(lcore);
+
+	if (reactor == NULL) {
+		return false;
+	}
+	*idle_tsc = reactor->idle_tsc;
+	return true;
+}
+
+uint32_t
+spdk_pmem_nvmf_subsystem_ctrlr_count(const struct spdk_nvmf_subsystem *subsystem)
+{
+	const struct spdk_nvmf_ctrlr *ctrlr;
+	uint32_t count = 0;
+
+	TAILQ_FOREACH(ctrlr, &subsystem->ctrlrs, link) {
+		count++;
+	}
+	return count;
+}
+
 static spdk_pmem_log_sink *g_sink;
 
 void

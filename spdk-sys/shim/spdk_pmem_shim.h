@@ -17,6 +17,13 @@ bool spdk_pmem_nvmf_subsystem_is_inactive(const struct spdk_nvmf_subsystem *subs
  * no getter); false when there is no reactor on that core. */
 bool spdk_pmem_reactor_busy_tsc(uint32_t lcore, uint64_t *busy_tsc);
 
+/* The same for the ticks spent in polls that found nothing to do. */
+bool spdk_pmem_reactor_idle_tsc(uint32_t lcore, uint64_t *idle_tsc);
+
+/* The controllers (connected hosts' sessions) of a subsystem; read on the
+ * subsystem's thread, the application thread, which changes the list. */
+uint32_t spdk_pmem_nvmf_subsystem_ctrlr_count(const struct spdk_nvmf_subsystem *subsystem);
+
 /* Where SPDK's log lines go once formatted (the Rust side's rate limit). */
 typedef void spdk_pmem_log_sink(int level, const char *file, int line, const char *func,
 				const char *msg);

@@ -56,12 +56,22 @@ fn main() {
     }
     // The C nvmf_tgt's start callback does nothing: the nvmf subsystem and the
     // RPC server, both started by spdk_app_start, do the work. Ours starts
-    // the reactors' naps (--idle-nap-us) there.
+    // the reactors' naps (--idle-nap-us) and the metrics endpoint
+    // (--metrics) there.
     let nap = std::time::Duration::from_micros(args.idle_nap_us);
+    let metrics = args.metrics.clone();
     match options.run(|| {
         if let Err(e) = spdk_pmem::idle_nap::start(nap) {
             eprintln!("nvmf_tgt: starting the reactors' idle naps: {e}");
             let _ = spdk_pmem::app::stop(1);
+        }
+        if let Some(addr) = &metrics {
+            let started = spdk_pmem::thread::AppThread::here()
+                .and_then(|app| spdk_pmem::metrics::start(app, addr));
+            if let Err(e) = started {
+                eprintln!("nvmf_tgt: {e}");
+                let _ = spdk_pmem::app::stop(1);
+            }
         }
     }) {
         Ok(code) => std::process::exit(code),

@@ -1,0 +1,304 @@
+//! The figures a scrape shows, gathered on the application thread (which
+//! owns the nvmf target's subsystems and the bdev list) and encoded in
+//! Prometheus's text format with the `prometheus-client` crate.
+
+use std::ffi::CStr;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::bdev::io::{Descriptor, IoStat};
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::thread::AppThread;
+
+/// Every metric's prefix.
+pub const PREFIX: &str = "spdk_pmem";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    spdk_version: String,
+    crate_version: String,
+    features: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    subsystem: String,
+    nsid: String,
+    bdev: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubsystemLabels {
+    subsystem: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReactorLabels {
+    core: String,
+    mode: String,
+}
+
+/// A namespace as the target has it.
+struct Namespace {
+    subsystem: String,
+    nsid: u32,
+    bdev: String,
+}
+
+/// A subsystem's counts.
+struct Subsystem {
+    nqn: String,
+    namespaces: i64,
+    listeners: i64,
+    allowed_hosts: i64,
+    connected: i64,
+}
+
+type Seconds = Counter<f64, AtomicU64>;
+/// A metric's name, its help, and how to read it off a figure.
+type Field<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+/// The exposition of everything, gathered now.
+pub async fn scrape(app: AppThread) -> Result<String> {
+    let mut registry = Registry::with_prefix(PREFIX);
+    build_info(&mut registry);
+    reactors(&mut registry);
+    let (subsystems, namespaces) = nvmf_state(app)?;
+    subsystem_metrics(&mut registry, &subsystems);
+    namespace_metrics(app, &mut registry, &namespaces).await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .map_err(|e| Error::InvalidArgument(format!("encoding the metrics: {e}")))?;
+    Ok(text)
+}
+
+fn build_info(registry: &mut Registry) {
+    let version = crate::cli::spdk_version_string();
+    let features: Vec<&str> = [
+        ("rdma", cfg!(feature = "rdma")),
+        ("rbd", cfg!(feature = "rbd")),
+        ("asan", cfg!(feature = "asan")),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| *name)
+    .collect();
+    // A gauge of 1 with the facts as labels (Prometheus's `*_build_info`
+    // convention; the OpenMetrics info type is unknown to promtool 2.42).
+    let info = Family::<BuildLabels, Gauge>::default();
+    registry.register(
+        "build_info",
+        "The SPDK this target is built on, and the cargo features built in",
+        info.clone(),
+    );
+    let labels = BuildLabels {
+        spdk_version: version,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        features: features.join(","),
+    };
+    info.get_or_create(&labels).set(1);
+}
+
+/// Busy and idle time of each reactor (SPDK's own counts, which
+/// `framework_get_reactors` reports too).
+fn reactors(registry: &mut Registry) {
+    let seconds = Family::<ReactorLabels, Seconds>::default();
+    registry.register_with_unit(
+        "reactor",
+        "Time each reactor spent in polls that did work (busy) and that found none (idle)",
+        Unit::Seconds,
+        seconds.clone(),
+    );
+    // SAFETY: spdk_get_ticks_hz only reads the environment's tick rate.
+    let hz = unsafe { sys::spdk_get_ticks_hz() }.max(1) as f64;
+    // SAFETY: the environment's core list, fixed once the app runs.
+    let mut core = unsafe { sys::spdk_env_get_first_core() };
+    while core != u32::MAX {
+        let (mut busy, mut idle) = (0u64, 0u64);
+        // SAFETY: plain reads of the reactor's counters (u64 loads; a torn
+        // read cannot happen on the 64-bit targets SPDK supports).
+        let known = unsafe {
+            sys::spdk_pmem_reactor_busy_tsc(core, &mut busy)
+                && sys::spdk_pmem_reactor_idle_tsc(core, &mut idle)
+        };
+        if known {
+            for (mode, ticks) in [("busy", busy), ("idle", idle)] {
+                let labels = ReactorLabels {
+                    core: core.to_string(),
+                    mode: mode.into(),
+                };
+                seconds.get_or_create(&labels).inc_by(ticks as f64 / hz);
+            }
+        }
+        // SAFETY: as above.
+        core = unsafe { sys::spdk_env_get_next_core(core) };
+    }
+}
+
+/// The default nvmf target's subsystems (not the discovery one) and their
+/// namespaces.
+fn nvmf_state(app: AppThread) -> Result<(Vec<Subsystem>, Vec<Namespace>)> {
+    let Ok(target) = crate::nvmf::Target::default_target(app) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let tgt = target.as_ptr()?;
+    let (mut subsystems, mut namespaces) = (Vec::new(), Vec::new());
+    // SAFETY: the target's subsystem, namespace, listener and host lists
+    // change only on this thread, the application thread, and nothing here
+    // yields while walking them; every pointer read comes from them.
+    unsafe {
+        let mut s = sys::spdk_nvmf_subsystem_get_first(tgt);
+        while !s.is_null() {
+            if sys::spdk_nvmf_subsystem_get_type(s) == sys::SPDK_NVMF_SUBTYPE_NVME {
+                let nqn = c_text(sys::spdk_nvmf_subsystem_get_nqn(s));
+                let mut count = 0;
+                let mut ns = sys::spdk_nvmf_subsystem_get_first_ns(s);
+                while !ns.is_null() {
+                    count += 1;
+                    let bdev = sys::spdk_nvmf_ns_get_bdev(ns);
+                    namespaces.push(Namespace {
+                        subsystem: nqn.clone(),
+                        nsid: sys::spdk_nvmf_ns_get_id(ns),
+                        bdev: c_text(sys::spdk_bdev_get_name(bdev)),
+                    });
+                    ns = sys::spdk_nvmf_subsystem_get_next_ns(s, ns);
+                }
+                let mut listeners = 0;
+                let mut l = sys::spdk_nvmf_subsystem_get_first_listener(s);
+                while !l.is_null() {
+                    listeners += 1;
+                    l = sys::spdk_nvmf_subsystem_get_next_listener(s, l);
+                }
+                let mut hosts = 0;
+                let mut h = sys::spdk_nvmf_subsystem_get_first_host(s);
+                while !h.is_null() {
+                    hosts += 1;
+                    h = sys::spdk_nvmf_subsystem_get_next_host(s, h);
+                }
+                subsystems.push(Subsystem {
+                    nqn,
+                    namespaces: count,
+                    listeners,
+                    allowed_hosts: hosts,
+                    connected: i64::from(sys::spdk_pmem_nvmf_subsystem_ctrlr_count(s)),
+                });
+            }
+            s = sys::spdk_nvmf_subsystem_get_next(s);
+        }
+    }
+    Ok((subsystems, namespaces))
+}
+
+fn subsystem_metrics(registry: &mut Registry, subsystems: &[Subsystem]) {
+    let gauges: [Field<Subsystem, i64>; 4] = [
+        (
+            "subsystem_namespaces",
+            "Namespaces of each subsystem",
+            |s| s.namespaces,
+        ),
+        (
+            "subsystem_listeners",
+            "Listen addresses of each subsystem",
+            |s| s.listeners,
+        ),
+        (
+            "subsystem_allowed_hosts",
+            "Host NQNs each subsystem lists as allowed (any host may connect where it allows any)",
+            |s| s.allowed_hosts,
+        ),
+        (
+            "subsystem_connected_hosts",
+            "Controllers of each subsystem: hosts connected now",
+            |s| s.connected,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let family = Family::<SubsystemLabels, Gauge>::default();
+        registry.register(name, help, family.clone());
+        for s in subsystems {
+            let labels = SubsystemLabels {
+                subsystem: s.nqn.clone(),
+            };
+            family.get_or_create(&labels).set(value(s));
+        }
+    }
+}
+
+/// Each namespace's I/O (the bdev layer's counts of its bdev) and size.
+async fn namespace_metrics(app: AppThread, registry: &mut Registry, namespaces: &[Namespace]) {
+    let counters: [Field<IoStat, u64>; 4] = [
+        ("namespace_reads_completed", "Reads completed", |s| s.reads),
+        ("namespace_writes_completed", "Writes completed", |s| {
+            s.writes
+        }),
+        ("namespace_read", "Bytes read", |s| s.read_bytes),
+        ("namespace_written", "Bytes written", |s| s.written_bytes),
+    ];
+    let families: Vec<Family<NamespaceLabels, Counter>> =
+        counters.iter().map(|_| Family::default()).collect();
+    for ((name, help, _), family) in counters.iter().zip(&families) {
+        if name.ends_with("completed") {
+            registry.register(*name, *help, family.clone());
+        } else {
+            registry.register_with_unit(*name, *help, Unit::Bytes, family.clone());
+        }
+    }
+    let times = [
+        Family::<NamespaceLabels, Seconds>::default(),
+        Family::<NamespaceLabels, Seconds>::default(),
+    ];
+    for (family, (name, help)) in times.iter().zip([
+        ("namespace_read", "Time reads took, summed"),
+        ("namespace_write", "Time writes took, summed"),
+    ]) {
+        registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+    }
+    let capacity = Family::<NamespaceLabels, Gauge>::default();
+    registry.register_with_unit(
+        "namespace_capacity",
+        "Size of each namespace",
+        Unit::Bytes,
+        capacity.clone(),
+    );
+    for ns in namespaces {
+        // Open to keep the bdev while its channels are counted.
+        let Ok(desc) = Descriptor::open(app, &ns.bdev, false) else {
+            continue;
+        };
+        let Ok(stat) = desc.io_stat().await else {
+            continue;
+        };
+        let labels = NamespaceLabels {
+            subsystem: ns.subsystem.clone(),
+            nsid: ns.nsid.to_string(),
+            bdev: ns.bdev.clone(),
+        };
+        for ((_, _, value), family) in counters.iter().zip(&families) {
+            family.get_or_create(&labels).inc_by(value(&stat));
+        }
+        times[0].get_or_create(&labels).inc_by(stat.read_seconds);
+        times[1].get_or_create(&labels).inc_by(stat.write_seconds);
+        let bytes = desc.num_blocks() * u64::from(desc.block_size());
+        capacity
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// A C string SPDK owns, copied.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for the call.
+unsafe fn c_text(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: per the contract.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
