@@ -34,7 +34,8 @@ fn get(port: u16, path: &str, accept: &str) -> (String, String) {
     )
 }
 
-/// The value of the sample named exactly `name{labels...}` in `text`.
+/// The value of the first sample named `name` (any labels), or exactly
+/// `name{labels}` when `name` ends with them, in `text`.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
@@ -288,4 +289,59 @@ fn hostile_http_clients_stall_neither_the_reactor_nor_the_endpoint() {
     let (status, _) = get(metrics, "/nothing", "*/*");
     assert!(status.contains("404"), "{status}");
     drop(t);
+}
+
+#[test]
+fn a_write_back_cache_shows_its_state() {
+    let metrics = test_port();
+    let shm = shm_dir();
+    let port = test_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let t = Target::start(&our_nvmf_tgt(), &["--metrics", &addr]);
+    let base = shm.path().join("base.pool");
+    t.rpc_ok(&[
+        "bdev_pmem_create_pool",
+        base.to_str().unwrap(),
+        "32",
+        "4096",
+    ]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "base0", base.to_str().unwrap()]);
+    let cache = shm.path().join("cache.pool");
+    t.rpc_ok(&[
+        "--plugin",
+        "rpc_pmem_cache",
+        "bdev_pmem_cache_create",
+        "-b",
+        "wb0",
+        "--slots",
+        "4096",
+        "base0",
+        cache.to_str().unwrap(),
+    ]);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKMETRICS"]);
+    add_tcp_listener(&t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+    perf(NQN, port, "randwrite", 1);
+    t.rpc_ok(&["--plugin", "rpc_pmem_cache", "bdev_pmem_cache_flush", "wb0"]);
+
+    let (_, text) = get(metrics, "/metrics", "*/*");
+    let labels = "{bdev=\"wb0\",base_bdev=\"base0\"}";
+    let value = |name: &str| {
+        sample(&text, &format!("{name}{labels}"))
+            .unwrap_or_else(|| panic!("no {name}{labels}:\n{text}"))
+    };
+    assert!(
+        value("spdk_pmem_cache_destaged_writes_total") > 0.0,
+        "{text}"
+    );
+    assert_eq!(value("spdk_pmem_cache_dirty_blocks"), 0.0, "{text}");
+    assert_eq!(value("spdk_pmem_cache_base_reachable"), 1.0, "{text}");
+    assert_eq!(value("spdk_pmem_cache_waiting_writes"), 0.0, "{text}");
+    assert!(value("spdk_pmem_cache_slots") >= 4096.0, "{text}");
+    assert_eq!(
+        value("spdk_pmem_cache_destage_failures_total"),
+        0.0,
+        "{text}"
+    );
 }

@@ -72,6 +72,7 @@ pub async fn scrape(app: AppThread) -> Result<String> {
     let (subsystems, namespaces) = nvmf_state(app)?;
     subsystem_metrics(&mut registry, &subsystems);
     namespace_metrics(app, &mut registry, &namespaces).await;
+    cache_metrics(app, &mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .map_err(|e| Error::InvalidArgument(format!("encoding the metrics: {e}")))?;
@@ -288,6 +289,70 @@ async fn namespace_metrics(app: AppThread, registry: &mut Registry, namespaces: 
         capacity
             .get_or_create(&labels)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    bdev: String,
+    base_bdev: String,
+}
+
+/// Each pmem write-back cache's state (`bdev_pmem_cache_create`).
+fn cache_metrics(app: AppThread, registry: &mut Registry) {
+    use crate::writeback::bdev::CacheFigures;
+    let Ok(caches) = crate::writeback::bdev::figures(app) else {
+        return;
+    };
+    let gauges: [Field<CacheFigures, i64>; 4] = [
+        ("cache_slots", "Blocks the cache's log can hold", |c| {
+            c.slots as i64
+        }),
+        (
+            "cache_dirty_blocks",
+            "Blocks written to the cache and not yet in the backing bdev",
+            |c| c.dirty_blocks as i64,
+        ),
+        (
+            "cache_waiting_writes",
+            "Writes waiting for room in a full cache",
+            |c| c.waiting_writes as i64,
+        ),
+        (
+            "cache_base_reachable",
+            "1 while destaging to the backing bdev (Ceph) works, 0 while it fails",
+            |c| i64::from(c.base_reachable),
+        ),
+    ];
+    let counters: [Field<CacheFigures, u64>; 2] = [
+        (
+            "cache_destaged_writes",
+            "Writes destaged to the backing bdev (rate() of it is the destage rate)",
+            |c| c.destaged_writes,
+        ),
+        (
+            "cache_destage_failures",
+            "Destage attempts the backing bdev failed",
+            |c| c.destage_failures,
+        ),
+    ];
+    let labels = |c: &CacheFigures| CacheLabels {
+        bdev: c.name.clone(),
+        base_bdev: c.base.clone(),
+    };
+    for (name, help, value) in gauges {
+        let family = Family::<CacheLabels, Gauge>::default();
+        registry.register(name, help, family.clone());
+        for c in &caches {
+            family.get_or_create(&labels(c)).set(value(c));
+        }
+    }
+    for (name, help, value) in counters {
+        let family = Family::<CacheLabels, Counter>::default();
+        registry.register(name, help, family.clone());
+        for c in &caches {
+            family.get_or_create(&labels(c)).inc_by(value(c));
+        }
     }
 }
 

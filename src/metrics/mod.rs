@@ -7,7 +7,10 @@
 //! Metrics (prefix `spdk_pmem_`): build info; per reactor busy and idle
 //! seconds; per subsystem namespaces, listeners, allowed hosts and connected
 //! hosts; per namespace (labels `subsystem`, `nsid`, `bdev`) reads and
-//! writes completed, bytes, seconds, and capacity.
+//! writes completed, bytes, seconds, and capacity; per pmem write-back
+//! cache (labels `bdev`, `base_bdev`) slots, dirty blocks, waiting writes,
+//! whether its backing bdev (Ceph) is reachable, writes destaged and
+//! destage failures.
 
 pub mod gather;
 pub mod http;

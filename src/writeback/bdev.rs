@@ -232,6 +232,50 @@ fn base_identity(base: &str, block_size: u32, blocks: u64) -> String {
     format!("bdev {base} ({blocks} blocks of {block_size} bytes)")
 }
 
+/// What a cache's figures are now (those `bdev_get_bdevs` shows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheFigures {
+    /// The cache bdev.
+    pub name: String,
+    /// The bdev behind it.
+    pub base: String,
+    /// Blocks the log can hold.
+    pub slots: u64,
+    /// Blocks written and not yet destaged.
+    pub dirty_blocks: u64,
+    /// Writes waiting for room in the log.
+    pub waiting_writes: u64,
+    /// Writes destaged since the cache was created.
+    pub destaged_writes: u64,
+    /// Destage attempts the backing bdev failed.
+    pub destage_failures: u64,
+    /// Whether the last destage attempt worked.
+    pub base_reachable: bool,
+}
+
+/// Every cache's figures, on the application thread.
+pub fn figures(app: AppThread) -> Result<Vec<CacheFigures>> {
+    app.check()?;
+    Ok(CACHES.with(|c| {
+        c.borrow()
+            .values()
+            .map(|cache| {
+                let s = &cache.stats;
+                CacheFigures {
+                    name: cache.name.clone(),
+                    base: cache.desc.name().to_string(),
+                    slots: cache.log.slots(),
+                    dirty_blocks: s.dirty.load(Ordering::Relaxed),
+                    waiting_writes: s.waiting_writes.load(Ordering::Relaxed),
+                    destaged_writes: s.destaged_writes.load(Ordering::Relaxed),
+                    destage_failures: s.destage_failures.load(Ordering::Relaxed),
+                    base_reachable: !s.base_failing.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }))
+}
+
 /// Whether `bdev` is a cache of this module.
 pub fn is_cache(bdev: &Bdev) -> bool {
     module().is_ok_and(|m| m.owns(bdev))
