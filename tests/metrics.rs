@@ -344,4 +344,78 @@ fn a_write_back_cache_shows_its_state() {
         0.0,
         "{text}"
     );
+
+    dashboard_names_only_what_is_served(&text);
+}
+
+/// scripts/grafana-dashboard.json is valid JSON whose panels' queries are
+/// valid PromQL (`promtool check rules`) and name only metrics that `text`
+/// (a scrape of a target with a namespace and a cache) has.
+fn dashboard_names_only_what_is_served(text: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6, "{} panels", panels.len());
+    let mut exprs = Vec::new();
+    for panel in panels {
+        assert!(
+            panel["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{panel}"
+        );
+        for target in panel["targets"].as_array().expect("targets") {
+            exprs.push(
+                target["expr"]
+                    .as_str()
+                    .expect("expr")
+                    .replace("$subsystem", ".*"),
+            );
+        }
+    }
+    let served: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for expr in &exprs {
+        for (at, _) in expr.match_indices("spdk_pmem_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                served.contains(name.as_str()),
+                "the dashboard's {name} is not served"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let body: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = serde_json::to_string(e).unwrap();
+            format!("      - record: dashboard:query{i}\n        expr: {e}\n")
+        })
+        .collect();
+    std::fs::write(
+        &rules,
+        format!("groups:\n  - name: dashboard\n    rules:\n{body}"),
+    )
+    .unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("running promtool");
+    assert!(
+        out.status.success(),
+        "promtool check rules on the dashboard's queries: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
