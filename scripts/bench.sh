@@ -17,6 +17,9 @@
 #   The pmem write-back cache in front of an RBD image against the uncached
 #   namespace, a plain pmem namespace and `rbd bench`, with destage rates
 #   (scripts/bench_cache.py; target/bench/cache.md).
+#        scripts/bench.sh --metrics [--rounds N] [--seconds S]
+#   What scraping --metrics every second costs, in paired runs
+#   (scripts/bench_metrics.py; target/bench/metrics.md).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -25,6 +28,10 @@ bash scripts/setup.sh --release
 if [ "${1:-}" = --rbd ]; then
   shift
   exec python3 scripts/bench_rbd.py "$@"
+fi
+if [ "${1:-}" = --metrics ]; then
+  shift
+  exec python3 scripts/bench_metrics.py "$@"
 fi
 if [ "${1:-}" = --cache ]; then
   shift
