@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::thread::{self, Thread};
+use crate::thread::{self, AppThread, Thread};
 
 /// A JSON-RPC error reply: code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,6 +444,28 @@ fn typed_result<R: Serialize>(method: &str, reply: R) -> RpcResult {
         .map_err(|e| RpcError::internal(format!("{method}: its result did not serialize: {e}")))
 }
 
+/// How requests for methods the target does not have are counted.
+pub const UNKNOWN_METHOD: &str = "(unknown)";
+
+thread_local! {
+    /// Requests by method, counted on the RPC thread (the application
+    /// thread) as they arrive, once a filter is set ([`set_filter`]).
+    static REQUESTS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+fn count_request(method: &str) {
+    REQUESTS.with(|r| *r.borrow_mut().entry(method.to_string()).or_default() += 1);
+}
+
+/// The requests the RPC server has received, by method (those for methods
+/// it does not have under [`UNKNOWN_METHOD`]); read on the application
+/// thread. Counted once a filter is set, as nvmf_tgt does.
+pub fn requests_by_method(app: AppThread) -> Result<Vec<(String, u64)>> {
+    app.check()?;
+    Ok(REQUESTS.with(|r| r.borrow().iter().map(|(m, n)| (m.clone(), *n)).collect()))
+}
+
 /// Sets the filter applied to every request for a C method (replacing any
 /// earlier one).
 pub fn set_filter(filter: Box<Filter>) {
@@ -469,6 +491,11 @@ extern "C" fn dispatch_hook(
         let name = unsafe { CStr::from_ptr(method) }
             .to_string_lossy()
             .into_owned();
+        // SAFETY: as above; SPDK's method list is read on this thread, the
+        // one that changes it.
+        let known = unsafe { sys::spdk_rpc_is_method_allowed(method, sys::spdk_rpc_get_state()) }
+            != -libc::ENOENT;
+        count_request(if known { &name } else { UNKNOWN_METHOD });
         if registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -217,6 +217,9 @@ fn prometheus_scrapes_counters_that_move_by_what_perf_did() {
     for name in [
         "spdk_pmem_build_info",
         "spdk_pmem_reactor_seconds_total",
+        "spdk_pmem_thread_seconds_total{thread=\"app_thread\",mode=\"busy\"}",
+        "spdk_pmem_thread_seconds_total{thread=\"nvmf_tgt_poll_group_0\",mode=\"busy\"}",
+        "spdk_pmem_rpc_requests_total{method=\"nvmf_create_subsystem\"}",
         "spdk_pmem_subsystem_namespaces",
         "spdk_pmem_subsystem_listeners",
         "spdk_pmem_subsystem_allowed_hosts",
@@ -229,6 +232,24 @@ fn prometheus_scrapes_counters_that_move_by_what_perf_did() {
     ] {
         assert!(sample(&classic, name).is_some(), "no {name}:\n{classic}");
     }
+
+    // configure_article's rpc.py calls, one nvmf_subsystem_add_ns.
+    assert_eq!(
+        sample(
+            &classic,
+            "spdk_pmem_rpc_requests_total{method=\"nvmf_subsystem_add_ns\"}"
+        ),
+        Some(1.0),
+        "{classic}"
+    );
+    assert!(
+        sample(
+            &classic,
+            "spdk_pmem_thread_seconds_total{thread=\"nvmf_tgt_poll_group_0\",mode=\"busy\"}"
+        )
+        .is_some_and(|s| s > 0.0),
+        "{classic}"
+    );
 
     // Prometheus holds what the endpoint says (the counters are still now).
     let writes = sample(&classic, "spdk_pmem_namespace_writes_completed_total").unwrap();

@@ -69,6 +69,8 @@ pub async fn scrape(app: AppThread) -> Result<String> {
     let mut registry = Registry::with_prefix(PREFIX);
     build_info(&mut registry);
     reactors(&mut registry);
+    threads(&mut registry).await?;
+    rpc_requests(app, &mut registry)?;
     let (subsystems, namespaces) = nvmf_state(app)?;
     subsystem_metrics(&mut registry, &subsystems);
     namespace_metrics(app, &mut registry, &namespaces).await;
@@ -140,6 +142,105 @@ fn reactors(registry: &mut Registry) {
         // SAFETY: as above.
         core = unsafe { sys::spdk_env_get_next_core(core) };
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadLabels {
+    thread: String,
+    mode: String,
+}
+
+/// One SPDK thread's name and counts.
+struct ThreadTimes {
+    name: String,
+    busy_tsc: u64,
+    idle_tsc: u64,
+}
+
+/// What `spdk_for_each_thread` carries from thread to thread.
+struct ForEachThread {
+    times: crate::sync::Mutex<Vec<ThreadTimes>>,
+    done: crate::thread::Completer<Vec<ThreadTimes>>,
+}
+
+/// Busy and idle time of each SPDK thread, read on each thread in turn.
+async fn threads(registry: &mut Registry) -> Result<()> {
+    let (done, gathered) = crate::thread::completion("spdk_for_each_thread");
+    let ctx = Box::into_raw(Box::new(ForEachThread {
+        times: crate::sync::Mutex::new(Vec::new()),
+        done,
+    }));
+    // SAFETY: `ctx` lives until `thread_times_done`, which SPDK calls once,
+    // on this thread, after `thread_times` ran on every thread.
+    unsafe { sys::spdk_for_each_thread(Some(thread_times), ctx.cast(), Some(thread_times_done)) };
+    let times = gathered.await?;
+    let seconds = Family::<ThreadLabels, Seconds>::default();
+    registry.register_with_unit(
+        "thread",
+        "Time each SPDK thread spent in polls that did work (busy) and that found none (idle)",
+        Unit::Seconds,
+        seconds.clone(),
+    );
+    // SAFETY: spdk_get_ticks_hz only reads the environment's tick rate.
+    let hz = unsafe { sys::spdk_get_ticks_hz() }.max(1) as f64;
+    for t in times {
+        for (mode, ticks) in [("busy", t.busy_tsc), ("idle", t.idle_tsc)] {
+            let labels = ThreadLabels {
+                thread: t.name.clone(),
+                mode: mode.into(),
+            };
+            seconds.get_or_create(&labels).inc_by(ticks as f64 / hz);
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn thread_times(ctx: *mut std::ffi::c_void) {
+    // SAFETY: the ForEachThread `threads` made, alive until the
+    // completion callback; shared only through its mutex.
+    let ctx = unsafe { &*(ctx as *const ForEachThread) };
+    // SAFETY: a plain struct of two counters, valid all zero.
+    let mut stats: sys::spdk_thread_stats = unsafe { std::mem::zeroed() };
+    // SAFETY: called on an SPDK thread (SPDK runs this message on each).
+    let (rc, name) = unsafe {
+        (
+            sys::spdk_thread_get_stats(&mut stats),
+            c_text(sys::spdk_thread_get_name(sys::spdk_get_thread())),
+        )
+    };
+    if rc == 0 {
+        crate::sync::lock(&ctx.times).push(ThreadTimes {
+            name,
+            busy_tsc: stats.busy_tsc,
+            idle_tsc: stats.idle_tsc,
+        });
+    }
+}
+
+extern "C" fn thread_times_done(ctx: *mut std::ffi::c_void) {
+    // SAFETY: the Box `threads` leaked; SPDK calls this once, last.
+    let ctx = unsafe { Box::from_raw(ctx as *mut ForEachThread) };
+    let ForEachThread { times, done } = *ctx;
+    done.complete(times.into_inner().unwrap_or_else(|e| e.into_inner()));
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+/// Requests the RPC server received, by method.
+fn rpc_requests(app: AppThread, registry: &mut Registry) -> Result<()> {
+    let family = Family::<MethodLabels, Counter>::default();
+    registry.register(
+        "rpc_requests",
+        "JSON-RPC requests received, by method ((unknown): methods the target does not have)",
+        family.clone(),
+    );
+    for (method, count) in crate::rpc::requests_by_method(app)? {
+        family.get_or_create(&MethodLabels { method }).inc_by(count);
+    }
+    Ok(())
 }
 
 /// The default nvmf target's subsystems (not the discovery one) and their

@@ -4,8 +4,8 @@
 //! hands the text back to the HTTP thread ([`http`]), so no reactor waits
 //! for a client.
 //!
-//! Metrics (prefix `spdk_pmem_`): build info; per reactor busy and idle
-//! seconds; per subsystem namespaces, listeners, allowed hosts and connected
+//! Metrics (prefix `spdk_pmem_`): build info; per reactor and per SPDK
+//! thread busy and idle seconds; JSON-RPC requests by method; per subsystem namespaces, listeners, allowed hosts and connected
 //! hosts; per namespace (labels `subsystem`, `nsid`, `bdev`) reads and
 //! writes completed, bytes, seconds, and capacity; per pmem write-back
 //! cache (labels `bdev`, `base_bdev`) slots, dirty blocks, waiting writes,
