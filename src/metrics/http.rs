@@ -17,13 +17,20 @@ pub const REQUEST_BYTES: usize = 8192;
 /// How long a scrape waits for the application thread.
 pub const GATHER_LIMIT: Duration = Duration::from_secs(5);
 
+/// How long the server waits after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// What the server asks for each scrape: the exposition, or why not.
 pub type Gather = dyn Fn(Duration) -> Result<String, String> + Send;
 
 /// Serves `listener` until the process ends.
 pub fn serve(listener: TcpListener, gather: Box<Gather>) {
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors, say: accepting again at once would spin.
+            std::thread::sleep(ACCEPT_BACKOFF);
+            continue;
+        };
         // A failed write means the client left: nothing to do.
         let _ = answer(stream, &*gather);
     }
