@@ -531,17 +531,7 @@ impl Background {
     /// spdk_dd as [`spdk_dd`] runs it, in the background.
     fn spdk_dd(config: &Path, args: &[&str]) -> Background {
         let log = tempfile::NamedTempFile::new().unwrap();
-        let child = std::process::Command::new(spdk_tool("build/bin/spdk_dd"))
-            .args([
-                "--json",
-                config.to_str().unwrap(),
-                "-m",
-                "0x2",
-                "--bs",
-                "4096",
-            ])
-            .args(args)
-            .stdin(std::process::Stdio::null())
+        let child = spdk_dd_command(config, args)
             .stdout(log.reopen().unwrap())
             .stderr(log.reopen().unwrap())
             .spawn()

@@ -120,26 +120,6 @@ impl Image {
         &self.name
     }
 
-    /// What tells it from every other image, also one of the same name
-    /// made after this one was removed, or on another cluster: `rbd
-    /// POOL/NAME (cluster FSID, image id ID)` (without the id for an image
-    /// of the old format 1, which has none).
-    pub fn identity(&self) -> Result<String> {
-        let fsid = self._cluster.fsid()?;
-        let mut id = [0u8; 128];
-        // SAFETY: an open image and a buffer of the length given.
-        let rc = unsafe { sys::rbd_get_id(self.raw.as_ptr(), id.as_mut_ptr().cast(), id.len()) };
-        let (pool, name) = (&self.pool, &self.name);
-        Ok(if rc < 0 {
-            format!("rbd {pool}/{name} (cluster {fsid})")
-        } else {
-            format!(
-                "rbd {pool}/{name} (cluster {fsid}, image id {})",
-                c_text(&id)
-            )
-        })
-    }
-
     /// Starts `op` over the buffers `iov` (reads and writes); `done` gets
     /// librbd's result (bytes, or `-errno`) on a librbd thread, exactly once,
     /// unless this returns an error.
@@ -251,6 +231,29 @@ impl Image {
             ));
         }
         Ok(())
+    }
+}
+
+/// What the image is, for those that must not mistake it for another.
+impl Image {
+    /// What tells it from every other image, also one of the same name
+    /// made after this one was removed, or on another cluster: `rbd
+    /// POOL/NAME (cluster FSID, image id ID)` (without the id for an image
+    /// of the old format 1, which has none).
+    pub fn identity(&self) -> Result<String> {
+        let fsid = self._cluster.fsid()?;
+        let mut id = [0u8; 128];
+        // SAFETY: an open image and a buffer of the length given.
+        let rc = unsafe { sys::rbd_get_id(self.raw.as_ptr(), id.as_mut_ptr().cast(), id.len()) };
+        let (pool, name) = (&self.pool, &self.name);
+        Ok(if rc < 0 {
+            format!("rbd {pool}/{name} (cluster {fsid})")
+        } else {
+            format!(
+                "rbd {pool}/{name} (cluster {fsid}, image id {})",
+                c_text(&id)
+            )
+        })
     }
 }
 

@@ -392,19 +392,26 @@ pub fn output_text(out: &Output) -> String {
 /// SPDK's spdk_dd with the initiator config `config` (`nvme_bdev_config`),
 /// on core 1, 4 KiB at a time, and `args`; its output and status, unchecked.
 pub fn spdk_dd(config: &Path, args: &[&str]) -> Output {
-    Command::new(spdk_tool("build/bin/spdk_dd"))
-        .args([
-            "--json",
-            config.to_str().unwrap(),
-            "-m",
-            "0x2",
-            "--bs",
-            "4096",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
+    spdk_dd_command(config, args)
         .output()
         .expect("running spdk_dd")
+}
+
+/// The command [`spdk_dd`] runs, for callers that start it in the
+/// background.
+pub fn spdk_dd_command(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(spdk_tool("build/bin/spdk_dd"));
+    cmd.args([
+        "--json",
+        config.to_str().unwrap(),
+        "-m",
+        "0x2",
+        "--bs",
+        "4096",
+    ])
+    .args(args)
+    .stdin(Stdio::null());
+    cmd
 }
 
 /// [`spdk_dd`] that must succeed.
