@@ -109,8 +109,8 @@ osd pool default pg autoscale mode = off
 mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
-mon data avail warn = 2
-mon data avail crit = 1
+mon data avail warn = 0
+mon data avail crit = 0
 osd crush chooseleaf type = 0
 run dir = $dir/run
 pid file = $dir/run/\$cluster-\$name.pid
@@ -186,12 +186,39 @@ fail_start() {
   exit 1
 }
 
+# A step of start that fails says which, and what the daemons logged: the
+# monitor refuses a nearly full disk with only an exit code (28) otherwise.
+report_failed_step() {
+  local rc=$1 line=$2 f
+  echo "ceph-dev: start failed (exit $rc, scripts/ceph-dev.sh line $line); logs in $dir/log" >&2
+  for f in "$dir/log/daemons.out" "$dir/log/ceph-mon.a.log" "$dir/log/ceph-osd.0.log"; do
+    [ -s "$f" ] || continue
+    echo "--- $f (errors, last 6):" >&2
+    grep -i -E 'error|fail|abort|unable|cannot|space' "$f" | tail -6 >&2 || true
+  done
+}
+
+# A cluster needs about 300 MiB for its monitor, RocksDB and a few test
+# images; with less the OSD aborts mid-test instead of refusing here.
+need_space() {
+  local parent=$dir avail_kib
+  while [ ! -d "$parent" ]; do parent=$(dirname "$parent"); done
+  avail_kib=$(df -Pk "$parent" | awk 'NR == 2 { print $4 }')
+  if [ "${avail_kib:-0}" -lt 1048576 ]; then
+    echo "ceph-dev: only $((avail_kib / 1024)) MiB free on the filesystem of $parent; a one-node cluster needs 1 GiB: free some space or pass --dir on another filesystem" >&2
+    exit 1
+  fi
+}
+
 # Daemons keep no descriptor of the caller's: a test reading this script's
 # output would otherwise wait for them to exit.
 start_daemon() { "$@" </dev/null >>"$dir/log/daemons.out" 2>&1; }
 
 start() {
   need_packages
+  need_space
+  set -E
+  trap 'report_failed_step $? $LINENO' ERR
   if [ -f "$dir/created" ]; then
     if [ "$(mon_port)" != "$port" ] && [ "$port" != "${CEPH_DEV_PORT:-6789}" ]; then
       echo "ceph-dev: the cluster in $dir has its monitor on port $(mon_port), not $port" >&2

@@ -115,3 +115,57 @@ fn images_open_off_the_reactor_and_do_io_that_rbd_export_sees() {
         "discarded"
     );
 }
+
+/// A tmpfs of `mib` MiB mounted on a directory of its own; on drop, also
+/// when the test fails, a cluster wrongly created in it is destroyed and the
+/// tmpfs unmounted and removed.
+struct SmallFilesystem(tempfile::TempDir);
+
+impl SmallFilesystem {
+    fn mount(mib: u32) -> SmallFilesystem {
+        let dir = tempfile::tempdir_in("/var/tmp").expect("a mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mount -t tmpfs (the tests run as root)");
+        SmallFilesystem(dir)
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ceph-dev.sh"))
+            .args(["destroy", "--dir"])
+            .arg(self.0.path().join("cluster"))
+            .output();
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A CI machine once ran short of disk mid-suite and every cluster failed
+/// to start with nothing but the monitor's exit code 28: ceph-dev.sh now
+/// refuses a filesystem without room before creating anything, and says so.
+#[test]
+fn ceph_dev_refuses_a_filesystem_without_room_and_says_what_to_do() {
+    let small = SmallFilesystem::mount(64);
+    let dir = small.0.path().join("cluster");
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ceph-dev.sh"))
+        .args(["start", "--port", &test_port().to_string(), "--dir"])
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running ceph-dev.sh");
+    let text = common::output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("MiB free on the filesystem of") && text.contains("needs 1 GiB"),
+        "{text}"
+    );
+    assert!(!dir.exists(), "nothing created: {text}");
+}
