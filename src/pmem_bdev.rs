@@ -30,7 +30,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use serde::Deserialize;
@@ -45,9 +45,12 @@ use crate::pmem::{Pool, MIN_BLOCK_SIZE};
 use crate::rpc::{self, RpcError};
 use crate::sync::{Arc, InFlight, InFlightGuard, WorkQueue};
 use crate::thread::AppThread;
+use figures::Counts;
 
 pub mod cpu_budget;
+mod figures;
 pub mod placement;
+pub use figures::{figures, PmemFigures};
 
 /// The bdev module's name (SPDK's C one is `pmem`).
 pub const MODULE_NAME: &str = "pmem_rs";
@@ -158,16 +161,28 @@ pub fn create(app: AppThread, pool_path: &Path, name: &str, io_threads: IoThread
     );
     let threads = io_threads.resolve(pool_path);
     let pool = Arc::new(pool);
+    let counts = Arc::new(Counts::default());
     let workers = (threads > 0)
-        .then(|| Workers::start(name, &pool, threads))
+        .then(|| Workers::start(name, &pool, threads, &counts))
         .transpose()?;
+    let source = figures::Source {
+        blocks: pool.block_count(),
+        block_size: pool.block_size(),
+        io_threads: threads,
+        counts: counts.clone(),
+        in_flight: workers.as_ref().map(|w| w.in_flight.clone()),
+    };
     let disk = PmemDisk {
+        name: name.to_string(),
         pool,
         path: pool_path.to_path_buf(),
         workers,
         windows: Arc::new(cpu_budget::BusyWindows::default()),
+        counts,
     };
-    module.register_bdev(app, props, disk)
+    let bdev = module.register_bdev(app, props, disk)?;
+    figures::registered(name, source);
+    Ok(bdev)
 }
 
 /// Whether `bdev` is one of this module's.
@@ -192,11 +207,13 @@ pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
 }
 
 struct PmemDisk {
+    name: String,
     pool: Arc<Pool>,
     path: PathBuf,
     workers: Option<Workers>,
     /// How busy the threads doing its I/O were.
     windows: Arc<cpu_budget::BusyWindows>,
+    counts: Arc<Counts>,
 }
 
 impl BlockDevice for PmemDisk {
@@ -240,6 +257,7 @@ impl BlockDevice for PmemDisk {
             (io_type, _) => {
                 let (offset, count) = (io.offset_blocks(), io.num_blocks());
                 let status = execute(&self.pool, io_type, offset, count, io.segments_mut());
+                count_media_error(&self.counts, status);
                 io.complete(status);
             }
         }
@@ -253,8 +271,9 @@ impl BlockDevice for PmemDisk {
                 "module": MODULE_NAME,
                 "io_threads": self.workers.as_ref().map_or(0, |w| w.threads.len()),
                 "busy_cpu_limit_percent": cpu_budget::limit() as f64 / 10.0,
-                "budget_waits": self.workers.as_ref()
-                    .map_or(0, |w| w.budget_waits.load(Ordering::Relaxed)),
+                "budget_waits": self.counts.budget_waits.load(crate::sync::Ordering::Relaxed),
+                "media_errors": self.counts.media_errors.load(crate::sync::Ordering::Relaxed),
+                "queued_ios": self.workers.as_ref().map_or(0, |w| w.in_flight.count()),
                 "watched_windows": watched,
                 "busy_windows": busy,
             }
@@ -269,9 +288,19 @@ impl BlockDevice for PmemDisk {
     }
 
     fn destruct(&mut self) {
+        figures::destructed(&self.name);
         if let Some(w) = self.workers.take() {
             w.stop();
         }
+    }
+}
+
+/// A read that found a block in error is counted.
+fn count_media_error(counts: &Counts, status: IoStatus) {
+    if status == IoStatus::MEDIA_ERROR {
+        counts
+            .media_errors
+            .fetch_add(1, crate::sync::Ordering::Relaxed);
     }
 }
 
@@ -335,8 +364,6 @@ struct Workers {
     queue: Arc<WorkQueue<Job>>,
     threads: Vec<JoinHandle<()>>,
     in_flight: Arc<InFlight>,
-    /// I/O that waited for the workers' CPU budget.
-    budget_waits: Arc<AtomicU64>,
 }
 
 /// An I/O for the workers, counted in their bdev's [`InFlight`] until it
@@ -352,20 +379,19 @@ struct Job {
 static WORKER_SERIAL: AtomicUsize = AtomicUsize::new(0);
 
 impl Workers {
-    fn start(name: &str, pool: &Arc<Pool>, count: usize) -> Result<Workers> {
+    fn start(name: &str, pool: &Arc<Pool>, count: usize, counts: &Arc<Counts>) -> Result<Workers> {
         let queue = Arc::new(WorkQueue::default());
         let in_flight = Arc::new(InFlight::default());
-        let budget_waits = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::with_capacity(count);
         let serial = WORKER_SERIAL.fetch_add(1, Ordering::Relaxed);
         let cpus = placement::worker_cpus();
         for i in 0..count {
-            let (jobs, pool, waits) = (queue.clone(), pool.clone(), budget_waits.clone());
+            let (jobs, pool, counts) = (queue.clone(), pool.clone(), counts.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("pmem{serial}.{i}"))
                 .spawn(move || {
                     placement::schedule_worker(&cpus);
-                    work(&jobs, &pool, &waits)
+                    work(&jobs, &pool, &counts)
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -382,7 +408,6 @@ impl Workers {
             queue,
             threads,
             in_flight,
-            budget_waits,
         })
     }
 
@@ -437,20 +462,23 @@ impl Drop for Workers {
 /// (the pool I/O, the CPU budget's accounting, a log line), the job drops
 /// while unwinding, which fails its I/O and uncounts it, and the worker
 /// goes on with the next.
-fn work(queue: &WorkQueue<Job>, pool: &Pool, waits: &AtomicU64) {
+fn work(queue: &WorkQueue<Job>, pool: &Pool, counts: &Counts) {
     while let Some(job) = queue.pop() {
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run(job, pool, waits)));
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run(job, pool, counts)));
     }
 }
 
-fn run(job: Job, pool: &Pool, waits: &AtomicU64) {
+fn run(job: Job, pool: &Pool, counts: &Counts) {
     let Job { mut io, _counted } = job;
     let (io_type, offset, count) = (io.io_type(), io.offset_blocks(), io.num_blocks());
     let turn = cpu_budget::Turn::wait();
     if turn.waited {
-        waits.fetch_add(1, Ordering::Relaxed);
+        counts
+            .budget_waits
+            .fetch_add(1, crate::sync::Ordering::Relaxed);
     }
     let status = execute(pool, io_type, offset, count, io.segments_mut());
+    count_media_error(counts, status);
     turn.end();
     io.complete(status);
 }
@@ -564,7 +592,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = Pool::create_with_blocks(dir.path().join("p"), 512, 64, 0o600).unwrap();
         let before = worker_threads();
-        let workers = Workers::start("t", &Arc::new(pool), 3).unwrap();
+        let workers = Workers::start("t", &Arc::new(pool), 3, &Arc::default()).unwrap();
         assert_eq!(worker_threads(), before + 3);
         drop(workers);
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);

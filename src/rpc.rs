@@ -138,8 +138,38 @@ thread_local! {
 }
 
 fn install_hook() {
-    // SAFETY: dispatch_hook matches spdk_rpc_dispatch_hook_fn and lives forever.
-    unsafe { sys::spdk_rpc_set_dispatch_hook(Some(dispatch_hook)) };
+    // SAFETY: both hooks match SPDK's hook types and live forever.
+    unsafe {
+        sys::spdk_rpc_set_dispatch_hook(Some(dispatch_hook));
+        sys::spdk_jsonrpc_set_response_hook(Some(response_hook));
+    }
+}
+
+/// Calls by method and result, for the metrics.
+fn tally() -> &'static crate::sync::RpcTally {
+    static TALLY: std::sync::OnceLock<crate::sync::RpcTally> = std::sync::OnceLock::new();
+    TALLY.get_or_init(Default::default)
+}
+
+/// Every response, on whichever thread answers (vendor patch 0024).
+extern "C" fn response_hook(request: *mut sys::spdk_jsonrpc_request, error: bool) {
+    let outcome = if error {
+        crate::sync::Outcome::Error
+    } else {
+        crate::sync::Outcome::Ok
+    };
+    // A count lost is better than a panic unwinding into C.
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+        tally().answered(request as usize, outcome)
+    }));
+}
+
+/// JSON-RPC calls answered so far: (method, result, count), methods the
+/// target does not have under [`UNKNOWN_METHOD`], responses to requests
+/// that never reached dispatch (not JSON-RPC) under
+/// [`crate::sync::RpcTally::UNMATCHED`].
+pub fn calls_by_method_and_result() -> Vec<(String, crate::sync::Outcome, u64)> {
+    tally().counts()
 }
 
 /// Registers a JSON-RPC method whose reply is computed at once.
@@ -495,7 +525,9 @@ extern "C" fn dispatch_hook(
         // one that changes it.
         let known = unsafe { sys::spdk_rpc_is_method_allowed(method, sys::spdk_rpc_get_state()) }
             != -libc::ENOENT;
-        count_request(if known { &name } else { UNKNOWN_METHOD });
+        let counted_as = if known { &name } else { UNKNOWN_METHOD };
+        count_request(counted_as);
+        tally().dispatched(request as usize, counted_as);
         if registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -6,41 +6,19 @@
 //! keep the endpoint from answering.
 
 mod common;
+#[allow(dead_code)]
+mod nvme_tcp;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::metrics::{get, sample};
 use common::*;
 
 const NQN: &str = "nqn.2016-06.io.spdk:metrics";
-
-/// A plain HTTP GET on 127.0.0.1:`port`; the status line and the body.
-fn get(port: u16, path: &str, accept: &str) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("reading the answer");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
-
-/// The value of the first sample named `name` (any labels), or exactly
-/// `name{labels}` when `name` ends with them, in `text`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:3e7c1b5a-0000-4000-8000-00000000000a";
 
 /// The namespace's reads and writes completed, from our endpoint.
 fn io_count(port: u16) -> f64 {
@@ -179,6 +157,21 @@ fn prometheus_scrapes_counters_that_move_by_what_perf_did() {
     let (mut t, _shm, port) = serve(metrics);
     let prometheus = Prometheus::start(metrics);
 
+    // Calls by result: one that fails, and a request that is not JSON-RPC.
+    let missing = t.rpc(&["bdev_get_bdevs", "-b", "no_such_bdev"]);
+    assert!(!missing.status.success());
+    {
+        use std::os::unix::net::UnixStream;
+        let mut junk = UnixStream::connect(&t.sock).unwrap();
+        junk.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        junk.write_all(b"{\"jsonrpc\": \"2.0\", \"id\": 1}\n")
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let n = junk.read(&mut answer).unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).contains("error"));
+    }
+
     let before = io_count(metrics);
     let (iops, _) = perf(NQN, port, "randrw", 2);
     let after = io_count(metrics);
@@ -242,6 +235,14 @@ fn prometheus_scrapes_counters_that_move_by_what_perf_did() {
         Some(1.0),
         "{classic}"
     );
+    for (call, count) in [
+        ("method=\"nvmf_subsystem_add_ns\",result=\"ok\"", 1.0),
+        ("method=\"bdev_get_bdevs\",result=\"error\"", 1.0),
+        ("method=\"(invalid request)\",result=\"error\"", 1.0),
+    ] {
+        let name = format!("spdk_pmem_rpc_responses_total{{{call}}}");
+        assert_eq!(sample(&classic, &name), Some(count), "{name}:\n{classic}");
+    }
     assert!(
         sample(
             &classic,
@@ -373,46 +374,19 @@ fn a_write_back_cache_shows_its_state() {
 /// valid PromQL (`promtool check rules`) and name only metrics that `text`
 /// (a scrape of a target with a namespace and a cache) has.
 fn dashboard_names_only_what_is_served(text: &str) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/grafana-dashboard.json"
-    );
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON");
-    let panels = dashboard["panels"].as_array().expect("panels");
-    assert!(panels.len() >= 6, "{} panels", panels.len());
-    let mut exprs = Vec::new();
-    for panel in panels {
-        assert!(
-            panel["title"].as_str().is_some_and(|t| !t.is_empty()),
-            "{panel}"
-        );
-        for target in panel["targets"].as_array().expect("targets") {
-            exprs.push(
-                target["expr"]
-                    .as_str()
-                    .expect("expr")
-                    .replace("$subsystem", ".*"),
-            );
-        }
-    }
-    let served: std::collections::HashSet<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
+    let exprs = common::metrics::dashboard_queries();
+    assert!(exprs.len() >= 6, "{} queries", exprs.len());
+    // The RBD namespaces' metrics need a Ceph: tests/rbd_faults.rs checks
+    // those against a target serving one.
+    let missing: Vec<String> = common::metrics::dashboard_metrics()
+        .into_iter()
+        .filter(|name| !name.starts_with("spdk_pmem_rbd_"))
+        .filter(|name| !common::metrics::served(text, name))
         .collect();
-    for expr in &exprs {
-        for (at, _) in expr.match_indices("spdk_pmem_") {
-            let name: String = expr[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            assert!(
-                served.contains(name.as_str()),
-                "the dashboard's {name} is not served"
-            );
-        }
-    }
+    assert!(
+        missing.is_empty(),
+        "the dashboard's {missing:?} are not served"
+    );
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.yml");
     let body: String = exprs
@@ -439,4 +413,64 @@ fn dashboard_names_only_what_is_served(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A pmem bdev's pool shows for either module; a block marked in error
+/// (libpmemblk's `pmemblk_set_error`, as a media error leaves it) that a
+/// host reads counts once in the Rust module's media errors, and its
+/// workers show.
+#[test]
+fn pmem_bdevs_show_their_pool_and_count_a_block_in_error_a_host_read() {
+    let shm = shm_dir();
+    let pool_path = shm.path().join("pmdk0.pool");
+    let blocks = {
+        let pool = spdk_pmem::pmem::Pool::create(&pool_path, 4096, 32 << 20, 0o600).unwrap();
+        pool.set_error(9).unwrap();
+        pool.block_count() as f64
+    };
+    for module in ["rust", "c"] {
+        let (metrics, port) = (test_port(), test_port());
+        let addr = format!("127.0.0.1:{metrics}");
+        let mut t = Target::start(
+            &our_nvmf_tgt(),
+            &[
+                "--metrics",
+                &addr,
+                "--pmem-module",
+                module,
+                "--pmem-io-threads",
+                "2",
+            ],
+        );
+        configure_article(&t, &pool_path, NQN, port);
+        {
+            let (_admin, mut io) = nvme_tcp::host::io_queue(port, NQN, HOSTNQN);
+            let (status, _) = nvme_tcp::host::read_blocks(&mut io, 1, 9, 1, 4096);
+            assert_ne!(status, 0, "{module}: the block in error read back");
+            let (status, _) = nvme_tcp::host::read_blocks(&mut io, 2, 10, 1, 4096);
+            assert_eq!(status, 0, "{module}: a good block");
+        }
+        let (_, body) = get(metrics, "/metrics", "*/*");
+        let labels = match module {
+            "rust" => "{bdev=\"pmdk0\",module=\"pmem_rs\"}",
+            _ => "{bdev=\"pmdk0\",module=\"pmem\"}",
+        };
+        let value = |name: &str| sample(&body, &format!("spdk_pmem_{name}{labels}"));
+        assert_eq!(value("pmem_pool_blocks"), Some(blocks), "{module}:\n{body}");
+        assert_eq!(
+            value("pmem_block_size_bytes"),
+            Some(4096.0),
+            "{module}:\n{body}"
+        );
+        if module == "rust" {
+            assert_eq!(value("pmem_media_errors_total"), Some(1.0), "{body}");
+            assert_eq!(value("pmem_io_threads"), Some(2.0), "{body}");
+            assert_eq!(value("pmem_queued_ios"), Some(0.0), "{body}");
+            assert!(value("pmem_budget_waits_total").is_some(), "{body}");
+        } else {
+            // SPDK's C module counts nothing of its own.
+            assert_eq!(value("pmem_media_errors_total"), None, "{body}");
+        }
+        assert!(t.stop().success(), "{}", t.log_text());
+    }
 }

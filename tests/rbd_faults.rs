@@ -222,7 +222,18 @@ fn io_to_a_stopped_cluster_fails_and_works_again_once_it_returns() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let shm = shm_dir();
     let (rbd_nqn, rbd_port, pmem_port) = ("nqn.2016-06.io.spdk:rbd", test_port(), test_port());
-    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    let metrics = test_port();
+    let reachable = |t: &Target| {
+        let name = "spdk_pmem_rbd_reachable{bdev=\"rbd0\"";
+        let body = common::metrics::get(metrics, "/metrics", "*/*").1;
+        let line = body.lines().find(|l| l.starts_with(name));
+        let value = line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        value.unwrap_or_else(|| panic!("no {name}:\n{body}\n{}", t.log_text()))
+    };
+    let mut t = Target::start(
+        &our_nvmf_tgt(),
+        &["--metrics", &format!("127.0.0.1:{metrics}")],
+    );
     configure_article(&t, &shm.path().join("neighbour.pool"), NQN, pmem_port);
     let mut create = create_args(&ceph.mon, &ceph.key, "rbd", "img0", "4096");
     create.extend(["--config".into(), "rados_osd_op_timeout=3".into()]);
@@ -234,6 +245,16 @@ fn io_to_a_stopped_cluster_fails_and_works_again_once_it_returns() {
     let config = nvme_bdev_config(dir.path(), rbd_nqn, rbd_port);
     let (ok, text) = dd_write(dir.path(), &config, 0x11);
     assert!(ok, "with the cluster up: {text}");
+    assert_eq!(reachable(&t), 1.0);
+    // The dashboard's RBD queries (tests/metrics.rs checks the rest).
+    let body = common::metrics::get(metrics, "/metrics", "*/*").1;
+    let rbd_names = common::metrics::dashboard_metrics().into_iter();
+    for name in rbd_names.filter(|n| n.starts_with("spdk_pmem_rbd_")) {
+        assert!(
+            common::metrics::served(&body, &name),
+            "the dashboard's {name} is not served:\n{body}"
+        );
+    }
 
     ceph.script(&["stop"]);
     let started = Instant::now();
@@ -244,6 +265,7 @@ fn io_to_a_stopped_cluster_fails_and_works_again_once_it_returns() {
         took < Duration::from_secs(60),
         "it failed only after {took:?}"
     );
+    assert_eq!(reachable(&t), 0.0, "the metric while Ceph is stopped");
     // The target kept serving its other namespace.
     assert!(
         neighbour_iops(pmem_port, 1) > 0.0,
@@ -253,6 +275,7 @@ fn io_to_a_stopped_cluster_fails_and_works_again_once_it_returns() {
     ceph.script(&["start"]);
     let (ok, text) = dd_write(dir.path(), &config, 0x33);
     assert!(ok, "after the cluster came back: {text}");
+    assert_eq!(reachable(&t), 1.0, "the metric once Ceph is back");
     assert!(t.stop().success(), "{}", t.log_text());
     let exported = dir.path().join("exported");
     ceph.rbd(&["export", "rbd/img0", exported.to_str().unwrap()]);

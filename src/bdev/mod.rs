@@ -43,6 +43,22 @@ impl Bdev {
         })
     }
 
+    /// Every registered bdev, by its name, in SPDK's order.
+    pub fn all(app: AppThread) -> Result<Vec<Bdev>> {
+        let app = app.check()?;
+        let mut bdevs = Vec::new();
+        // SAFETY: the bdev list changes only on the application thread, this
+        // one, and nothing here yields while walking it.
+        unsafe {
+            let mut b = sys::spdk_bdev_first();
+            while !b.is_null() {
+                bdevs.push(Bdev::known(app, &from_c(sys::spdk_bdev_get_name(b))));
+                b = sys::spdk_bdev_next(b);
+            }
+        }
+        Ok(bdevs)
+    }
+
     /// A handle for a bdev just registered under `name`.
     pub(crate) fn known(app: AppThread, name: &str) -> Bdev {
         Bdev {

@@ -62,7 +62,7 @@ struct Subsystem {
 
 type Seconds = Counter<f64, AtomicU64>;
 /// A metric's name, its help, and how to read it off a figure.
-type Field<T, V> = (&'static str, &'static str, fn(&T) -> V);
+pub(super) type Field<T, V> = (&'static str, &'static str, fn(&T) -> V);
 
 /// The exposition of everything, gathered now.
 pub async fn scrape(app: AppThread) -> Result<String> {
@@ -74,7 +74,10 @@ pub async fn scrape(app: AppThread) -> Result<String> {
     let (subsystems, namespaces) = nvmf_state(app)?;
     subsystem_metrics(&mut registry, &subsystems);
     namespace_metrics(app, &mut registry, &namespaces).await;
-    cache_metrics(app, &mut registry);
+    super::bdevs::pmem_metrics(app, &mut registry);
+    #[cfg(feature = "rbd")]
+    super::bdevs::rbd_metrics(app, &mut registry);
+    super::bdevs::cache_metrics(app, &mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .map_err(|e| Error::InvalidArgument(format!("encoding the metrics: {e}")))?;
@@ -229,7 +232,8 @@ struct MethodLabels {
     method: String,
 }
 
-/// Requests the RPC server received, by method.
+/// Requests the RPC server received, by method, and its responses by
+/// method and result.
 fn rpc_requests(app: AppThread, registry: &mut Registry) -> Result<()> {
     let family = Family::<MethodLabels, Counter>::default();
     registry.register(
@@ -240,7 +244,26 @@ fn rpc_requests(app: AppThread, registry: &mut Registry) -> Result<()> {
     for (method, count) in crate::rpc::requests_by_method(app)? {
         family.get_or_create(&MethodLabels { method }).inc_by(count);
     }
+    let calls = Family::<CallLabels, Counter>::default();
+    registry.register(
+        "rpc_responses",
+        "JSON-RPC responses sent, by method and result (ok or error); (invalid request): to requests that were not JSON-RPC",
+        calls.clone(),
+    );
+    for (method, outcome, count) in crate::rpc::calls_by_method_and_result() {
+        let labels = CallLabels {
+            method,
+            result: outcome.as_str().into(),
+        };
+        calls.get_or_create(&labels).inc_by(count);
+    }
     Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: String,
+    result: String,
 }
 
 /// The default nvmf target's subsystems (not the discovery one) and their
@@ -390,70 +413,6 @@ async fn namespace_metrics(app: AppThread, registry: &mut Registry, namespaces: 
         capacity
             .get_or_create(&labels)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CacheLabels {
-    bdev: String,
-    base_bdev: String,
-}
-
-/// Each pmem write-back cache's state (`bdev_pmem_cache_create`).
-fn cache_metrics(app: AppThread, registry: &mut Registry) {
-    use crate::writeback::bdev::CacheFigures;
-    let Ok(caches) = crate::writeback::bdev::figures(app) else {
-        return;
-    };
-    let gauges: [Field<CacheFigures, i64>; 4] = [
-        ("cache_slots", "Blocks the cache's log can hold", |c| {
-            c.slots as i64
-        }),
-        (
-            "cache_dirty_blocks",
-            "Blocks written to the cache and not yet in the backing bdev",
-            |c| c.dirty_blocks as i64,
-        ),
-        (
-            "cache_waiting_writes",
-            "Writes waiting for room in a full cache",
-            |c| c.waiting_writes as i64,
-        ),
-        (
-            "cache_base_reachable",
-            "1 while destaging to the backing bdev (Ceph) works, 0 while it fails",
-            |c| i64::from(c.base_reachable),
-        ),
-    ];
-    let counters: [Field<CacheFigures, u64>; 2] = [
-        (
-            "cache_destaged_writes",
-            "Writes destaged to the backing bdev (rate() of it is the destage rate)",
-            |c| c.destaged_writes,
-        ),
-        (
-            "cache_destage_failures",
-            "Destage attempts the backing bdev failed",
-            |c| c.destage_failures,
-        ),
-    ];
-    let labels = |c: &CacheFigures| CacheLabels {
-        bdev: c.name.clone(),
-        base_bdev: c.base.clone(),
-    };
-    for (name, help, value) in gauges {
-        let family = Family::<CacheLabels, Gauge>::default();
-        registry.register(name, help, family.clone());
-        for c in &caches {
-            family.get_or_create(&labels(c)).set(value(c));
-        }
-    }
-    for (name, help, value) in counters {
-        let family = Family::<CacheLabels, Counter>::default();
-        registry.register(name, help, family.clone());
-        for c in &caches {
-            family.get_or_create(&labels(c)).inc_by(value(c));
-        }
     }
 }
 

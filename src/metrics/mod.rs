@@ -5,13 +5,18 @@
 //! for a client.
 //!
 //! Metrics (prefix `spdk_pmem_`): build info; per reactor and per SPDK
-//! thread busy and idle seconds; JSON-RPC requests by method; per subsystem namespaces, listeners, allowed hosts and connected
-//! hosts; per namespace (labels `subsystem`, `nsid`, `bdev`) reads and
-//! writes completed, bytes, seconds, and capacity; per pmem write-back
-//! cache (labels `bdev`, `base_bdev`) slots, dirty blocks, waiting writes,
-//! whether its backing bdev (Ceph) is reachable, writes destaged and
-//! destage failures.
+//! thread busy and idle seconds; JSON-RPC requests by method and responses
+//! by method and result; per subsystem namespaces, listeners, allowed
+//! hosts and connected hosts; per namespace (labels `subsystem`, `nsid`,
+//! `bdev`) reads and writes completed, bytes, seconds, and capacity; per
+//! pmem bdev of either module its pool's blocks and block size, and for
+//! the Rust module its workers, queued I/O, CPU-budget waits and media
+//! errors; per RBD bdev whether Ceph answers and its operations; per pmem
+//! write-back cache (labels `bdev`, `base_bdev`) slots, dirty blocks,
+//! waiting writes, whether its backing bdev (Ceph) is reachable, writes
+//! destaged and destage failures.
 
+mod bdevs;
 pub mod gather;
 pub mod http;
 

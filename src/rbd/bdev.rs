@@ -16,6 +16,7 @@ use super::image::{Image, Op};
 use crate::bdev::module::{BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Module};
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::thread::AppThread;
 
 /// The bdev module's name (SPDK's C one is `rbd`).
@@ -118,9 +119,18 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
     // must be told to flush (NVMe's volatile write cache).
     props.write_cache = params.cluster.rbd_cache();
     let name = params.name.clone();
-    let disk = RbdDisk { image, params };
+    let health = Arc::new(Health::default());
+    let disk = RbdDisk {
+        image,
+        params,
+        health: health.clone(),
+    };
     let bdev = module.register_bdev(app, props, disk)?;
-    (served().lock().unwrap_or_else(|e| e.into_inner())).insert(name, served_as);
+    let served_now = Served {
+        identity: served_as,
+        health,
+    };
+    (served().lock().unwrap_or_else(|e| e.into_inner())).insert(name, served_now);
     Ok(bdev)
 }
 
@@ -168,10 +178,35 @@ impl Drop for ImageHandle {
     }
 }
 
-/// What each bdev of this module serves, by bdev name: for a cache in
-/// front of it to tell images apart ([`identity`]).
-fn served() -> &'static Mutex<HashMap<String, String>> {
-    static SERVED: std::sync::OnceLock<Mutex<HashMap<String, String>>> = std::sync::OnceLock::new();
+/// How an image's operations have been going: librbd's completions (on
+/// its own threads) write, a scrape or `bdev_get_bdevs` reads.
+#[derive(Default)]
+struct Health {
+    /// Whether the last operation to complete failed.
+    failing: AtomicBool,
+    failed_ops: AtomicU64,
+    completed_ops: AtomicU64,
+}
+
+impl Health {
+    fn completed(&self, ok: bool) {
+        self.completed_ops.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed_ops.fetch_add(1, Ordering::Relaxed);
+        }
+        self.failing.store(!ok, Ordering::Relaxed);
+    }
+}
+
+/// What a bdev of this module serves.
+struct Served {
+    /// For a cache in front of it to tell images apart ([`identity`]).
+    identity: String,
+    health: Arc<Health>,
+}
+
+fn served() -> &'static Mutex<HashMap<String, Served>> {
+    static SERVED: std::sync::OnceLock<Mutex<HashMap<String, Served>>> = std::sync::OnceLock::new();
     SERVED.get_or_init(Mutex::default)
 }
 
@@ -180,7 +215,41 @@ fn served() -> &'static Mutex<HashMap<String, String>> {
 pub fn identity(bdev_name: &str) -> Option<String> {
     (served().lock().unwrap_or_else(|e| e.into_inner()))
         .get(bdev_name)
-        .cloned()
+        .map(|s| s.identity.clone())
+}
+
+/// One RBD bdev of this module, now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdFigures {
+    /// The bdev's name.
+    pub name: String,
+    /// `rbd POOL/NAME (cluster FSID, image id ID)`.
+    pub image: String,
+    /// False while the image's last completed operation failed: Ceph (or
+    /// the image) did not answer it. True again once one succeeds.
+    pub reachable: bool,
+    /// Operations librbd completed on the image, failed ones too.
+    pub completed_ops: u64,
+    /// Operations librbd failed.
+    pub failed_ops: u64,
+}
+
+/// Every RBD bdev of this module, by name.
+pub fn figures(app: AppThread) -> Result<Vec<RbdFigures>> {
+    app.check()?;
+    let served = served().lock().unwrap_or_else(|e| e.into_inner());
+    let mut all: Vec<RbdFigures> = served
+        .iter()
+        .map(|(name, s)| RbdFigures {
+            name: name.clone(),
+            image: s.identity.clone(),
+            reachable: !s.health.failing.load(Ordering::Relaxed),
+            completed_ops: s.health.completed_ops.load(Ordering::Relaxed),
+            failed_ops: s.health.failed_ops.load(Ordering::Relaxed),
+        })
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
 }
 
 /// Whether `bdev` is one of this module's.
@@ -206,6 +275,7 @@ pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
 struct RbdDisk {
     image: ImageHandle,
     params: RbdParams,
+    health: Arc<Health>,
 }
 
 impl RbdDisk {
@@ -273,8 +343,10 @@ impl BlockDevice for RbdDisk {
         };
         // The image stays open until its last operation completed.
         let image = self.image.clone();
+        let health = self.health.clone();
         let done = Box::new(move |rc: isize| {
             drop(image);
+            health.completed(rc >= 0);
             io.complete(if rc >= 0 {
                 IoStatus::Success
             } else {
@@ -292,6 +364,8 @@ impl BlockDevice for RbdDisk {
     fn dump_info_json(&self) -> Option<Value> {
         let mut rbd = self.config_json();
         rbd["module"] = MODULE_NAME.into();
+        rbd["reachable"] = (!self.health.failing.load(Ordering::Relaxed)).into();
+        rbd["failed_ops"] = self.health.failed_ops.load(Ordering::Relaxed).into();
         Some(json!({ "rbd": rbd }))
     }
 

@@ -28,6 +28,11 @@ impl InFlight {
         InFlightGuard(counted.clone())
     }
 
+    /// How many I/O are counted now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
     /// Whether any I/O is counted.
     pub fn any(&self) -> bool {
         self.count.load(Ordering::SeqCst) > 0

@@ -6,7 +6,9 @@
 //! spins a bounded hundred rounds first), and the reactor side never waits
 //! at all where it can avoid it ([`Mailbox::take_into`]). The workers'
 //! CPU time per CPU ([`CpuTimes`]) tells a reactor's watch what they took.
-//! Every thread that logs shares the log's rate limit ([`RateLimit`]).
+//! Every thread that logs shares the log's rate limit ([`RateLimit`]);
+//! JSON-RPC calls are counted by method where they are dispatched and by
+//! result wherever they are answered ([`RpcTally`]).
 //!
 //! Built with `RUSTFLAGS="--cfg loom"`, these types use the `loom` crate's
 //! primitives instead of std's, and their tests explore every interleaving
@@ -16,12 +18,14 @@ mod cpu_times;
 mod in_flight;
 mod mailbox;
 mod rate_limit;
+mod rpc_tally;
 mod work_queue;
 
 pub use cpu_times::CpuTimes;
 pub use in_flight::{InFlight, InFlightGuard};
 pub use mailbox::Mailbox;
 pub use rate_limit::{RateLimit, Suppressed};
+pub use rpc_tally::{Outcome, RpcTally};
 pub use work_queue::WorkQueue;
 
 #[cfg(loom)]

@@ -6,6 +6,7 @@
 pub mod ceph;
 pub mod crc32c;
 pub mod loopback;
+pub mod metrics;
 pub mod rng;
 pub mod stamp;
 
