@@ -45,18 +45,19 @@ fn run() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
 
-    let root = match env::var_os("SPDK_DIR") {
+    // The patches applied: none known of a tree built elsewhere.
+    let (root, patches) = match env::var_os("SPDK_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             check_built(&dir).map_err(|e| format!("SPDK_DIR={}: {e}", dir.display()))?;
-            dir
+            (dir, Vec::new())
         }
         None => build_vendored(&manifest_dir, &out_dir)?,
     };
 
     build_shim(&root, &manifest_dir);
     emit_link_line(&root, &out_dir)?;
-    write_build_info(&root, &out_dir)?;
+    write_build_info(&root, &out_dir, &patches)?;
     extract_rpc_params(&root, &manifest_dir, &out_dir)?;
     generate_bindings(&root, &manifest_dir, &out_dir)?;
 
@@ -146,7 +147,9 @@ fn configure_flags() -> Result<Vec<String>, String> {
     Ok(flags)
 }
 
-fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
+/// Builds the vendored SPDK (once per source, patch set and flags); its
+/// tree and the patches' names (`0001-...`, without `.patch`), in order.
+fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<(PathBuf, Vec<String>), String> {
     let vendor = manifest_dir.join("../vendor");
     let patches_dir = vendor.join("patches");
     println!("cargo:rerun-if-changed={}", patches_dir.display());
@@ -229,7 +232,11 @@ fn build_vendored(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String
     use_tree(out_dir, &root)?;
     remove_unused_trees(&cache);
     update_current_link(&cache, &root);
-    Ok(root)
+    let names = patches
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str().map(str::to_string))
+        .collect();
+    Ok((root, names))
 }
 
 /// Each build of this crate (one per profile and build-script version) names
@@ -475,7 +482,7 @@ fn build_shim(root: &Path, manifest_dir: &Path) {
 
 /// Facts about the SPDK build that Rust code needs, e.g. whether `-L` log flags
 /// work (only in `--enable-debug` builds).
-fn write_build_info(root: &Path, out_dir: &Path) -> Result<(), String> {
+fn write_build_info(root: &Path, out_dir: &Path, patches: &[String]) -> Result<(), String> {
     let config = fs::read_to_string(root.join("mk/config.mk"))
         .map_err(|e| format!("reading {}/mk/config.mk: {e}", root.display()))?;
     let enabled = |name: &str| {
@@ -486,10 +493,13 @@ fn write_build_info(root: &Path, out_dir: &Path) -> Result<(), String> {
     let info = format!(
         "/// SPDK was configured with `--enable-debug`.\npub const DEBUG_BUILD: bool = {};\n\
          /// SPDK was configured with `--with-rdma`.\npub const RDMA_BUILD: bool = {};\n\
-         /// SPDK was configured with `--with-rbd`.\npub const RBD_BUILD: bool = {};\n",
+         /// SPDK was configured with `--with-rbd`.\npub const RBD_BUILD: bool = {};\n\
+         /// The vendor patches applied to SPDK (none known for `SPDK_DIR`).\n\
+         pub const PATCHES: &[&str] = &{:?};\n",
         enabled("CONFIG_DEBUG"),
         enabled("CONFIG_RDMA"),
         enabled("CONFIG_RBD"),
+        patches,
     );
     fs::write(out_dir.join("build_info.rs"), info)
         .map_err(|e| format!("writing build_info.rs: {e}"))

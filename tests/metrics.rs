@@ -235,6 +235,27 @@ fn prometheus_scrapes_counters_that_move_by_what_perf_did() {
         Some(1.0),
         "{classic}"
     );
+    let info = classic
+        .lines()
+        .find(|l| l.starts_with("spdk_pmem_build_info{"))
+        .unwrap_or_default();
+    let patches = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/vendor/patches"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "patch")
+        })
+        .count();
+    let listed = info
+        .split("patches=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    assert_eq!(listed.split(',').count(), patches, "{info}");
+    assert!(listed.starts_with("0001,"), "{info}");
     for (call, count) in [
         ("method=\"nvmf_subsystem_add_ns\",result=\"ok\"", 1.0),
         ("method=\"bdev_get_bdevs\",result=\"error\"", 1.0),

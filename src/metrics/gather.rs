@@ -24,6 +24,8 @@ struct BuildLabels {
     spdk_version: String,
     crate_version: String,
     features: String,
+    /// The vendor patches' numbers (`0001,...`).
+    patches: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,13 +102,18 @@ fn build_info(registry: &mut Registry) {
     let info = Family::<BuildLabels, Gauge>::default();
     registry.register(
         "build_info",
-        "The SPDK this target is built on, and the cargo features built in",
+        "The SPDK this target is built on, the vendor patches applied to it, and the cargo features built in",
         info.clone(),
     );
     let labels = BuildLabels {
         spdk_version: version,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         features: features.join(","),
+        patches: sys::PATCHES
+            .iter()
+            .map(|p| p.split('-').next().unwrap_or(p))
+            .collect::<Vec<_>>()
+            .join(","),
     };
     info.get_or_create(&labels).set(1);
 }
