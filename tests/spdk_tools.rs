@@ -1,7 +1,8 @@
 //! SPDK's own monitoring tools against our nvmf_tgt: `spdk_trace` reads the
 //! tracepoints `-e` enabled while SPDK's perf did I/O, and `spdk_top`
 //! (SPDK 20.07's, driven in a tmux session whose screen the test reads)
-//! shows our reactor, threads and pollers.
+//! shows our reactor, threads and pollers; `-L` log flags are taken as the
+//! C nvmf_tgt of the same build takes them.
 
 mod common;
 
@@ -137,4 +138,35 @@ fn spdk_trace_reads_the_tracepoints_and_spdk_top_shows_reactors_threads_and_poll
     top.keys("q");
     drop(top);
     assert!(t.stop().success(), "{}", t.log_text());
+}
+
+/// `-L FLAG` as the C nvmf_tgt of the same build takes it: SPDK 20.07 turns
+/// on debug log flags only in `--enable-debug` builds, and otherwise both
+/// refuse the flag with the same words and exit code 2 before starting.
+#[test]
+fn log_flags_are_taken_as_the_c_nvmf_tgt_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("rpc.sock");
+    let run = |binary: std::path::PathBuf| {
+        let out = Command::new("timeout")
+            .arg("30")
+            .arg(binary)
+            .args(["-L", "nvmf", "-r"])
+            .arg(&sock)
+            .output()
+            .expect("running nvmf_tgt");
+        (out.status.code(), output_text(&out))
+    };
+    let (c_code, c_text) = run(c_nvmf_tgt());
+    let (our_code, our_text) = run(our_nvmf_tgt());
+    let words = "must be configured with --enable-debug for -L flag";
+    assert!(
+        !spdk_pmem::sys::DEBUG_BUILD,
+        "this SPDK is a debug build: test that -L nvmf shows the nvmf debug lines"
+    );
+    assert_eq!(c_code, Some(2), "{c_text}");
+    assert!(c_text.contains(words), "{c_text}");
+    assert_eq!(our_code, c_code, "{our_text}");
+    assert!(our_text.contains(words), "{our_text}");
+    assert!(!sock.exists(), "a target started");
 }
