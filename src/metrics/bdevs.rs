@@ -3,7 +3,6 @@
 //! and whether Ceph answers them, and the pmem write-back caches.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -83,7 +82,7 @@ pub(super) fn pmem_metrics(app: AppThread, registry: &mut Registry) {
         block_size.get_or_create(&b.labels).set(clamp(b.block_size));
     }
     use crate::pmem_bdev::PmemFigures;
-    let gauges: [Field<PmemFigures, i64>; 2] = [
+    let gauge_fields: [Field<PmemFigures, i64>; 2] = [
         (
             "pmem_io_threads",
             "Worker threads doing the pool I/O of each pmem_rs bdev (0: on the reactor)",
@@ -95,7 +94,7 @@ pub(super) fn pmem_metrics(app: AppThread, registry: &mut Registry) {
             |f| f.queued_ios as i64,
         ),
     ];
-    let counters: [Field<PmemFigures, u64>; 2] = [
+    let counter_fields: [Field<PmemFigures, u64>; 2] = [
         (
             "pmem_budget_waits",
             "I/O of each pmem_rs bdev that waited for the workers' CPU budget",
@@ -107,24 +106,13 @@ pub(super) fn pmem_metrics(app: AppThread, registry: &mut Registry) {
             |f| f.media_errors,
         ),
     ];
-    let rust: Vec<(&PmemLabels, &PmemFigures)> = bdevs
-        .iter()
-        .filter_map(|b| Some((&b.labels, b.rust.as_ref()?)))
-        .collect();
-    for (name, help, value) in gauges {
-        let family = Family::<PmemLabels, Gauge>::default();
-        registry.register(name, help, family.clone());
-        for (labels, f) in &rust {
-            family.get_or_create(labels).set(value(f));
-        }
-    }
-    for (name, help, value) in counters {
-        let family = Family::<PmemLabels, Counter>::default();
-        registry.register(name, help, family.clone());
-        for (labels, f) in &rust {
-            family.get_or_create(labels).inc_by(value(f));
-        }
-    }
+    let rust: Vec<PmemFigures> = bdevs.into_iter().filter_map(|b| b.rust).collect();
+    let labels = |f: &PmemFigures| PmemLabels {
+        bdev: f.name.clone(),
+        module: crate::pmem_bdev::MODULE_NAME.into(),
+    };
+    super::gather::gauges(registry, &gauge_fields, &rust, labels);
+    super::gather::counters(registry, &counter_fields, &rust, labels);
 }
 
 #[cfg(feature = "rbd")]
@@ -148,7 +136,7 @@ pub(super) fn rbd_metrics(app: AppThread, registry: &mut Registry) {
         "1 unless the image's last completed operation failed (Ceph or the image did not answer it)",
         reachable.clone(),
     );
-    let counters: [Field<RbdFigures, u64>; 2] = [
+    let counter_fields: [Field<RbdFigures, u64>; 2] = [
         (
             "rbd_completed_operations",
             "Operations librbd completed on the image (failed ones too)",
@@ -169,13 +157,7 @@ pub(super) fn rbd_metrics(app: AppThread, registry: &mut Registry) {
             .get_or_create(&labels(f))
             .set(i64::from(f.reachable));
     }
-    for (name, help, value) in counters {
-        let family = Family::<RbdLabels, Counter>::default();
-        registry.register(name, help, family.clone());
-        for f in &images {
-            family.get_or_create(&labels(f)).inc_by(value(f));
-        }
-    }
+    super::gather::counters(registry, &counter_fields, &images, labels);
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -190,7 +172,7 @@ pub(super) fn cache_metrics(app: AppThread, registry: &mut Registry) {
     let Ok(caches) = crate::writeback::bdev::figures(app) else {
         return;
     };
-    let gauges: [Field<CacheFigures, i64>; 4] = [
+    let gauge_fields: [Field<CacheFigures, i64>; 4] = [
         ("cache_slots", "Blocks the cache's log can hold", |c| {
             c.slots as i64
         }),
@@ -210,7 +192,7 @@ pub(super) fn cache_metrics(app: AppThread, registry: &mut Registry) {
             |c| i64::from(c.base_reachable),
         ),
     ];
-    let counters: [Field<CacheFigures, u64>; 2] = [
+    let counter_fields: [Field<CacheFigures, u64>; 2] = [
         (
             "cache_destaged_writes",
             "Writes destaged to the backing bdev (rate() of it is the destage rate)",
@@ -226,18 +208,6 @@ pub(super) fn cache_metrics(app: AppThread, registry: &mut Registry) {
         bdev: c.name.clone(),
         base_bdev: c.base.clone(),
     };
-    for (name, help, value) in gauges {
-        let family = Family::<CacheLabels, Gauge>::default();
-        registry.register(name, help, family.clone());
-        for c in &caches {
-            family.get_or_create(&labels(c)).set(value(c));
-        }
-    }
-    for (name, help, value) in counters {
-        let family = Family::<CacheLabels, Counter>::default();
-        registry.register(name, help, family.clone());
-        for c in &caches {
-            family.get_or_create(&labels(c)).inc_by(value(c));
-        }
-    }
+    super::gather::gauges(registry, &gauge_fields, &caches, labels);
+    super::gather::counters(registry, &counter_fields, &caches, labels);
 }

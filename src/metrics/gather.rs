@@ -66,6 +66,42 @@ type Seconds = Counter<f64, AtomicU64>;
 /// A metric's name, its help, and how to read it off a figure.
 pub(super) type Field<T, V> = (&'static str, &'static str, fn(&T) -> V);
 
+/// Registers a gauge per field, with a sample per item labelled by `labels`.
+pub(super) fn gauges<T, L>(
+    registry: &mut Registry,
+    fields: &[Field<T, i64>],
+    items: &[T],
+    labels: impl Fn(&T) -> L,
+) where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    for (name, help, value) in fields {
+        let family = Family::<L, Gauge>::default();
+        registry.register(*name, *help, family.clone());
+        for item in items {
+            family.get_or_create(&labels(item)).set(value(item));
+        }
+    }
+}
+
+/// Registers a counter per field, as [`gauges`] does gauges.
+pub(super) fn counters<T, L>(
+    registry: &mut Registry,
+    fields: &[Field<T, u64>],
+    items: &[T],
+    labels: impl Fn(&T) -> L,
+) where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    for (name, help, value) in fields {
+        let family = Family::<L, Counter>::default();
+        registry.register(*name, *help, family.clone());
+        for item in items {
+            family.get_or_create(&labels(item)).inc_by(value(item));
+        }
+    }
+}
+
 /// The exposition of everything, gathered now.
 pub async fn scrape(app: AppThread) -> Result<String> {
     let mut registry = Registry::with_prefix(PREFIX);
@@ -328,7 +364,7 @@ fn nvmf_state(app: AppThread) -> Result<(Vec<Subsystem>, Vec<Namespace>)> {
 }
 
 fn subsystem_metrics(registry: &mut Registry, subsystems: &[Subsystem]) {
-    let gauges: [Field<Subsystem, i64>; 4] = [
+    let fields: [Field<Subsystem, i64>; 4] = [
         (
             "subsystem_namespaces",
             "Namespaces of each subsystem",
@@ -350,16 +386,10 @@ fn subsystem_metrics(registry: &mut Registry, subsystems: &[Subsystem]) {
             |s| s.connected,
         ),
     ];
-    for (name, help, value) in gauges {
-        let family = Family::<SubsystemLabels, Gauge>::default();
-        registry.register(name, help, family.clone());
-        for s in subsystems {
-            let labels = SubsystemLabels {
-                subsystem: s.nqn.clone(),
-            };
-            family.get_or_create(&labels).set(value(s));
-        }
-    }
+    let labels = |s: &Subsystem| SubsystemLabels {
+        subsystem: s.nqn.clone(),
+    };
+    gauges(registry, &fields, subsystems, labels);
 }
 
 /// Each namespace's I/O (the bdev layer's counts of its bdev) and size.
