@@ -73,7 +73,7 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
     assert_eq!(subsystems[1]["namespaces"][0]["bdev_name"], "pmdk0");
     // The Rust pmem bdev (our default) differs from SPDK's C module only
     // where it says so: it supports FLUSH, and driver_specific names the
-    // module, its I/O threads and their CPU budget.
+    // module, its I/O threads, their CPU budget and queue, and media errors.
     assert_eq!(bdevs[0]["supported_io_types"]["flush"], true);
     assert_eq!(c_bdevs[0]["supported_io_types"]["flush"], false);
     let pmem = &bdevs[0]["driver_specific"]["pmem"];
@@ -90,6 +90,8 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
             "io_threads",
             "busy_cpu_limit_percent",
             "budget_waits",
+            "media_errors",
+            "queued_ios",
             "watched_windows",
             "busy_windows",
         ] {

@@ -334,6 +334,53 @@ fn hostile_http_clients_stall_neither_the_reactor_nor_the_endpoint() {
     drop(t);
 }
 
+/// Many connections at once (up to 400 from 127.0.0.1, sending nothing) cost
+/// the target at most the one descriptor its endpoint is reading from: the
+/// rest wait in the kernel's accept queue or are refused there, not in the
+/// target's memory; the reactor serves I/O meanwhile, and once they close
+/// the endpoint answers again.
+#[test]
+fn many_http_connections_cost_the_target_one_descriptor() {
+    let metrics = test_port();
+    let (t, _shm, port) = serve(metrics);
+    let pid = t.child.as_ref().unwrap().id();
+    let before = footprint(pid);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics));
+    // Up to 400, or until the kernel's queue is full and a connect waits.
+    let held: Vec<TcpStream> = (0..400)
+        .map_while(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+    assert!(held.len() >= 100, "only {} connections", held.len());
+    let during = footprint(pid);
+    assert!(
+        during.fds <= before.fds + 2,
+        "{} connections held: {} descriptors, {} before",
+        held.len(),
+        during.fds,
+        before.fds
+    );
+    let (iops, _) = perf(NQN, port, "randread", 1);
+    assert!(
+        iops > 1000.0,
+        "{iops} IOPS beside {} connections",
+        held.len()
+    );
+    eprintln!(
+        "{} connections held: target descriptors {} (before {}), {iops:.0} IOPS",
+        held.len(),
+        during.fds,
+        before.fds
+    );
+    let after = footprint(pid);
+    assert!(after.fds <= before.fds + 2, "{after:?} against {before:?}");
+    drop(held);
+    // Each closed connection is read to its end at once.
+    let (status, body) = get(metrics, "/metrics", "*/*");
+    assert!(status.contains("200 OK"), "{status}");
+    assert!(body.contains("spdk_pmem_namespace_reads_completed_total"));
+    drop(t);
+}
+
 #[test]
 fn a_write_back_cache_shows_its_state() {
     let metrics = test_port();
