@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::gather::Field;
+use super::fields::{counters, gauges, Field};
 use crate::bdev::Bdev;
 use crate::thread::AppThread;
 
@@ -111,8 +111,8 @@ pub(super) fn pmem_metrics(app: AppThread, registry: &mut Registry) {
         bdev: f.name.clone(),
         module: crate::pmem_bdev::MODULE_NAME.into(),
     };
-    super::gather::gauges(registry, &gauge_fields, &rust, labels);
-    super::gather::counters(registry, &counter_fields, &rust, labels);
+    gauges(registry, &gauge_fields, &rust, labels);
+    counters(registry, &counter_fields, &rust, labels);
 }
 
 #[cfg(feature = "rbd")]
@@ -157,7 +157,7 @@ pub(super) fn rbd_metrics(app: AppThread, registry: &mut Registry) {
             .get_or_create(&labels(f))
             .set(i64::from(f.reachable));
     }
-    super::gather::counters(registry, &counter_fields, &images, labels);
+    counters(registry, &counter_fields, &images, labels);
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -208,6 +208,6 @@ pub(super) fn cache_metrics(app: AppThread, registry: &mut Registry) {
         bdev: c.name.clone(),
         base_bdev: c.base.clone(),
     };
-    super::gather::gauges(registry, &gauge_fields, &caches, labels);
-    super::gather::counters(registry, &counter_fields, &caches, labels);
+    gauges(registry, &gauge_fields, &caches, labels);
+    counters(registry, &counter_fields, &caches, labels);
 }

@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::fields::{gauges, Field};
 use crate::bdev::io::{Descriptor, IoStat};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -63,45 +64,6 @@ struct Subsystem {
 }
 
 type Seconds = Counter<f64, AtomicU64>;
-/// A metric's name, its help, and how to read it off a figure.
-pub(super) type Field<T, V> = (&'static str, &'static str, fn(&T) -> V);
-
-/// Registers a gauge per field, with a sample per item labelled by `labels`.
-pub(super) fn gauges<T, L>(
-    registry: &mut Registry,
-    fields: &[Field<T, i64>],
-    items: &[T],
-    labels: impl Fn(&T) -> L,
-) where
-    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
-{
-    for (name, help, value) in fields {
-        let family = Family::<L, Gauge>::default();
-        registry.register(*name, *help, family.clone());
-        for item in items {
-            family.get_or_create(&labels(item)).set(value(item));
-        }
-    }
-}
-
-/// Registers a counter per field, as [`gauges`] does gauges.
-pub(super) fn counters<T, L>(
-    registry: &mut Registry,
-    fields: &[Field<T, u64>],
-    items: &[T],
-    labels: impl Fn(&T) -> L,
-) where
-    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
-{
-    for (name, help, value) in fields {
-        let family = Family::<L, Counter>::default();
-        registry.register(*name, *help, family.clone());
-        for item in items {
-            family.get_or_create(&labels(item)).inc_by(value(item));
-        }
-    }
-}
-
 /// The exposition of everything, gathered now.
 pub async fn scrape(app: AppThread) -> Result<String> {
     let mut registry = Registry::with_prefix(PREFIX);

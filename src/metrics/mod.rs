@@ -17,6 +17,7 @@
 //! destaged and destage failures.
 
 mod bdevs;
+mod fields;
 pub mod gather;
 pub mod http;
 
