@@ -29,6 +29,7 @@ fn an_rbd_image_is_a_namespace_whose_data_ceph_itself_sees() {
     let ceph = Ceph::start();
     for module in ["rust", "c"] {
         serve_an_image(&ceph, module);
+        no_connection_outlives_its_bdevs(&ceph, module);
     }
 }
 
@@ -75,6 +76,7 @@ fn serve_an_image(ceph: &Ceph, module: &str) {
         std::fs::read(file("read1")).unwrap() == blocks(&imported, 0, 256),
         "the first 256 blocks read over NVMe/TCP differ from what rbd import wrote"
     );
+    librados_threads_run_beside_the_reactor(&t, module);
     // What the host writes, seen by rbd export once the target has stopped.
     let seek = WRITE_AT.to_string();
     spdk_dd_ok(
@@ -112,5 +114,83 @@ fn serve_an_image(ceph: &Ceph, module: &str) {
         std::fs::read(file("read2")).unwrap() == blocks(&exported, 0, end),
         "after a restart from save_config, the namespace reads back differently"
     );
+    assert!(t.stop().success(), "{}", t.log_text());
+}
+
+/// The CPUs each of the target's threads named `prefix`* may run on, as
+/// /proc lists them ("0-1").
+fn threads_cpus(pid: u32, prefix: &str) -> Vec<(String, String)> {
+    let mut found = vec![];
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        if let Some(cpus) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            found.push((name.trim().to_string(), cpus.trim().to_string()));
+        }
+    }
+    found
+}
+
+/// The target runs its one reactor on CPU 0 (`-m 0x1`). librados' and
+/// librbd's threads start from whichever thread connects; started from a
+/// reactor's thread, they inherited its pin and competed with the polling
+/// reactor for CPU 0 alone (the Rust module did, until it unpinned the
+/// thread that connects), and so did SPDK 20.07's C module, which
+/// connected its channels on the reactor and unpinned only the image's
+/// opening (vendor patch 0026).
+fn librados_threads_run_beside_the_reactor(t: &Target, module: &str) {
+    // SAFETY: sysconf only reads.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if online < 2 {
+        eprintln!("one CPU online: nothing to check about where librados' threads run");
+        return;
+    }
+    let threads = threads_cpus(t.child.as_ref().unwrap().id(), "msgr-worker");
+    assert!(
+        !threads.is_empty(),
+        "{module}: no librados messenger thread"
+    );
+    for (name, cpus) in &threads {
+        assert_ne!(
+            cpus, "0",
+            "{module}: {name} may run only on the reactor's CPU: {threads:?}"
+        );
+    }
+}
+
+/// Three images made bdevs and deleted again leave no cluster connection
+/// behind: librados' messenger threads go with the last bdev. SPDK 20.07's
+/// C module left one connection per `bdev_rbd_create` running for the life
+/// of the process (the one that read the image's size; vendor patch 0025).
+fn no_connection_outlives_its_bdevs(ceph: &Ceph, module: &str) {
+    let mut t = Target::start(&our_nvmf_tgt(), &["--rbd-module", module]);
+    let pid = t.child.as_ref().unwrap().id();
+    for round in 0..3 {
+        let create = ceph.bdev_rbd_create("gone0", &format!("img_{module}"));
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        t.rpc_ok(&create);
+        t.rpc_ok(&["bdev_rbd_delete", "gone0"]);
+        // The Rust module closes the image and the connection on a thread
+        // of its own, after the RPC's answer: give it a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut left = threads_cpus(pid, "msgr-worker");
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = threads_cpus(pid, "msgr-worker");
+        }
+        assert!(
+            left.is_empty(),
+            "{module}: after {} bdev_rbd_create and bdev_rbd_delete, librados threads \
+             still run: {left:?}",
+            round + 1
+        );
+    }
     assert!(t.stop().success(), "{}", t.log_text());
 }
