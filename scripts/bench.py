@@ -43,6 +43,10 @@ PERF_WORKLOAD = {"randread": "randread", "randwrite": "randwrite", "mix70": "ran
 NEIGHBOUR_WORKLOADS = ["randwrite", "mix70"]
 POOL_BLOCKS = 8192
 NQN = "nqn.2016-06.io.spdk:bench"
+# What perf runs under: [] as is, or ["chrt", "--idle", "0"] to stand in for
+# an initiator on another machine (it runs only on CPU time nothing else
+# wants, so it no longer takes CPU from the target or a local Ceph).
+PERF_WRAP = []
 
 
 class BenchError(Exception):
@@ -144,7 +148,7 @@ def trid(nqn, port):
 
 def perf(targets, workload, qd, seconds):
     """Runs perf against each (nqn, port); returns per-subsystem results."""
-    args = [binaries()["perf"]]
+    args = [*PERF_WRAP, binaries()["perf"]]
     for nqn, port in targets:
         args += ["-r", trid(nqn, port)]
     args += ["-q", str(qd), "-o", "4096", "-w", PERF_WORKLOAD[workload], *WORKLOADS[workload],

@@ -252,7 +252,10 @@ def neighbour_table(nb):
 def table(runs, meta):
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     lines = [f"RBD namespaces on a one-node Ceph, {meta['date']}, {meta['cpus']} CPUs, "
-             f"{meta['rounds']} round(s) of {meta['seconds']} s; 4 KiB random; medians.",
+             f"{meta['rounds']} round(s) of {meta['seconds']} s; 4 KiB random; medians; "
+             + ("SPDK's perf at normal priority on core 1." if meta["initiator"] == "local"
+                else "SPDK's perf at idle priority (chrt --idle 0) on core 1, standing in "
+                     "for an initiator on another machine."),
              "",
              "| case | config | IOPS | p99 us | target CPU/s | OSD CPU/s | vs rbd bench | vs spdk |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -282,8 +285,16 @@ def main():
                     help="which of them to run (rbd bench always runs)")
     ap.add_argument("--nap-us", type=int, default=bench.Target.nap_us,
                     help="the nap config's --idle-nap-us")
+    ap.add_argument("--initiator", choices=("local", "remote"), default="local",
+                    help="remote: SPDK's perf runs at idle priority (chrt --idle), taking\n"
+                         "only CPU time nothing else wants, as an initiator on another\n"
+                         "machine would take none of this one's")
+    ap.add_argument("--skip-neighbour", action="store_true",
+                    help="only the throughput cases and rbd bench")
     a = ap.parse_args()
     bench.Target.nap_us = a.nap_us
+    if a.initiator == "remote":
+        bench.PERF_WRAP[:] = ["chrt", "--idle", "0"]
     CONFIGS[:] = [c for c in CONFIGS if c in a.configs.split(",")]
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="spdk-pmem-bench-rbd.", dir="/var/tmp")
@@ -309,7 +320,7 @@ def main():
                     print(f"round {rnd + 1} {r['workload']:9} QD{r['qd']:<2} {config:4} "
                           f"{r['iops']:>10,.0f} IOPS  p99 {r['p99_us']:>9.0f} us  "
                           f"target {r['cpu']:.2f} CPU/s  OSD {r['osd_cpu']:.2f} CPU/s", flush=True)
-            for config in order:
+            for config in ([] if a.skip_neighbour else order):
                 n = run_neighbour(config, cluster, work, shm_id, a.seconds)
                 n["round"] = rnd
                 neighbours.append(n)
@@ -335,7 +346,7 @@ def main():
             cluster.destroy()
         shutil.rmtree(work, ignore_errors=True)
     meta = {"rounds": a.rounds, "seconds": a.seconds, "cpus": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), "initiator": a.initiator}
     text = table(runs, meta) + neighbour_table(neighbours)
     print("\n" + text)
     with open(os.path.join(a.out, "rbd.md"), "w") as f:
