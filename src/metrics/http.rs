@@ -1,13 +1,18 @@
-//! The HTTP side: one thread that answers `GET /metrics`, one connection
-//! at a time, off the reactors. What a client may cost is bounded: a
-//! request has [`REQUEST_LIMIT`] to arrive in at most [`REQUEST_BYTES`]
-//! (slow or endless headers are cut off), further connections wait in the
-//! kernel's accept queue, and a scrape waits at most [`GATHER_LIMIT`] for
-//! the reactors' figures. So a hostile client slows scrapes at worst, never
-//! a reactor, and holds no more memory than one request.
+//! The HTTP side: one thread that answers `GET /metrics`, off the
+//! reactors. It waits for up to [`OPEN_CLIENTS`] requests at once with
+//! `poll`, so a client that connects and sends nothing delays no other:
+//! the first complete request is answered first. What a client may cost is
+//! bounded: a request has [`REQUEST_LIMIT`] to arrive in at most
+//! [`REQUEST_BYTES`] (slow or endless headers are cut off), a newer client
+//! past [`OPEN_CLIENTS`] closes the oldest waiting one (which had the most
+//! time), and a scrape waits at most [`GATHER_LIMIT`] for the reactors'
+//! figures. So a hostile client never slows a reactor, and all of them
+//! together hold at most [`OPEN_CLIENTS`] descriptors and requests.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// How long a client has to send its request.
@@ -16,38 +21,177 @@ pub const REQUEST_LIMIT: Duration = Duration::from_secs(2);
 pub const REQUEST_BYTES: usize = 8192;
 /// How long a scrape waits for the application thread.
 pub const GATHER_LIMIT: Duration = Duration::from_secs(5);
+/// How many clients may be sending their requests at once.
+pub const OPEN_CLIENTS: usize = 64;
 
-/// How long the server waits after a failed accept.
+/// How long the server waits after a failed accept or poll.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the server asks for each scrape: the exposition, or why not.
 pub type Gather = dyn Fn(Duration) -> Result<String, String> + Send;
 
+/// A client whose request has not ended yet.
+struct Client {
+    stream: TcpStream,
+    head: Vec<u8>,
+    deadline: Instant,
+}
+
+/// What reading a client's socket gave.
+enum Progress {
+    /// The request has not ended yet.
+    More,
+    /// The request line, and whether the client accepts OpenMetrics.
+    Request(String, bool),
+    /// Closed, or the request grew past [`REQUEST_BYTES`].
+    Done,
+}
+
 /// Serves `listener` until the process ends.
 pub fn serve(listener: TcpListener, gather: Box<Gather>) {
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else {
-            // Out of descriptors, say: accepting again at once would spin.
-            std::thread::sleep(ACCEPT_BACKOFF);
+    if let Err(e) = listener.set_nonblocking(true) {
+        crate::log::error(&format!("metrics endpoint: {e}: not serving"));
+        return;
+    }
+    let mut clients: VecDeque<Client> = VecDeque::new();
+    loop {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+            .chain(clients.iter().map(|c| c.stream.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let wait = clients
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(Instant::now()))
+            .min()
+            .map_or(-1, |d| d.as_millis().min(60_000) as libc::c_int + 1);
+        // SAFETY: `fds` is an array of `fds.len()` initialised pollfds that
+        // lives across the call; poll only writes their `revents`.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                std::thread::sleep(ACCEPT_BACKOFF);
+            }
             continue;
-        };
-        // A failed write means the client left: nothing to do.
-        let _ = answer(stream, &*gather);
+        }
+        // Newest first, so removing one leaves the older indices valid.
+        for i in (0..clients.len()).rev() {
+            if fds[i + 1].revents == 0 {
+                continue;
+            }
+            match read_some(&mut clients[i]) {
+                Progress::More => {}
+                Progress::Request(line, openmetrics) => {
+                    if let Some(c) = clients.remove(i) {
+                        // A failed write means the client left.
+                        let _ = answer(c.stream, &line, openmetrics, &*gather);
+                    }
+                }
+                Progress::Done => {
+                    if let Some(c) = clients.remove(i) {
+                        too_slow_or_large(c.stream);
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        while let Some(late) = clients.iter().position(|c| c.deadline <= now) {
+            if let Some(c) = clients.remove(late) {
+                too_slow_or_large(c.stream);
+            }
+        }
+        if fds[0].revents != 0 {
+            accept_all(&listener, &mut clients);
+        }
     }
 }
 
-fn answer(mut stream: TcpStream, gather: &Gather) -> std::io::Result<()> {
-    let (request, openmetrics) = match read_request(&mut stream)? {
-        Some(r) => r,
-        None => {
-            return respond(
-                &mut stream,
-                "408 Request Timeout",
-                "text/plain",
-                "request too slow or too large\n",
-            )
+/// Takes every connection waiting in the kernel's queue.
+fn accept_all(listener: &TcpListener, clients: &mut VecDeque<Client>) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                if clients.len() >= OPEN_CLIENTS {
+                    if let Some(oldest) = clients.pop_front() {
+                        too_slow_or_large(oldest.stream);
+                    }
+                }
+                clients.push_back(Client {
+                    stream,
+                    head: Vec::with_capacity(1024),
+                    deadline: Instant::now() + REQUEST_LIMIT,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                // Out of descriptors, say: accepting again at once would spin.
+                std::thread::sleep(ACCEPT_BACKOFF);
+                return;
+            }
         }
-    };
+    }
+}
+
+/// Reads what `client` has sent so far.
+fn read_some(client: &mut Client) -> Progress {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match client.stream.read(&mut chunk) {
+            Ok(0) => return Progress::Done,
+            Ok(n) => {
+                let room = REQUEST_BYTES - client.head.len();
+                client.head.extend_from_slice(&chunk[..n.min(room)]);
+                if let Some(request) = request_in(&client.head) {
+                    return Progress::Request(request.0, request.1);
+                }
+                if client.head.len() >= REQUEST_BYTES {
+                    return Progress::Done;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Progress::More,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Progress::Done,
+        }
+    }
+}
+
+/// The request line, and whether the client accepts OpenMetrics, once
+/// `head` holds the end of the headers.
+fn request_in(head: &[u8]) -> Option<(String, bool)> {
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&head[..end]);
+    let openmetrics = head.lines().skip(1).any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("accept:") && l.contains("application/openmetrics-text")
+    });
+    let line = head.lines().next().unwrap_or_default().to_string();
+    Some((line, openmetrics))
+}
+
+/// Tells a client whose request did not arrive in time, or in
+/// [`REQUEST_BYTES`], and closes it; what does not fit in its socket's
+/// buffer at once is not sent.
+fn too_slow_or_large(mut stream: TcpStream) {
+    let _ = stream.write_all(
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 31\r\nConnection: close\r\n\r\nrequest too slow or too large\r\n",
+    );
+}
+
+fn answer(
+    mut stream: TcpStream,
+    request: &str,
+    openmetrics: bool,
+    gather: &Gather,
+) -> std::io::Result<()> {
+    // The answer may be larger than the socket's buffer: written blocking,
+    // for at most REQUEST_LIMIT (respond sets it).
+    stream.set_nonblocking(false)?;
     let mut words = request.split_whitespace();
     match (words.next(), words.next()) {
         (Some("GET"), Some("/metrics")) => match gather(GATHER_LIMIT) {
@@ -79,45 +223,6 @@ fn answer(mut stream: TcpStream, gather: &Gather) -> std::io::Result<()> {
             "text/plain",
             "GET /metrics only\n",
         ),
-    }
-}
-
-/// The request line, and whether the client accepts OpenMetrics, once the
-/// headers have ended; `None` if the client took longer than
-/// [`REQUEST_LIMIT`] or sent more than [`REQUEST_BYTES`].
-fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<(String, bool)>> {
-    let deadline = Instant::now() + REQUEST_LIMIT;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || buf.len() >= REQUEST_BYTES {
-            return Ok(None);
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => return Ok(None),
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        buf.extend_from_slice(&chunk[..n.min(REQUEST_BYTES - buf.len())]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]);
-            let openmetrics = head.lines().skip(1).any(|l| {
-                let l = l.to_ascii_lowercase();
-                l.starts_with("accept:") && l.contains("application/openmetrics-text")
-            });
-            let line = head.lines().next().unwrap_or_default().to_string();
-            return Ok(Some((line, openmetrics)));
-        }
     }
 }
 
