@@ -8,7 +8,10 @@
 //! - a pattern written over NVMe/TCP by spdk_dd is what `rbd export`
 //!   returns, the blocks around it untouched;
 //! - `save_config` given back with `--json` restores the namespace, and
-//!   both patterns read back through the restarted target.
+//!   both patterns read back through the restarted target;
+//! - librados' threads may run beside the reactor's CPU, and bdevs created
+//!   and deleted leave no cluster connection behind (vendor patches 0025,
+//!   0026 for the C module).
 
 mod common;
 use common::ceph::Ceph;
