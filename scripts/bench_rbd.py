@@ -347,7 +347,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     meta = {"rounds": a.rounds, "seconds": a.seconds, "cpus": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d"), "initiator": a.initiator}
-    text = table(runs, meta) + neighbour_table(neighbours)
+    text = table(runs, meta) + (neighbour_table(neighbours) if neighbours else "")
     print("\n" + text)
     with open(os.path.join(a.out, "rbd.md"), "w") as f:
         f.write(text)

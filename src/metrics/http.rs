@@ -63,11 +63,12 @@ pub fn serve(listener: TcpListener, gather: Box<Gather>) {
                 revents: 0,
             })
             .collect();
-        let wait = clients
-            .iter()
-            .map(|c| c.deadline.saturating_duration_since(Instant::now()))
-            .min()
-            .map_or(-1, |d| d.as_millis().min(60_000) as libc::c_int + 1);
+        // Clients are in the order they came, so the first one's deadline
+        // is the nearest.
+        let wait = clients.front().map_or(-1, |c| {
+            let left = c.deadline.saturating_duration_since(Instant::now());
+            left.as_millis().min(60_000) as libc::c_int + 1
+        });
         // SAFETY: `fds` is an array of `fds.len()` initialised pollfds that
         // lives across the call; poll only writes their `revents`.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
@@ -98,8 +99,8 @@ pub fn serve(listener: TcpListener, gather: Box<Gather>) {
             }
         }
         let now = Instant::now();
-        while let Some(late) = clients.iter().position(|c| c.deadline <= now) {
-            if let Some(c) = clients.remove(late) {
+        while clients.front().is_some_and(|c| c.deadline <= now) {
+            if let Some(c) = clients.pop_front() {
                 too_slow_or_large(c.stream);
             }
         }
