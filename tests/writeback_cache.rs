@@ -56,8 +56,25 @@ fn serve_cached_rbd_with(
     slots: u64,
     port: u16,
 ) -> Target {
+    serve_cached_rbd_configured(ceph, image, &[], cache, slots, port)
+}
+
+/// [`serve_cached_rbd_with`], the RBD bdev with librbd options `config`
+/// (`key=value`) besides the cluster's address and key.
+fn serve_cached_rbd_configured(
+    ceph: &common::ceph::Ceph,
+    image: &str,
+    config: &[&str],
+    cache: &Path,
+    slots: u64,
+    port: u16,
+) -> Target {
     let t = Target::start(&our_nvmf_tgt(), &[]);
-    let create = ceph.bdev_rbd_create("rbd0", image);
+    let mut create = ceph.bdev_rbd_create("rbd0", image);
+    for c in config {
+        create.insert(1, c.to_string());
+        create.insert(1, "--config".into());
+    }
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
     t.rpc_ok(&create);
     // SPDK's rpc.py with our plugin.
@@ -628,6 +645,68 @@ fn a_pool_of_another_rbd_image_is_refused() {
     assert!(
         err.contains("it caches \"rbd rbd/mine (cluster ") && ids.len() == 2,
         "{err}"
+    );
+}
+
+/// SIGKILL on our own target, and its exit reaped.
+fn kill(t: &mut Target) {
+    let mut child = t.child.take().expect("target running");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+}
+
+/// A backing bdev with a volatile write cache (librbd's, in writeback
+/// mode from the first write, dirty data kept for up to 60 s): the cache flushes it before
+/// it counts a write as destaged and frees its slot. Without that flush, a
+/// kill after destaging loses writes that were acknowledged: in neither the
+/// pool (its slots freed) nor Ceph (they died in librbd's memory).
+#[test]
+fn a_base_with_a_volatile_cache_is_flushed_before_slots_are_freed() {
+    let ceph = common::ceph::Ceph::start();
+    ceph.rbd(&["create", "rbd/volatile", "--size", "16M"]);
+    let dir = shm_dir();
+    let cache = dir.path().join("cache.pool");
+    let port = test_port();
+    let librbd_cache = [
+        "rbd_cache=true",
+        // Pacific's default policy (writearound) sends each write on at
+        // once; writeback keeps it in librbd's memory.
+        "rbd_cache_policy=writeback",
+        "rbd_cache_writethrough_until_flush=false",
+        "rbd_cache_max_dirty_age=60",
+    ];
+    let mut t = serve_cached_rbd_configured(&ceph, "volatile", &librbd_cache, &cache, 4096, port);
+    let data = pattern(64, 0x7c);
+    let input = dir.path().join("pattern");
+    std::fs::write(&input, &data).unwrap();
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    spdk_dd_ok(
+        &config,
+        &[
+            "--if",
+            input.to_str().unwrap(),
+            "--ob",
+            "Nvme0n1",
+            "--seek",
+            "16",
+        ],
+    );
+    wait_clean(&t);
+    kill(&mut t);
+    let exported = dir.path().join("volatile.img");
+    ceph.rbd(&["export", "rbd/volatile", exported.to_str().unwrap()]);
+    let image = std::fs::read(&exported).unwrap();
+    let missing = (0..64)
+        .filter(|i| image[(16 + i) * BLOCK..(17 + i) * BLOCK] != data[i * BLOCK..(i + 1) * BLOCK])
+        .count();
+    // Restarted on the same pool, the namespace must still read them.
+    let t = serve_cached_rbd_configured(&ceph, "volatile", &librbd_cache, &cache, 4096, port);
+    let replayed = cache_info(&t)["dirty_blocks"].clone();
+    assert!(
+        missing == 0 && read_back(dir.path(), &config, 16, 64) == data,
+        "{missing} of 64 destaged blocks are not in Ceph after a kill, and the restarted \
+         cache replayed {replayed}: acknowledged writes lost"
     );
 }
 

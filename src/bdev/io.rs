@@ -189,6 +189,32 @@ impl Descriptor {
     pub fn num_blocks(&self) -> u64 {
         self.inner.num_blocks
     }
+    /// Whether the bdev completes writes before they are durable (a
+    /// volatile write cache, which a flush empties).
+    pub fn has_write_cache(&self) -> Result<bool> {
+        self.with_bdev(|bdev| {
+            // SAFETY: an open descriptor's bdev is registered.
+            unsafe { sys::spdk_bdev_has_write_cache(bdev) }
+        })
+    }
+
+    /// Whether the bdev takes flushes (`spdk_bdev_io_type_supported`).
+    pub fn supports_flush(&self) -> Result<bool> {
+        self.with_bdev(|bdev| {
+            // SAFETY: an open descriptor's bdev is registered.
+            unsafe { sys::spdk_bdev_io_type_supported(bdev, sys::SPDK_BDEV_IO_TYPE_FLUSH) }
+        })
+    }
+
+    fn with_bdev<R>(&self, f: impl FnOnce(*mut sys::spdk_bdev) -> R) -> Result<R> {
+        self.inner._spdk.check()?;
+        self.inner.check_present()?;
+        // SAFETY: not removed, so the descriptor is open (not closed).
+        Ok(f(unsafe {
+            sys::spdk_bdev_desc_get_bdev(self.inner.desc.get())
+        }))
+    }
+
     /// Whether the bdev was hot-removed (the descriptor then closes as soon
     /// as no I/O is in flight).
     pub fn is_removed(&self) -> bool {

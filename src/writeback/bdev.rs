@@ -103,6 +103,16 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         ));
     }
     let desc = Descriptor::open(app, &params.base, true)?;
+    // A write the base completes from a volatile cache is not in it yet:
+    // its slot is freed only after a flush of the base.
+    let flush_base = desc.has_write_cache()?;
+    if flush_base && !desc.supports_flush()? {
+        return Err(Error::InvalidArgument(format!(
+            "bdev {:?} has a volatile write cache but takes no flush: the cache could not \
+             know when a destaged write is durable there; turn the base's write cache off",
+            params.base
+        )));
+    }
     let bs = desc.block_size();
     let identity = base_identity(&params.base, bs, desc.num_blocks());
     let (log, replay) = if params.pool.exists() {
@@ -141,6 +151,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         waiting: RefCell::new(VecDeque::new()),
         flushes: RefCell::new(Vec::new()),
         rate_sample: Cell::new((std::time::Instant::now(), 0)),
+        flush_base,
         destaging: Cell::new(false),
         retry: RefCell::new(None),
         out_of_order: params.destage_out_of_order,
@@ -311,6 +322,9 @@ struct Cache {
     flushes: RefCell<Vec<(u64, FlushWaiter)>>,
     /// When the destage rate was last measured, and the count then.
     rate_sample: Cell<(std::time::Instant, u64)>,
+    /// The base has a volatile write cache: flush it before a destaged
+    /// write's slot is freed.
+    flush_base: bool,
     destaging: Cell<bool>,
     retry: RefCell<Option<Poller>>,
     /// [`CacheParams::destage_out_of_order`].
@@ -551,6 +565,9 @@ impl Cache {
         let mut lbas = Vec::new();
         for s in order {
             lbas.push((s, self.write_back(s).await?));
+        }
+        if self.flush_base {
+            self.channel.flush(0, self.desc.num_blocks()).await?;
         }
         lbas.sort_unstable();
         let mut order = self.order.borrow_mut();
