@@ -17,7 +17,8 @@
 //! - [`rpc_compat`]: newer SPDK clients' fields against 20.07's methods;
 //! - [`legacy`]: the 2018 `construct_nvmf_subsystem`;
 //! - [`rbd`]: Ceph RBD: cluster connections off the reactors (feature `rbd`);
-//! - [`writeback`]: persistent memory as a write-back cache in front of a bdev.
+//! - [`writeback`]: persistent memory as a write-back cache in front of a bdev;
+//! - `test_hooks`: faults for tests (feature `test-hooks` only).
 //!
 //! The raw bindings are re-exported as [`sys`] (SPDK) and [`pmemblk_sys`].
 
@@ -40,6 +41,8 @@ pub mod rpc;
 pub mod rpc_compat;
 mod sync;
 pub mod tcp_admission;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod thread;
 pub mod writeback;
 

@@ -208,6 +208,15 @@ impl Pool {
     /// Writes `buf`, exactly one block long, to block `block`, atomically.
     pub fn write(&self, block: u64, buf: &[u8]) -> Result<()> {
         let n = self.check_io(block, buf.len())?;
+        #[cfg(feature = "test-hooks")]
+        if crate::test_hooks::pool_write_fails(&self.path, block) {
+            return Err(Error::Pmem {
+                op: "pmemblk_write",
+                path: self.path.clone(),
+                errno: libc::EIO,
+                message: format!("block {block}: a fault armed by test_pmem_fail_writes"),
+            });
+        }
         // SAFETY: `buf` is one block long and `n` is in range (checked above).
         let rc =
             unsafe { ffi::pmemblk_write(self.handle.as_ptr(), buf.as_ptr() as *const c_void, n) };

@@ -567,8 +567,10 @@ fn a_cached_rbd_image_holds_a_prefix_of_the_writes_when_the_cache_is_lost() {
 }
 
 /// The control: a cache that destages each pair of writes in reverse order
-/// must be caught by the same check, or the check proves nothing.
+/// must be caught by the same check, or the check proves nothing. The
+/// switch exists only in test builds (feature `test-hooks`).
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
 fn the_prefix_check_catches_a_cache_that_destages_out_of_order() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let (verdicts, _) = cache_prefix_torture(8, 0x0d_de, true);

@@ -12,6 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::background::Background;
 use common::*;
 use serde_json::json;
 use spdk_pmem::pmem::Pool;
@@ -534,63 +535,6 @@ fn writes_go_on_while_ceph_is_down_then_wait_when_the_cache_is_full() {
             "the blocks written at {} differ in Ceph",
             at / BLOCK
         );
-    }
-}
-
-/// A process running in the background, killed if the test ends first.
-struct Background {
-    child: std::process::Child,
-    log: tempfile::NamedTempFile,
-    status: Option<std::process::ExitStatus>,
-}
-
-impl Background {
-    /// spdk_dd as [`spdk_dd`] runs it, in the background.
-    fn spdk_dd(config: &Path, args: &[&str]) -> Background {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = spdk_dd_command(config, args)
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .expect("starting spdk_dd");
-        Background {
-            child,
-            log,
-            status: None,
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().unwrap();
-        }
-        self.status.is_none()
-    }
-
-    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        while self.running() {
-            assert!(
-                Instant::now() < deadline,
-                "still running after {within:?}: {}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.status.unwrap()
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

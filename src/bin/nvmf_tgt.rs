@@ -50,6 +50,11 @@ fn main() {
         eprintln!("nvmf_tgt: {e}");
         std::process::exit(1);
     }
+    #[cfg(feature = "test-hooks")]
+    if let Err(e) = spdk_pmem::test_hooks::serve_rpcs() {
+        eprintln!("nvmf_tgt: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = spdk_pmem::legacy::register() {
         eprintln!("nvmf_tgt: {e}");
         std::process::exit(1);

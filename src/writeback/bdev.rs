@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::log::{Entry, Log};
+use super::log::{Damage, Entry, Log};
 use super::order::Order;
 use crate::bdev::dma::DmaBuf;
 use crate::bdev::io::{Descriptor, IoChannel};
@@ -54,8 +54,11 @@ pub struct CacheParams {
     pub pool: PathBuf,
     /// Slots (cached blocks) of a pool to create.
     pub create_slots: Option<u64>,
+    /// What to do with a damaged log in an existing pool.
+    pub damaged_log: Damage,
     /// A control for tests of the ordering promise, which it breaks:
-    /// destage each pair of writes in reverse order.
+    /// destage each pair of writes in reverse order (test builds only).
+    #[cfg(feature = "test-hooks")]
     pub destage_out_of_order: bool,
 }
 
@@ -72,6 +75,8 @@ struct Stats {
     destage_rate: AtomicU64,
     base_failing: AtomicBool,
     failed: AtomicBool,
+    /// Why the cache failed (set once, with `failed`).
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 fn module() -> Result<&'static Module> {
@@ -87,6 +92,16 @@ thread_local! {
     /// The caches, by bdev name, on the application thread (the only
     /// thread that touches them).
     static CACHES: RefCell<HashMap<String, Rc<Cache>>> = RefCell::new(HashMap::new());
+}
+
+/// Tells caches of one name apart: a bdev deleted and made again under its
+/// name is another cache, and what reaches the old one's bdev (its last
+/// I/O, its destruct) must not touch the new one.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The cache called `name` if it is the one with `id`.
+fn cache_with_id(name: &str, id: u64) -> Option<Rc<Cache>> {
+    CACHES.with(|c| c.borrow().get(name).filter(|c| c.id == id).cloned())
 }
 
 /// Creates the cache bdev on the application thread. Resolves there.
@@ -116,7 +131,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
     let bs = desc.block_size();
     let identity = base_identity(&params.base, bs, desc.num_blocks());
     let (log, replay) = if params.pool.exists() {
-        Log::open(&params.pool, &identity)?
+        Log::open(&params.pool, &identity, params.damaged_log)?
     } else {
         let slots = params.create_slots.ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -141,7 +156,9 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
     let stats = Arc::new(Stats::default());
     let order = Order::new(log.slots(), log.persisted_destaged(), &replay);
     stats.dirty.store(order.dirty(), Ordering::Relaxed);
+    let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
     let cache = Rc::new(Cache {
+        id,
         name: params.name.clone(),
         block_size: bs as usize,
         log,
@@ -154,8 +171,10 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         flush_base,
         destaging: Cell::new(false),
         retry: RefCell::new(None),
+        #[cfg(feature = "test-hooks")]
         out_of_order: params.destage_out_of_order,
         closed: Cell::new(false),
+        halted: Cell::new(false),
         stop_watch: RefCell::new(None),
         stats: Arc::clone(&stats),
     });
@@ -168,6 +187,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
             .insert(params.name.clone(), Rc::clone(&cache))
     });
     let disk = CacheDisk {
+        id,
         params: params.clone(),
         thread,
         stats,
@@ -310,6 +330,8 @@ pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
 
 /// The cache's state, on the application thread.
 struct Cache {
+    /// This cache among those ever made under its name.
+    id: u64,
     name: String,
     block_size: usize,
     log: Log,
@@ -328,10 +350,15 @@ struct Cache {
     destaging: Cell<bool>,
     retry: RefCell<Option<Poller>>,
     /// [`CacheParams::destage_out_of_order`].
+    #[cfg(feature = "test-hooks")]
     out_of_order: bool,
     /// Set when the bdev is gone: destaging stops (what is left stays in
     /// the pool for the next create).
     closed: Cell<bool>,
+    /// Set when the log itself failed under destaging (a damaged slot):
+    /// nothing after that write can reach the base in order, so destaging
+    /// stops, and the log stays as it is for inspection.
+    halted: Cell<bool>,
     stop_watch: RefCell<Option<Poller>>,
     stats: Arc<Stats>,
 }
@@ -410,6 +437,39 @@ impl Cache {
         Ok(())
     }
 
+    /// The cache can no longer keep its promise: it takes no more I/O, and
+    /// writes waiting for room fail (nothing after a write the log lost can
+    /// be acknowledged in order). What the log holds stays there. With
+    /// `halt`, destaging stops too (the log cannot give the next write), and
+    /// flushes waiting for it fail; otherwise it goes on, so what was
+    /// acknowledged still reaches the base.
+    fn fail(&self, why: String, halt: bool) {
+        crate::log::error(&format!(
+            "{}: {why}; the cache fails all I/O from now on{}",
+            self.name,
+            if halt {
+                " and stops destaging; the pool is left as it is"
+            } else {
+                ""
+            }
+        ));
+        {
+            let mut failure = self.stats.failure.lock().unwrap_or_else(|e| e.into_inner());
+            failure.get_or_insert(why);
+        }
+        self.stats.failed.store(true, Ordering::Relaxed);
+        if halt {
+            self.halted.set(true);
+            self.fail_waiting();
+        } else {
+            let writes = std::mem::take(&mut *self.waiting.borrow_mut());
+            self.count_waiting();
+            for io in writes {
+                io.complete(IoStatus::Failed);
+            }
+        }
+    }
+
     /// Fails every write waiting for room and every flush waiting for
     /// destaging.
     fn fail_waiting(&self) {
@@ -426,6 +486,11 @@ impl Cache {
 
     /// Logs a write, or queues it while the log is full.
     fn write(self: &Rc<Self>, io: DeferredIo) {
+        // Writes that waited for room come here too, after the cache may
+        // have failed.
+        if self.stats.failed.load(Ordering::Relaxed) {
+            return io.complete(IoStatus::Failed);
+        }
         let blocks = io.num_blocks();
         let lba = io.offset_blocks();
         if !self.order.borrow().fits(blocks) {
@@ -451,17 +516,24 @@ impl Cache {
             };
             if let Err(e) = self.log.write(entry, block) {
                 // Nothing after this write can be acknowledged in order.
-                crate::log::error(&format!(
-                    "{}: writing the log: {e}; failing all I/O",
-                    self.name
-                ));
-                self.stats.failed.store(true, Ordering::Relaxed);
-                return io.complete(IoStatus::Failed);
+                io.complete(IoStatus::Failed);
+                return self.fail(format!("writing write {seq} to the log: {e}"), false);
             }
         }
-        // Written here, in order: it is the next to acknowledge.
-        let acks = self.order.borrow_mut().durable(seqs, lba);
-        debug_assert_eq!(acks.0.len(), 1);
+        // Written here, in order, every earlier write acknowledged: it is
+        // the next to acknowledge, and acknowledged only if it is released.
+        let acks = self.order.borrow_mut().durable(seqs.clone(), lba);
+        if acks.0 != [seqs.clone()] {
+            io.complete(IoStatus::Failed);
+            return self.fail(
+                format!(
+                    "write {seqs:?} is durable but the log released {:?} (an earlier write is \
+                     missing)",
+                    acks.0
+                ),
+                false,
+            );
+        }
         self.stats
             .dirty
             .store(self.order.borrow().dirty(), Ordering::Relaxed);
@@ -481,10 +553,18 @@ impl Cache {
             let cached = self.order.borrow().cached(lba + i as u64);
             let hit = match cached {
                 Some(seq) => match self.log.read(seq, &mut data[i * bs..(i + 1) * bs]) {
-                    Ok(found) => found.is_some(),
-                    Err(e) => {
-                        crate::log::error(&format!("{}: reading the log: {e}", self.name));
-                        return io.complete(IoStatus::Failed);
+                    Ok(Some(_)) => true,
+                    // The base has an older block: never serve it.
+                    found => {
+                        io.complete(IoStatus::Failed);
+                        let why = match found {
+                            Err(e) => format!("reading write {seq} from the log: {e}"),
+                            _ => format!(
+                                "write {seq} (block {}) is damaged in the log",
+                                lba + i as u64
+                            ),
+                        };
+                        return self.fail(why, true);
                     }
                 },
                 None => false,
@@ -530,7 +610,11 @@ impl Cache {
 impl Cache {
     /// Starts destaging the next acknowledged write, if none is under way.
     fn kick(self: &Rc<Self>) {
-        if self.closed.get() || self.destaging.get() || self.retry.borrow().is_some() {
+        if self.closed.get()
+            || self.halted.get()
+            || self.destaging.get()
+            || self.retry.borrow().is_some()
+        {
             return;
         }
         let Some(seq) = self.order.borrow_mut().next_destage() else {
@@ -543,7 +627,11 @@ impl Cache {
             cache.destaging.set(false);
             match outcome {
                 Ok(()) => cache.kick(),
-                Err(e) => cache.destage_failed(seq, e),
+                Err(Destage::Base(e)) => cache.destage_failed(seq, e),
+                Err(Destage::Log(why)) => {
+                    cache.order.borrow_mut().destage_failed(seq);
+                    cache.fail(why, true);
+                }
             }
         });
         if let Err(e) = spawned {
@@ -554,9 +642,12 @@ impl Cache {
     }
 
     /// Writes write `seq` to the backing bdev and records it.
-    async fn destage(self: &Rc<Self>, seq: u64) -> Result<()> {
+    async fn destage(self: &Rc<Self>, seq: u64) -> std::result::Result<(), Destage> {
         // The control breaks the order: `seq + 1` first, then `seq`.
+        #[cfg(feature = "test-hooks")]
         let swapped = self.out_of_order && seq < self.order.borrow().acked_up_to();
+        #[cfg(not(feature = "test-hooks"))]
+        let swapped = false;
         let order = if swapped {
             vec![seq + 1, seq]
         } else {
@@ -567,7 +658,7 @@ impl Cache {
             lbas.push((s, self.write_back(s).await?));
         }
         if self.flush_base {
-            self.channel.flush(0, self.desc.num_blocks()).await?;
+            (self.channel.flush(0, self.desc.num_blocks()).await).map_err(Destage::Base)?;
         }
         lbas.sort_unstable();
         let mut order = self.order.borrow_mut();
@@ -580,7 +671,14 @@ impl Cache {
         }
         drop(order);
         let last = lbas.last().map_or(seq, |(s, _)| *s);
-        self.log.set_destaged(last)?;
+        if let Err(e) = self.log.set_destaged(last) {
+            // The base has the writes (flushes may finish), but their slots
+            // stay taken: writes waiting for room would wait forever.
+            self.fail(
+                format!("persisting that write {last} is destaged: {e}"),
+                false,
+            );
+        }
         self.stats
             .destaged_writes
             .fetch_add(lbas.len() as u64, Ordering::Relaxed);
@@ -613,15 +711,20 @@ impl Cache {
     }
 
     /// Writes write `seq` from the log to the backing bdev; returns its LBA.
-    async fn write_back(&self, seq: u64) -> Result<u64> {
-        let spdk = AppThread::here()?.spdk();
-        let mut buf = DmaBuf::new(spdk, self.block_size, 0)?;
-        let lba = self
-            .log
-            .read(seq, &mut buf)?
-            .ok_or_else(|| Error::InvalidArgument(format!("write {seq} left the log early")))?;
+    async fn write_back(&self, seq: u64) -> std::result::Result<u64, Destage> {
+        let spdk = AppThread::here().map_err(Destage::Base)?.spdk();
+        let mut buf = DmaBuf::new(spdk, self.block_size, 0).map_err(Destage::Base)?;
+        let lba = match self.log.read(seq, &mut buf) {
+            Ok(Some(lba)) => lba,
+            Ok(None) => return Err(Destage::Log(format!("write {seq} is damaged in the log"))),
+            Err(e) => {
+                return Err(Destage::Log(format!(
+                    "reading write {seq} from the log: {e}"
+                )))
+            }
+        };
         let (_buf, result) = self.channel.write(lba, buf).await;
-        result?;
+        result.map_err(Destage::Base)?;
         Ok(lba)
     }
 
@@ -644,9 +747,18 @@ impl Cache {
             false
         }) {
             Ok(p) => *self.retry.borrow_mut() = Some(p),
-            Err(e) => crate::log::error(&format!("{}: scheduling a retry: {e}", self.name)),
+            // Without a retry nothing would ever destage again.
+            Err(e) => self.fail(format!("scheduling a destage retry: {e}"), true),
         }
     }
+}
+
+/// Why a destage did not happen.
+enum Destage {
+    /// The base failed it: retried later.
+    Base(Error),
+    /// The log could not give the write: destaging cannot go on in order.
+    Log(String),
 }
 
 /// Who waits for destaging to reach a point: a host's FLUSH, or
@@ -718,6 +830,8 @@ fn scatter(io: &mut DeferredIo, data: &[u8]) {
 
 /// The bdev: a name for the state on the application thread, and figures.
 struct CacheDisk {
+    /// The cache's [`Cache::id`].
+    id: u64,
     params: CacheParams,
     thread: Thread,
     stats: Arc<Stats>,
@@ -740,14 +854,12 @@ impl BlockDevice for CacheDisk {
 
     fn submit(&self, _channel: &(), io: BdevIo) {
         let Ok(io) = io.defer() else { return };
-        let name = self.params.name.clone();
+        let (name, id) = (self.params.name.clone(), self.id);
         // A failed send drops the I/O, which fails it.
-        let _ = self.thread.send(
-            move || match CACHES.with(|c| c.borrow().get(&name).cloned()) {
-                Some(cache) => cache.submit(io),
-                None => io.complete(IoStatus::Failed),
-            },
-        );
+        let _ = self.thread.send(move || match cache_with_id(&name, id) {
+            Some(cache) => cache.submit(io),
+            None => io.complete(IoStatus::Failed),
+        });
     }
 
     fn dump_info_json(&self) -> Option<Value> {
@@ -763,6 +875,7 @@ impl BlockDevice for CacheDisk {
             "waiting_writes": s.waiting_writes.load(Ordering::Relaxed),
             "base_reachable": !s.base_failing.load(Ordering::Relaxed),
             "failed": s.failed.load(Ordering::Relaxed),
+            "failure": s.failure.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }}))
     }
 
@@ -775,7 +888,9 @@ impl BlockDevice for CacheDisk {
     }
 
     fn destruct(&mut self) {
-        if let Some(cache) = CACHES.with(|c| c.borrow_mut().remove(&self.params.name)) {
+        let name = &self.params.name;
+        if let Some(cache) = cache_with_id(name, self.id) {
+            CACHES.with(|c| c.borrow_mut().remove(name));
             cache.closed.set(true);
             cache.retry.borrow_mut().take();
             cache.stop_watch.borrow_mut().take();

@@ -12,10 +12,13 @@
 //! once the write that slot held before is destaged and that is persisted
 //! ([`Log::may_write`]): a slot whose old write a crash could still need is
 //! never overwritten. Writes are acknowledged in sequence order (the
-//! cache's job), so after a crash every acknowledged write is in the
-//! unbroken run of slots after `destaged`: [`Log::open`] replays that run
-//! and wipes any slot past its first gap (writes never acknowledged, which a
-//! later recovery must not mistake for new ones).
+//! cache's job), and written one after another in sequence order, so a
+//! crash leaves every acknowledged write in the unbroken run of slots after
+//! `destaged`, and nothing after it: [`Log::open`] replays that run. A write
+//! missing with later ones present, or a slot that cannot be read where the
+//! run ends, can only be damage (a flipped bit, a media error): those
+//! writes were acknowledged, so the log is refused, as it is, naming what
+//! was found, unless the caller accepts losing them ([`Damage::Discard`]).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -32,6 +35,17 @@ pub const MAX_IDENTITY: usize = 400;
 const SUPER_MAGIC: &[u8; 8] = b"SPDKWBL1";
 const SLOT_MAGIC: &[u8; 4] = b"WBSL";
 const VERSION: u32 = 1;
+
+/// What [`Log::open`] does with a damaged log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Damage {
+    /// Refuse it, leaving the pool as it is.
+    #[default]
+    Refuse,
+    /// Replay the unbroken run before the damage and wipe the rest: the
+    /// writes from the damaged one on are lost (said in the log).
+    Discard,
+}
 
 /// A write the log holds that the backing store may not have yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,8 +202,13 @@ impl Log {
 
     /// Opens the log at `path`, which must be the one made for `identity`,
     /// and returns it with the writes to replay (in order): the unbroken run
-    /// after the last destaged write. Slots past that run are wiped.
-    pub fn open(path: impl AsRef<Path>, identity: &str) -> Result<(Log, Vec<Entry>)> {
+    /// after the last destaged write. A damaged log is refused or, with
+    /// [`Damage::Discard`], cut at the damage.
+    pub fn open(
+        path: impl AsRef<Path>,
+        identity: &str,
+        damage: Damage,
+    ) -> Result<(Log, Vec<Entry>)> {
         let path = path.as_ref();
         let pool = Pool::open(path, None)?;
         let mut block = vec![0u8; pool.block_size()];
@@ -222,17 +241,23 @@ impl Log {
             destaged: Mutex::new(sb.destaged),
             pool,
         };
-        let replay = log.recover(&mut block)?;
+        let replay = log.recover(&mut block, damage)?;
         Ok((log, replay))
     }
 
-    /// Scans every slot; returns the run to replay and wipes what follows
-    /// its first gap.
-    fn recover(&self, block: &mut [u8]) -> Result<Vec<Entry>> {
+    /// Scans every slot; returns the run to replay, or refuses a damaged
+    /// log (see the module's doc).
+    fn recover(&self, block: &mut [u8], damage: Damage) -> Result<Vec<Entry>> {
         let destaged = self.persisted_destaged();
         let mut found = Vec::new();
+        // Slots in the pool's error state (a media error): whatever they
+        // held is gone; it matters only where the run ends.
+        let mut unreadable = Vec::new();
         for slot in 1..=self.slots {
-            self.pool.read(slot, block)?;
+            if let Err(e) = self.pool.read(slot, block) {
+                unreadable.push((slot, e));
+                continue;
+            }
             if let Some(e) = decode_slot(block, self.nonce) {
                 if e.seq > destaged && self.slot_of(e.seq) == slot {
                     found.push(e);
@@ -245,8 +270,45 @@ impl Log {
             .enumerate()
             .take_while(|(i, e)| e.seq == destaged + 1 + *i as u64)
             .count();
-        for stale in &found[run..] {
-            self.pool.set_zero(self.slot_of(stale.seq))?;
+        let missing = destaged + 1 + run as u64;
+        let missing_slot = self.slot_of(missing);
+        let cut_off = &found[run..];
+        let unreadable_next = unreadable.iter().find(|(slot, _)| *slot == missing_slot);
+        if cut_off.is_empty() && unreadable_next.is_none() {
+            return Ok(found);
+        }
+        let what = match unreadable_next {
+            Some((_, e)) => format!("write {missing} (slot {missing_slot}) is unreadable ({e})"),
+            None => format!("write {missing} (slot {missing_slot}) is damaged (no valid entry)"),
+        };
+        let lost = match (cut_off.first(), cut_off.last()) {
+            (Some(first), Some(last)) => format!(
+                "{} acknowledged writes after it are in the log ({}..={})",
+                cut_off.len(),
+                first.seq,
+                last.seq
+            ),
+            _ => "it may have been the newest acknowledged write".to_string(),
+        };
+        if damage == Damage::Refuse {
+            return Err(Error::InvalidArgument(format!(
+                "pool {}: {what}, and {lost}: the writes cannot reach the backing store in \
+                 order. The pool is left as it is (copy it for inspection); to replay the {run} \
+                 writes before the damage and give up the rest, create the cache with \
+                 accept_damaged_log",
+                self.pool.path().display()
+            )));
+        }
+        crate::log::error(&format!(
+            "pool {}: {what}, and {lost}; replaying the {run} writes before it and discarding \
+             the rest, as asked (accept_damaged_log)",
+            self.pool.path().display()
+        ));
+        for gone in cut_off {
+            self.pool.set_zero(self.slot_of(gone.seq))?;
+        }
+        if unreadable_next.is_some() {
+            self.pool.set_zero(missing_slot)?;
         }
         found.truncate(run);
         Ok(found)
@@ -414,11 +476,11 @@ mod tests {
         let log = Log::create(&path, BS, 64, "rbd:fsid/rbd/img0", 0o600).unwrap();
         assert!(log.slots() >= 64);
         drop(log);
-        let (log, replay) = Log::open(&path, "rbd:fsid/rbd/img0").unwrap();
+        let (log, replay) = Log::open(&path, "rbd:fsid/rbd/img0", Damage::Refuse).unwrap();
         assert!(replay.is_empty());
         assert_eq!(log.persisted_destaged(), 0);
         drop(log);
-        let err = Log::open(&path, "rbd:fsid/rbd/img1")
+        let err = Log::open(&path, "rbd:fsid/rbd/img1", Damage::Refuse)
             .unwrap_err()
             .to_string();
         assert!(err.contains("it caches \"rbd:fsid/rbd/img0\""), "{err}");
@@ -429,7 +491,9 @@ mod tests {
     fn a_pool_that_is_no_log_is_refused_by_what_it_is() {
         let (_d, path) = temp_pool("plain.pool");
         drop(Pool::create_with_blocks(&path, BS + SLOT_HEADER, 16, 0o600).unwrap());
-        let err = Log::open(&path, "x").unwrap_err().to_string();
+        let err = Log::open(&path, "x", Damage::Refuse)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a write-back cache log"), "{err}");
     }
 
@@ -440,7 +504,7 @@ mod tests {
         write_seqs(&log, 1..=10);
         log.set_destaged(4).unwrap();
         drop(log);
-        let (log, replay) = Log::open(&path, "id").unwrap();
+        let (log, replay) = Log::open(&path, "id", Damage::Refuse).unwrap();
         let seqs: Vec<u64> = replay.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (5..=10).collect::<Vec<_>>());
         assert!(replay.iter().all(|e| e.lba == e.seq * 7));
@@ -450,19 +514,27 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_ends_the_replay_and_what_follows_it_is_wiped() {
+    fn a_gap_is_refused_and_what_follows_it_never_comes_back_once_discarded() {
         let (_d, path) = temp_pool("c.pool");
         let log = Log::create(&path, BS, 64, "id", 0o600).unwrap();
-        // 4 never reached the pool (a crash while it was in flight): 5 and 6
-        // were never acknowledged, since acknowledgements follow the order.
+        // Slots are written in sequence order, so 4 missing with 5 and 6
+        // present is damage (or a pool write that failed with later ones
+        // going on, which the cache no longer does).
         write_seqs(&log, [1, 2, 3, 5, 6]);
         drop(log);
-        let (log, replay) = Log::open(&path, "id").unwrap();
+        let err = Log::open(&path, "id", Damage::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("write 4 (slot 4)") && err.contains("(5..=6)"),
+            "{err}"
+        );
+        let (log, replay) = Log::open(&path, "id", Damage::Discard).unwrap();
         assert_eq!(replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
         // Write 4 anew, crash again: the old 5 and 6 must not come back.
         write_seqs(&log, [4]);
         drop(log);
-        let (_log, replay) = Log::open(&path, "id").unwrap();
+        let (_log, replay) = Log::open(&path, "id", Damage::Refuse).unwrap();
         assert_eq!(
             replay.iter().map(|e| e.seq).collect::<Vec<_>>(),
             [1, 2, 3, 4]
@@ -487,24 +559,68 @@ mod tests {
         let mut data = vec![0u8; BS];
         assert_eq!(log.read(1, &mut data).unwrap(), None);
         drop(log);
-        let (_log, replay) = Log::open(&path, "id").unwrap();
+        let (_log, replay) = Log::open(&path, "id", Damage::Refuse).unwrap();
         assert_eq!(replay.first().map(|e| e.seq), Some(2));
         assert_eq!(replay.last().map(|e| e.seq), Some(n + 1));
         assert_eq!(replay.len() as u64, n);
     }
 
+    /// A damaged slot with acknowledged writes after it: refused, naming
+    /// it, the pool untouched; with Discard, the run before it replays and
+    /// the rest is wiped (so a later open finds a clean log).
     #[test]
-    fn a_damaged_slot_is_a_gap() {
+    fn a_damaged_slot_with_writes_after_it_is_refused_unless_discarded() {
         let (_d, path) = temp_pool("e.pool");
         let log = Log::create(&path, BS, 16, "id", 0o600).unwrap();
-        write_seqs(&log, 1..=3);
+        write_seqs(&log, 1..=5);
         let mut block = vec![0u8; BS + SLOT_HEADER];
         log.pool.read(2, &mut block).unwrap();
         block[SLOT_HEADER + 9] ^= 1;
         log.pool.write(2, &block).unwrap();
         drop(log);
-        let (_log, replay) = Log::open(&path, "id").unwrap();
+        let err = Log::open(&path, "id", Damage::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("write 2 (slot 2) is damaged")
+                && err.contains("3 acknowledged writes after it are in the log (3..=5)"),
+            "{err}"
+        );
+        let err_again = Log::open(&path, "id", Damage::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, err_again, "the refusal leaves the pool as it was");
+        let (log, replay) = Log::open(&path, "id", Damage::Discard).unwrap();
         assert_eq!(replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
+        drop(log);
+        let (_log, replay) = Log::open(&path, "id", Damage::Refuse).unwrap();
+        assert_eq!(replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
+    }
+
+    /// A slot in pmemblk's error state: harmless where it holds nothing the
+    /// replay needs, refused where the run ends (it may have held the
+    /// newest acknowledged write).
+    #[test]
+    fn an_unreadable_slot_is_refused_only_where_the_run_ends() {
+        let (_d, path) = temp_pool("g.pool");
+        let log = Log::create(&path, BS, 16, "id", 0o600).unwrap();
+        write_seqs(&log, 1..=4);
+        log.pool.set_error(9).unwrap();
+        drop(log);
+        let (log, replay) = Log::open(&path, "id", Damage::Refuse).unwrap();
+        assert_eq!(replay.len(), 4, "an error slot past the run is not a gap");
+        log.pool.set_error(5).unwrap();
+        drop(log);
+        let err = Log::open(&path, "id", Damage::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("write 5 (slot 5) is unreadable")
+                && err.contains("may have been the newest acknowledged write"),
+            "{err}"
+        );
+        let (_log, replay) = Log::open(&path, "id", Damage::Discard).unwrap();
+        assert_eq!(replay.len(), 4);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::bdev::{self, CacheParams};
+use super::log::Damage;
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
 use crate::rpc::{register_typed_async_method, RpcStates};
@@ -18,7 +19,11 @@ struct CreateRpc {
     base_bdev: String,
     pool: String,
     slots: Option<u64>,
+    /// Replay a damaged log up to the damage, giving up the writes after.
+    #[serde(default)]
+    accept_damaged_log: bool,
     /// Tests' control only: breaks the ordering promise.
+    #[cfg(feature = "test-hooks")]
     #[serde(default)]
     test_destage_out_of_order: bool,
 }
@@ -46,6 +51,12 @@ pub fn serve_rpcs() -> Result<()> {
                 base: p.base_bdev,
                 pool: PathBuf::from(p.pool),
                 create_slots: p.slots,
+                damaged_log: if p.accept_damaged_log {
+                    Damage::Discard
+                } else {
+                    Damage::Refuse
+                },
+                #[cfg(feature = "test-hooks")]
                 destage_out_of_order: p.test_destage_out_of_order,
             };
             let bdev = bdev::create(app, params).await?;

@@ -3,6 +3,7 @@
 //! `scripts/rpc.py`, and stop it (also when a test fails: `Drop`).
 #![allow(dead_code)]
 
+pub mod background;
 pub mod ceph;
 pub mod crc32c;
 pub mod loopback;
