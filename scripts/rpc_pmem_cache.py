@@ -13,6 +13,10 @@ def spdk_rpc_plugin_initialize(subparsers):
         params = {"name": args.name, "base_bdev": args.base_bdev, "pool": args.pool}
         if args.slots is not None:
             params["slots"] = args.slots
+        if args.wait_timeout_ms is not None:
+            params["wait_timeout_ms"] = args.wait_timeout_ms
+        if args.accept_damaged_log:
+            params["accept_damaged_log"] = True
         print(args.client.call("bdev_pmem_cache_create", params))
 
     p = subparsers.add_parser(
@@ -22,6 +26,12 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.add_argument("-b", "--name", required=True, help="the cache bdev's name")
     p.add_argument("-s", "--slots", type=int,
                    help="cached blocks of a pool to create (at least this many)")
+    p.add_argument("-t", "--wait-timeout-ms", type=int,
+                   help="how long a host's FLUSH, or a write waiting for room in a full "
+                        "cache, waits before it fails (default 10000; 0: as long as it takes)")
+    p.add_argument("--accept-damaged-log", action="store_true",
+                   help="replay a damaged log up to the damage and give up the writes "
+                        "after it (refused otherwise)")
     p.add_argument("base_bdev", help="the bdev behind the cache (an RBD bdev, say)")
     p.add_argument("pool", help="path of the libpmemblk pool holding the cache's log")
     p.set_defaults(func=create)

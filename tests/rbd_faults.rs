@@ -286,3 +286,61 @@ fn io_to_a_stopped_cluster_fails_and_works_again_once_it_returns() {
     );
     eprintln!("the write to the stopped cluster failed after {took:?}");
 }
+
+/// Review F9: an image shrunk under a live bdev (whose size was fixed when
+/// it was made). A read that straddles the image's new end comes back
+/// short from librbd; it must fail, not complete with the rest of the
+/// buffer holding whatever was there (for NVMe/TCP a shared buffer that
+/// last held another request's data). SPDK's C module fails it too. Before
+/// the fix the read succeeded.
+#[test]
+fn a_read_past_a_shrunk_images_end_fails() {
+    let _turn = alone();
+    let ceph = Ceph::start();
+    ceph.rbd(&["create", "rbd/shrunk", "--size", "8M"]);
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let port = test_port();
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    let create = create_args(&ceph.mon, &ceph.key, "rbd", "shrunk", "4096");
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    t.rpc_ok(&create);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK-SHRUNK"]);
+    add_tcp_listener(&t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "rbd0"]);
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    let back = dir.path().join("back");
+    let read = |skip: &str| {
+        let args = [
+            "--ib",
+            "Nvme0n1",
+            "--of",
+            back.to_str().unwrap(),
+            "--bs",
+            "8192",
+            "--skip",
+            skip,
+            "--count",
+            "1",
+        ];
+        spdk_dd(&config, &args).status.success()
+    };
+    // 8 KiB at 4 MiB - 8 KiB: whole before the shrink.
+    assert!(read("511"), "the read failed before the shrink");
+    ceph.rbd(&["resize", "rbd/shrunk", "--size", "4092K", "--allow-shrink"]);
+    // librbd learns the new size from the image's header watch: bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read("511") {
+        assert!(
+            Instant::now() < deadline,
+            "a read past the shrunk image's end still succeeds"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(read("0"), "a read within the image fails");
+    assert!(
+        t.log_text().contains("is smaller than the bdev"),
+        "{}",
+        t.log_text()
+    );
+}

@@ -57,17 +57,19 @@ fn serve_cached_rbd_with(
     slots: u64,
     port: u16,
 ) -> Target {
-    serve_cached_rbd_configured(ceph, image, &[], cache, slots, port)
+    serve_cached_rbd_configured(ceph, image, &[], cache, slots, 10_000, port)
 }
 
 /// [`serve_cached_rbd_with`], the RBD bdev with librbd options `config`
-/// (`key=value`) besides the cluster's address and key.
+/// (`key=value`) besides the cluster's address and key, and the cache's
+/// wait timeout.
 fn serve_cached_rbd_configured(
     ceph: &common::ceph::Ceph,
     image: &str,
     config: &[&str],
     cache: &Path,
     slots: u64,
+    wait_timeout_ms: u64,
     port: u16,
 ) -> Target {
     let t = Target::start(&our_nvmf_tgt(), &[]);
@@ -81,12 +83,15 @@ fn serve_cached_rbd_configured(
     // SPDK's rpc.py with our plugin.
     let slots = slots.to_string();
     let plugin = ["--plugin", "rpc_pmem_cache"];
+    let timeout = wait_timeout_ms.to_string();
     let create = [
         "bdev_pmem_cache_create",
         "-b",
         "wb0",
         "--slots",
         &slots,
+        "--wait-timeout-ms",
+        &timeout,
         "rbd0",
     ];
     t.rpc_ok(&[&plugin[..], &create[..], &[cache.to_str().unwrap()]].concat());
@@ -441,8 +446,9 @@ fn writes_go_on_while_ceph_is_down_then_wait_when_the_cache_is_full() {
     let dir = shm_dir();
     let cache = dir.path().join("cache.pool");
     let port = test_port();
-    // The smallest pool libpmemblk makes: 3,587 slots.
-    let t = serve_cached_rbd_with(&ceph, "outage", &cache, 1, port);
+    // The smallest pool libpmemblk makes: 3,587 slots; writes wait for room
+    // as long as it takes (--wait-timeout-ms 0).
+    let t = serve_cached_rbd_configured(&ceph, "outage", &[], &cache, 1, 0, port);
     let slots = cache_info(&t)["slots"].as_u64().unwrap();
     let config = nvme_bdev_config(dir.path(), NQN, port);
     let write = |data: &[u8], name: &str, seek: u64| {
@@ -620,7 +626,8 @@ fn a_base_with_a_volatile_cache_is_flushed_before_slots_are_freed() {
         "rbd_cache_writethrough_until_flush=false",
         "rbd_cache_max_dirty_age=60",
     ];
-    let mut t = serve_cached_rbd_configured(&ceph, "volatile", &librbd_cache, &cache, 4096, port);
+    let mut t =
+        serve_cached_rbd_configured(&ceph, "volatile", &librbd_cache, &cache, 4096, 10_000, port);
     let data = pattern(64, 0x7c);
     let input = dir.path().join("pattern");
     std::fs::write(&input, &data).unwrap();
@@ -645,7 +652,8 @@ fn a_base_with_a_volatile_cache_is_flushed_before_slots_are_freed() {
         .filter(|i| image[(16 + i) * BLOCK..(17 + i) * BLOCK] != data[i * BLOCK..(i + 1) * BLOCK])
         .count();
     // Restarted on the same pool, the namespace must still read them.
-    let t = serve_cached_rbd_configured(&ceph, "volatile", &librbd_cache, &cache, 4096, port);
+    let t =
+        serve_cached_rbd_configured(&ceph, "volatile", &librbd_cache, &cache, 4096, 10_000, port);
     let replayed = cache_info(&t)["dirty_blocks"].clone();
     assert!(
         missing == 0 && read_back(dir.path(), &config, 16, 64) == data,
@@ -690,4 +698,118 @@ fn save_config_brings_the_cache_back_with_its_data() {
         read_back(dir.path(), &config, 3, 32) == data,
         "the restored cache reads differently"
     );
+}
+
+/// Review F3: the cache claims its base, as SPDK's virtual bdevs do, so
+/// nothing writes the base behind its back: exporting the base as a
+/// namespace and a second cache on it are refused while the cache lives,
+/// `bdev_get_bdevs` shows the base claimed, and deleting the cache frees
+/// it. Before the fix both succeeded and the base showed `claimed: false`.
+#[test]
+fn the_cache_claims_its_base() {
+    let dir = shm_dir();
+    let (base, cache) = (dir.path().join("base.pool"), dir.path().join("cache.pool"));
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    serve_cache(&t, &base, &cache, 64, test_port());
+    let claimed = |t: &Target| t.rpc_json(&["bdev_get_bdevs", "-b", "base0"])[0]["claimed"].clone();
+    assert_eq!(claimed(&t), true);
+    let out = t.rpc(&["nvmf_subsystem_add_ns", NQN, "base0"]);
+    assert!(
+        !out.status.success(),
+        "the cache's base became a namespace: {}",
+        output_text(&out)
+    );
+    let other = dir.path().join("other.pool");
+    let err = t.jsonrpc_err(
+        "bdev_pmem_cache_create",
+        json!({"name": "wb1", "base_bdev": "base0", "pool": other.to_str().unwrap(), "slots": 64}),
+    );
+    assert!(
+        err.contains("\"base0\"") && err.contains("claimed"),
+        "{err}"
+    );
+    assert!(!other.exists(), "a refused cache left its pool behind");
+    t.rpc_ok(&["nvmf_subsystem_remove_ns", NQN, "1"]);
+    t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
+    assert_eq!(claimed(&t), false);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "base0"]);
+}
+
+/// Review F7: a delete and a create of the same cache name sent together
+/// (pipelined on one connection, as automation does): the new cache must
+/// serve I/O. Before the fix the old bdev's destruct, which runs after the
+/// name is already free, removed the new cache by name, and every I/O to
+/// the new bdev failed.
+#[test]
+fn a_cache_deleted_and_made_again_under_its_name_at_once_serves_io() {
+    use std::io::Write;
+    let dir = shm_dir();
+    let (base, cache) = (dir.path().join("base.pool"), dir.path().join("cache.pool"));
+    let port = test_port();
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    serve_cache(&t, &base, &cache, 64, port);
+    t.rpc_ok(&["nvmf_subsystem_remove_ns", NQN, "1"]);
+    // The new cache on another base and pool: the old one holds its own
+    // until it is gone.
+    let base1 = dir.path().join("base1.pool");
+    t.rpc_ok(&[
+        "bdev_pmem_create_pool",
+        base1.to_str().unwrap(),
+        "32",
+        "4096",
+    ]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "base1", base1.to_str().unwrap()]);
+    let second = dir.path().join("second.pool");
+    let mut stream = std::os::unix::net::UnixStream::connect(&t.sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let requests = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "bdev_pmem_cache_delete",
+               "params": {"name": "wb0"}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "bdev_pmem_cache_create",
+               "params": {"name": "wb0", "base_bdev": "base1",
+                          "pool": second.to_str().unwrap(), "slots": 64}}),
+    ];
+    let mut bytes = Vec::new();
+    for r in &requests {
+        bytes.extend(serde_json::to_vec(r).unwrap());
+    }
+    stream.write_all(&bytes).unwrap();
+    let responses: Vec<serde_json::Value> = serde_json::Deserializer::from_reader(stream)
+        .into_iter::<serde_json::Value>()
+        .take(2)
+        .map(|v| v.unwrap())
+        .collect();
+    let created = responses.iter().find(|r| r["id"] == 2).unwrap();
+    assert!(
+        responses
+            .iter()
+            .all(|r| r["id"] != 1 || r["result"] == true),
+        "{responses:?}"
+    );
+    if created.get("error").is_some() {
+        // Refused cleanly while the old bdev still had the name: safe too.
+        let message = created["error"]["message"].as_str().unwrap();
+        assert!(message.contains("exists"), "{responses:?}");
+        t.jsonrpc_ok(
+            "bdev_pmem_cache_create",
+            Some(json!({"name": "wb0", "base_bdev": "base1",
+                        "pool": second.to_str().unwrap(), "slots": 64})),
+        );
+    }
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    let data = pattern(8, 0xf7);
+    let input = dir.path().join("pattern");
+    std::fs::write(&input, &data).unwrap();
+    spdk_dd_ok(
+        &config,
+        &["--if", input.to_str().unwrap(), "--ob", "Nvme0n1"],
+    );
+    assert!(
+        read_back(dir.path(), &config, 0, 8) == data,
+        "the new cache reads differently"
+    );
+    assert_eq!(cache_info(&t)["pool"], second.to_str().unwrap());
 }

@@ -31,11 +31,24 @@ const SLOT_HEADER: usize = 64;
 /// `write_us` per write, cache `wb0` on `cache` in front of it (the
 /// smallest pool, 3,587 slots, if created), exported as `NQN` on `port`.
 fn serve_slow_cache(t: &Target, dir: &Path, cache: &Path, write_us: u64, port: u16) {
+    serve_slow_cache_waiting(t, dir, cache, write_us, 0, port)
+}
+
+/// [`serve_slow_cache`] with the cache's `wait_timeout_ms`.
+fn serve_slow_cache_waiting(
+    t: &Target,
+    dir: &Path,
+    cache: &Path,
+    write_us: u64,
+    wait_timeout_ms: u64,
+    port: u16,
+) {
     slow_base(t, dir, write_us);
     t.jsonrpc_ok(
         "bdev_pmem_cache_create",
         Some(json!({"name": "wb0", "base_bdev": "slow0",
-                    "pool": cache.to_str().unwrap(), "slots": 1})),
+                    "pool": cache.to_str().unwrap(), "slots": 1,
+                    "wait_timeout_ms": wait_timeout_ms})),
     );
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
     t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKWBF1"]);
@@ -112,12 +125,14 @@ fn dd_args(dir: &Path, name: &str, data: &[u8], bs: usize, seek: u64, qd: u32) -
     .to_vec()
 }
 
-/// The cache full (its slots written through it while each destage takes a
-/// second), then 16 writes of 4 blocks at queue depth 4 waiting for room in
+/// The cache full (its free slots written through it while each destage
+/// takes a second or more), then 16 writes of 4 blocks at queue depth 4 waiting for room in
 /// the background; returns the writer once writes wait, and the slots.
 fn fill_and_queue(t: &Target, dir: &Path, config: &Path) -> (Background, u64) {
-    let slots = cache_info(t)["slots"].as_u64().unwrap();
-    let fill = dd_args(dir, "fill", &pattern(slots as usize, 1), BLOCK, 0, 32);
+    let info = cache_info(t);
+    let slots = info["slots"].as_u64().unwrap();
+    let free = slots - info["dirty_blocks"].as_u64().unwrap();
+    let fill = dd_args(dir, "fill", &pattern(free as usize, 1), BLOCK, 0, 32);
     spdk_dd_ok(config, &fill.iter().map(String::as_str).collect::<Vec<_>>());
     let queued = dd_args(dir, "queued", &pattern(64, 2), 4 * BLOCK, 4000, 4);
     let mut writer = Background::spdk_dd(
@@ -279,10 +294,7 @@ fn a_damaged_slot_with_acknowledged_writes_after_it_is_refused() {
             && err.contains("accept_damaged_log"),
         "{err}"
     );
-    assert!(
-        log_blocks() == before,
-        "the refused pool was changed"
-    );
+    assert!(log_blocks() == before, "the refused pool was changed");
     let bdevs = t.rpc_json(&["bdev_get_bdevs"]);
     assert!(
         bdevs.as_array().unwrap().iter().all(|b| b["name"] != "wb0"),
@@ -297,4 +309,56 @@ fn a_damaged_slot_with_acknowledged_writes_after_it_is_refused() {
     );
     assert_eq!(cache_info(&t)["dirty_blocks"], 9);
     assert!(t.log_text().contains("discarding the rest, as asked"));
+}
+
+/// Review F5: a base that does not destage (here one taking 100 s a write,
+/// which is what an unreachable Ceph looks like from the cache) with the
+/// cache's wait timeout at 2 s. A host's FLUSH (sent by SPDK's lib/nvme
+/// through examples/stamped_writer) and the writes waiting for room in the
+/// full log complete with an error after the timeout instead of hanging
+/// until the base returns (a Linux host would time out at 30 s and tear
+/// its queues down); the cache itself has not failed and keeps what it
+/// acknowledged. Before the fix both waited for as long as the base did.
+#[test]
+fn flushes_and_writes_waiting_on_a_stuck_base_fail_after_the_timeout() {
+    let dir = shm_dir();
+    let cache = dir.path().join("cache.pool");
+    let port = test_port();
+    let config = nvme_bdev_config(dir.path(), NQN, port);
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    serve_slow_cache_waiting(&t, dir.path(), &cache, 100_000_000, 2_000, port);
+
+    let (shm_id, _) = unique_ids();
+    let started = Instant::now();
+    let out = std::process::Command::new(example_binary("stamped_writer"))
+        .args(["--port", &port.to_string(), "--subnqn", NQN])
+        .args(["--shm-id", &shm_id.to_string(), "--core-mask", "0x2"])
+        .args(["--units", "64", "--queue-depth", "4"])
+        .args(["--writes", "64", "--seconds", "60"])
+        .output()
+        .expect("running examples/stamped_writer");
+    let took = started.elapsed();
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk{shm_id}"));
+    let text = output_text(&out);
+    let flushed = text
+        .lines()
+        .find(|l| l.starts_with("flushed "))
+        .unwrap_or_else(|| panic!("no flush completed: {text}"));
+    assert_ne!(flushed, "flushed 0 0", "the flush succeeded: {text}");
+    assert!(took < Duration::from_secs(30), "the flush took {took:?}");
+    let info = cache_info(&t);
+    assert_eq!(info["dirty_blocks"], 64, "{info}");
+
+    let (mut writer, _) = fill_and_queue(&t, dir.path(), &config);
+    let waited = Instant::now();
+    let status = writer.wait(Duration::from_secs(30));
+    assert!(!status.success(), "{}", writer.output());
+    let info = cache_info(&t);
+    assert_eq!(info["waiting_writes"], 0, "{info}");
+    assert_eq!(info["failed"], false, "{info}");
+    assert!(t.log_text().contains("longer than 2s"), "{}", t.log_text());
+    eprintln!(
+        "the flush failed after {took:?}, the writes waiting for room after {:?}",
+        waited.elapsed()
+    );
 }

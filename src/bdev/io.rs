@@ -59,6 +59,8 @@ struct DescInner {
     block_size: u32,
     num_blocks: u64,
     removed: Cell<bool>,
+    /// A module's claim on the bdev, released as the descriptor closes.
+    claimed: Cell<bool>,
     in_flight: Cell<usize>,
     channels: RefCell<Vec<Weak<ChanInner>>>,
     event_ctx: Cell<*mut EventCtx>,
@@ -123,6 +125,7 @@ impl Descriptor {
             block_size,
             num_blocks,
             removed: Cell::new(false),
+            claimed: Cell::new(false),
             in_flight: Cell::new(0),
             channels: RefCell::new(Vec::new()),
             event_ctx: Cell::new(event_ctx),
@@ -189,6 +192,43 @@ impl Descriptor {
     pub fn num_blocks(&self) -> u64 {
         self.inner.num_blocks
     }
+    /// Claims the bdev for `module` (`spdk_bdev_module_claim_bdev`), as a
+    /// virtual bdev does with its base: no other module can claim it or
+    /// open it for writing (a namespace, another cache) while this
+    /// descriptor is open; the claim goes when it closes.
+    pub fn claim(&self, module: &crate::bdev::module::Module) -> Result<()> {
+        if self.inner.claimed.get() {
+            return Ok(());
+        }
+        let bdev = self.with_bdev(|bdev| bdev)?;
+        // SAFETY: the bdev is registered (the descriptor is open); the
+        // module is registered for the life of the process.
+        let rc = unsafe {
+            sys::spdk_bdev_module_claim_bdev(bdev, self.inner.desc.get(), module.as_raw())
+        };
+        if rc != 0 {
+            // SAFETY: as above; a claimed bdev's claim_module is a registered module.
+            let holder = unsafe {
+                let m = (*bdev).internal.claim_module;
+                if m.is_null() || (*m).name.is_null() {
+                    "another module".to_string()
+                } else {
+                    format!("module {}", crate::cstr::from_c((*m).name))
+                }
+            };
+            return Err(Error::spdk(
+                format!(
+                    "bdev {:?} is in use: {holder} claimed it (a namespace or a cache \
+                     already has it)",
+                    self.inner.name
+                ),
+                rc,
+            ));
+        }
+        self.inner.claimed.set(true);
+        Ok(())
+    }
+
     /// Whether the bdev completes writes before they are durable (a
     /// volatile write cache, which a flush empties).
     pub fn has_write_cache(&self) -> Result<bool> {
@@ -275,9 +315,13 @@ impl DescInner {
             return;
         }
         // SAFETY: open until now, closed once (the pointer is cleared), on
-        // the thread that opened it (DescInner is !Send). After the close
-        // SPDK calls no event callback, so its context can go.
+        // the thread that opened it (DescInner is !Send); the claim was
+        // this descriptor's. After the close SPDK calls no event callback,
+        // so its context can go.
         unsafe {
+            if self.claimed.replace(false) {
+                sys::spdk_bdev_module_release_bdev(sys::spdk_bdev_desc_get_bdev(desc));
+            }
             sys::spdk_bdev_close(desc);
             drop(Box::from_raw(self.event_ctx.replace(std::ptr::null_mut())));
         }

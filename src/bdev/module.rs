@@ -235,6 +235,11 @@ impl Module {
         Ok(module)
     }
 
+    /// SPDK's module struct, for calls that name the module.
+    pub(crate) fn as_raw(&self) -> *mut sys::spdk_bdev_module {
+        self.raw.as_ptr()
+    }
+
     /// The module's name.
     pub fn name(&self) -> &'static str {
         self.name

@@ -374,10 +374,23 @@ impl BlockDevice for RbdDisk {
         // The image stays open until its last operation completed.
         let image = self.image.clone();
         let health = self.health.clone();
+        // librbd clips a read at the image's end (an image shrunk under the
+        // bdev) and returns fewer bytes: the rest of the buffer would be
+        // whatever it held before, so such a read fails, as in SPDK's C
+        // module.
+        let read_len = matches!(op, Op::Read(_)).then_some(len);
+        let name = self.params.name.clone();
         let done = Box::new(move |rc: isize| {
             drop(image);
             health.completed(rc >= 0);
-            io.complete(if rc >= 0 {
+            let short = read_len.filter(|len| rc >= 0 && rc as u64 != *len);
+            if let Some(len) = short {
+                crate::log::error(&format!(
+                    "bdev {name}: librbd read {rc} of {len} bytes (the image is smaller than \
+                     the bdev): failing the read"
+                ));
+            }
+            io.complete(if rc >= 0 && short.is_none() {
                 IoStatus::Success
             } else {
                 IoStatus::Failed

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
@@ -39,6 +40,11 @@ const RETRY_US: u64 = 1_000_000;
 const STOP_CHECK_US: u64 = 100_000;
 /// Over how long the destage rate is measured.
 const RATE_WINDOW_US: u64 = 1_000_000;
+/// How long a host's FLUSH, or a write waiting for room in a full log, may
+/// wait by default: well below the Linux host's 30 s I/O timeout, so that
+/// through an outage of the base the host sees errors, not a hang and its
+/// error recovery (queue teardown, reconnect, I/O sent again to wait again).
+pub const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a clean shutdown waits for the caches to destage.
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -56,6 +62,9 @@ pub struct CacheParams {
     pub create_slots: Option<u64>,
     /// What to do with a damaged log in an existing pool.
     pub damaged_log: Damage,
+    /// How long a host's FLUSH or a write waiting for room waits before it
+    /// fails; `None`: as long as it takes.
+    pub wait_timeout: Option<std::time::Duration>,
     /// A control for tests of the ordering promise, which it breaks:
     /// destage each pair of writes in reverse order (test builds only).
     #[cfg(feature = "test-hooks")]
@@ -118,6 +127,9 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         ));
     }
     let desc = Descriptor::open(app, &params.base, true)?;
+    // One owner per base: no namespace or second cache may write it behind
+    // the cache's back.
+    desc.claim(module)?;
     // A write the base completes from a volatile cache is not in it yet:
     // its slot is freed only after a flush of the base.
     let flush_base = desc.has_write_cache()?;
@@ -167,6 +179,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         channel,
         waiting: RefCell::new(VecDeque::new()),
         flushes: RefCell::new(Vec::new()),
+        wait_timeout: params.wait_timeout,
         rate_sample: Cell::new((std::time::Instant::now(), 0)),
         flush_base,
         destaging: Cell::new(false),
@@ -338,10 +351,14 @@ struct Cache {
     order: RefCell<Order>,
     desc: Descriptor,
     channel: IoChannel,
-    /// Writes waiting for room in the log, in arrival order.
-    waiting: RefCell<VecDeque<DeferredIo>>,
-    /// Flushes waiting for destaging to reach a write.
-    flushes: RefCell<Vec<(u64, FlushWaiter)>>,
+    /// Writes waiting for room in the log, in arrival order, with when
+    /// they give up.
+    waiting: RefCell<VecDeque<(Option<Instant>, DeferredIo)>>,
+    /// Flushes waiting for destaging to reach a write, with when a host's
+    /// gives up.
+    flushes: RefCell<Vec<(u64, Option<Instant>, FlushWaiter)>>,
+    /// [`CacheParams::wait_timeout`].
+    wait_timeout: Option<std::time::Duration>,
     /// When the destage rate was last measured, and the count then.
     rate_sample: Cell<(std::time::Instant, u64)>,
     /// The base has a volatile write cache: flush it before a destaged
@@ -369,30 +386,76 @@ impl Cache {
         if self.stats.failed.load(Ordering::Relaxed) {
             return io.complete(IoStatus::Failed);
         }
+        let gives_up = self.wait_timeout.map(|t| Instant::now() + t);
         match io.io_type() {
             IoType::Write => {
                 if self.waiting.borrow().is_empty() {
-                    self.write(io);
+                    self.write(gives_up, io);
                 } else {
-                    self.waiting.borrow_mut().push_back(io);
+                    self.waiting.borrow_mut().push_back((gives_up, io));
                     self.count_waiting();
                 }
             }
             IoType::Read => self.read(io),
-            IoType::Flush => self.wait_destaged(FlushWaiter::Host(io)),
-            IoType::Reset => io.complete(IoStatus::Success),
+            IoType::Flush => self.wait_destaged(gives_up, FlushWaiter::Host(io)),
+            // Nothing is in flight below the cache for the host: what a
+            // reset can end is what waits (for room, for destaging).
+            IoType::Reset => {
+                self.fail_waiting();
+                io.complete(IoStatus::Success)
+            }
             _ => io.complete(IoStatus::Failed),
         }
     }
 
     /// Finishes `waiter` once everything acknowledged so far is in the
-    /// backing bdev.
-    fn wait_destaged(&self, waiter: FlushWaiter) {
+    /// backing bdev (or fails it at `gives_up`).
+    fn wait_destaged(&self, gives_up: Option<Instant>, waiter: FlushWaiter) {
         let target = self.order.borrow().acked_up_to();
         if self.order.borrow().destaged_up_to() >= target {
             waiter.finish(true);
         } else {
-            self.flushes.borrow_mut().push((target, waiter));
+            self.flushes.borrow_mut().push((target, gives_up, waiter));
+        }
+    }
+
+    /// Fails the writes and flushes that waited past their time.
+    fn expire_waits(&self) {
+        let now = Instant::now();
+        let mut writes = Vec::new();
+        loop {
+            let mut waiting = self.waiting.borrow_mut();
+            match waiting.front() {
+                // In arrival order, all with the same timeout.
+                Some((Some(at), _)) if *at <= now => {
+                    writes.extend(waiting.pop_front().map(|(_, io)| io));
+                }
+                _ => break,
+            }
+        }
+        let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
+        let (expired, still): (Vec<_>, Vec<_>) = flushes
+            .into_iter()
+            .partition(|(_, at, _)| at.is_some_and(|at| at <= now));
+        *self.flushes.borrow_mut() = still;
+        if writes.is_empty() && expired.is_empty() {
+            return;
+        }
+        self.count_waiting();
+        crate::log::error(&format!(
+            "{}: {} writes waited for room and {} flushes for destaging longer than {:?} \
+             (base reachable: {}): failed",
+            self.name,
+            writes.len(),
+            expired.len(),
+            self.wait_timeout.unwrap_or_default(),
+            !self.stats.base_failing.load(Ordering::Relaxed)
+        ));
+        for io in writes {
+            io.complete(IoStatus::Failed);
+        }
+        for (_, _, waiter) in expired {
+            waiter.finish(false);
         }
     }
 
@@ -428,6 +491,7 @@ impl Cache {
             };
             if crate::app::serving() && !cache.closed.get() {
                 cache.sample_rate();
+                cache.expire_waits();
                 return false;
             }
             cache.fail_waiting();
@@ -464,7 +528,7 @@ impl Cache {
         } else {
             let writes = std::mem::take(&mut *self.waiting.borrow_mut());
             self.count_waiting();
-            for io in writes {
+            for (_, io) in writes {
                 io.complete(IoStatus::Failed);
             }
         }
@@ -476,16 +540,16 @@ impl Cache {
         let writes = std::mem::take(&mut *self.waiting.borrow_mut());
         let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
         self.count_waiting();
-        for io in writes {
+        for (_, io) in writes {
             io.complete(IoStatus::Failed);
         }
-        for (_, waiter) in flushes {
+        for (_, _, waiter) in flushes {
             waiter.finish(false);
         }
     }
 
     /// Logs a write, or queues it while the log is full.
-    fn write(self: &Rc<Self>, io: DeferredIo) {
+    fn write(self: &Rc<Self>, gives_up: Option<Instant>, io: DeferredIo) {
         // Writes that waited for room come here too, after the cache may
         // have failed.
         if self.stats.failed.load(Ordering::Relaxed) {
@@ -503,7 +567,7 @@ impl Cache {
         }
         let persisted = self.log.persisted_destaged();
         let Some(seqs) = self.order.borrow_mut().assign(blocks, persisted) else {
-            self.waiting.borrow_mut().push_front(io);
+            self.waiting.borrow_mut().push_front((gives_up, io));
             self.count_waiting();
             return;
         };
@@ -689,20 +753,20 @@ impl Cache {
             crate::log::error(&format!("{}: destaging works again", self.name));
         }
         let flushes = std::mem::take(&mut *self.flushes.borrow_mut());
-        let (done, still): (Vec<_>, Vec<_>) = flushes.into_iter().partition(|(t, _)| *t <= last);
+        let (done, still): (Vec<_>, Vec<_>) = flushes.into_iter().partition(|(t, _, _)| *t <= last);
         *self.flushes.borrow_mut() = still;
-        for (_, waiter) in done {
+        for (_, _, waiter) in done {
             waiter.finish(true);
         }
         // Slots are free again: writes that waited for room go in order.
         loop {
             // Not `while let`: its scrutinee's borrow would last the body.
-            let Some(io) = self.waiting.borrow_mut().pop_front() else {
+            let Some((gives_up, io)) = self.waiting.borrow_mut().pop_front() else {
                 break;
             };
             self.count_waiting();
             let before = self.waiting.borrow().len();
-            self.write(io);
+            self.write(gives_up, io);
             if self.waiting.borrow().len() > before {
                 break;
             }
@@ -793,7 +857,7 @@ pub fn flush(app: AppThread, name: &str) -> impl std::future::Future<Output = Re
         let cache = CACHES
             .with(|c| c.borrow().get(name).cloned())
             .ok_or_else(|| Error::NotFound(format!("bdev {name:?} (a pmem write-back cache)")))?;
-        cache.wait_destaged(FlushWaiter::Caller(done));
+        cache.wait_destaged(None, FlushWaiter::Caller(done));
         Ok(name.to_string())
     });
     async move {
@@ -875,16 +939,22 @@ impl BlockDevice for CacheDisk {
             "waiting_writes": s.waiting_writes.load(Ordering::Relaxed),
             "base_reachable": !s.base_failing.load(Ordering::Relaxed),
             "failed": s.failed.load(Ordering::Relaxed),
+            "wait_timeout_ms": self.params.wait_timeout.map_or(0, |t| t.as_millis() as u64),
             "failure": s.failure.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }}))
     }
 
     fn write_config_json(&self, bdev_name: &str) -> Option<Value> {
-        Some(json!({"method": "bdev_pmem_cache_create", "params": {
+        let mut params = json!({
             "name": bdev_name,
             "base_bdev": self.params.base,
             "pool": self.params.pool.to_string_lossy(),
-        }}))
+        });
+        if self.params.wait_timeout != Some(DEFAULT_WAIT_TIMEOUT) {
+            let ms = self.params.wait_timeout.map_or(0, |t| t.as_millis() as u64);
+            params["wait_timeout_ms"] = ms.into();
+        }
+        Some(json!({"method": "bdev_pmem_cache_create", "params": params}))
     }
 
     fn destruct(&mut self) {

@@ -22,6 +22,9 @@ struct CreateRpc {
     /// Replay a damaged log up to the damage, giving up the writes after.
     #[serde(default)]
     accept_damaged_log: bool,
+    /// How long a host's FLUSH or a write waiting for room in a full log
+    /// waits before it fails (0: as long as it takes).
+    wait_timeout_ms: Option<u64>,
     /// Tests' control only: breaks the ordering promise.
     #[cfg(feature = "test-hooks")]
     #[serde(default)]
@@ -51,6 +54,11 @@ pub fn serve_rpcs() -> Result<()> {
                 base: p.base_bdev,
                 pool: PathBuf::from(p.pool),
                 create_slots: p.slots,
+                wait_timeout: match p.wait_timeout_ms {
+                    None => Some(bdev::DEFAULT_WAIT_TIMEOUT),
+                    Some(0) => None,
+                    Some(ms) => Some(std::time::Duration::from_millis(ms)),
+                },
                 damaged_log: if p.accept_damaged_log {
                     Damage::Discard
                 } else {
