@@ -54,7 +54,11 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
     // Ours serves every method of the C binary, plus the 2018 one and the
     // pmem write-back cache's, in Rust.
     let missing: Vec<&String> = c_methods.iter().filter(|m| !methods.contains(m)).collect();
-    let extra: Vec<&String> = methods.iter().filter(|m| !c_methods.contains(m)).collect();
+    // Test builds' fault hook (feature test-hooks) is not the product's.
+    let extra: Vec<&String> = methods
+        .iter()
+        .filter(|m| !c_methods.contains(m) && !m.starts_with("test_"))
+        .collect();
     assert!(
         missing.is_empty(),
         "methods of the C nvmf_tgt missing from ours: {missing:?}"

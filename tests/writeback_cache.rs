@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::background::Background;
+use common::writeback::{cache_info, pattern};
 use common::*;
 use serde_json::json;
 use spdk_pmem::pmem::Pool;
@@ -121,11 +122,6 @@ fn read_back(dir: &Path, config: &Path, skip: u64, count: u64) -> Vec<u8> {
     std::fs::read(&back).unwrap()
 }
 
-fn cache_info(t: &Target) -> serde_json::Value {
-    let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"]);
-    bdevs[0]["driver_specific"]["pmem_wb"].clone()
-}
-
 /// Waits (bounded) until the cache has destaged everything.
 fn wait_clean(t: &Target) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -137,18 +133,6 @@ fn wait_clean(t: &Target) {
         assert!(Instant::now() < deadline, "still dirty after 60 s: {info}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn pattern(blocks: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..blocks * BLOCK)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Blocks `first..first + count` of the pool at `path`.

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::background::Background;
+use common::writeback::{cache_info, pattern};
 use common::*;
 use serde_json::json;
 use spdk_pmem::pmem::Pool;
@@ -85,23 +86,6 @@ fn slow_base(t: &Target, dir: &Path, write_us: u64) {
         "-n",
         &us,
     ]);
-}
-
-fn cache_info(t: &Target) -> serde_json::Value {
-    let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"]);
-    bdevs[0]["driver_specific"]["pmem_wb"].clone()
-}
-
-fn pattern(blocks: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..blocks * BLOCK)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// spdk_dd writing `data` to the namespace from block `seek` in units of

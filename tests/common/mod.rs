@@ -10,6 +10,7 @@ pub mod loopback;
 pub mod metrics;
 pub mod rng;
 pub mod stamp;
+pub mod writeback;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
