@@ -180,6 +180,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         waiting: RefCell::new(VecDeque::new()),
         flushes: RefCell::new(Vec::new()),
         wait_timeout: params.wait_timeout,
+        last_destage: Cell::new(Instant::now()),
         rate_sample: Cell::new((std::time::Instant::now(), 0)),
         flush_base,
         destaging: Cell::new(false),
@@ -359,6 +360,8 @@ struct Cache {
     flushes: RefCell<Vec<(u64, Option<Instant>, FlushWaiter)>>,
     /// [`CacheParams::wait_timeout`].
     wait_timeout: Option<std::time::Duration>,
+    /// When destaging last completed a write (or the cache was made).
+    last_destage: Cell<Instant>,
     /// When the destage rate was last measured, and the count then.
     rate_sample: Cell<(std::time::Instant, u64)>,
     /// The base has a volatile write cache: flush it before a destaged
@@ -419,9 +422,17 @@ impl Cache {
         }
     }
 
-    /// Fails the writes and flushes that waited past their time.
+    /// Fails the writes and flushes that waited past their time while
+    /// destaging made no progress for as long (a base that answers slowly
+    /// but surely, behind a long backlog, fails nothing).
     fn expire_waits(&self) {
         let now = Instant::now();
+        let stalled = self
+            .wait_timeout
+            .is_some_and(|t| now.duration_since(self.last_destage.get()) >= t);
+        if !stalled {
+            return;
+        }
         let mut writes = Vec::new();
         loop {
             let mut waiting = self.waiting.borrow_mut();
@@ -743,6 +754,7 @@ impl Cache {
                 false,
             );
         }
+        self.last_destage.set(Instant::now());
         self.stats
             .destaged_writes
             .fetch_add(lbas.len() as u64, Ordering::Relaxed);
