@@ -192,6 +192,10 @@ impl Descriptor {
     pub fn num_blocks(&self) -> u64 {
         self.inner.num_blocks
     }
+}
+
+/// Claims and what the bdev offers.
+impl Descriptor {
     /// Claims the bdev for `module` (`spdk_bdev_module_claim_bdev`), as a
     /// virtual bdev does with its base: no other module can claim it or
     /// open it for writing (a namespace, another cache) while this

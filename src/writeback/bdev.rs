@@ -410,7 +410,10 @@ impl Cache {
             _ => io.complete(IoStatus::Failed),
         }
     }
+}
 
+/// Waiting (for room, for destaging), its limits, and failing.
+impl Cache {
     /// Finishes `waiter` once everything acknowledged so far is in the
     /// backing bdev (or fails it at `gives_up`).
     fn wait_destaged(&self, gives_up: Option<Instant>, waiter: FlushWaiter) {
@@ -558,7 +561,10 @@ impl Cache {
             waiter.finish(false);
         }
     }
+}
 
+/// Host writes and reads.
+impl Cache {
     /// Logs a write, or queues it while the log is full.
     fn write(self: &Rc<Self>, gives_up: Option<Instant>, io: DeferredIo) {
         // Writes that waited for room come here too, after the cache may
