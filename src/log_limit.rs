@@ -12,7 +12,9 @@
 //! timestamp up to the print level, syslog up to the log level).
 
 use std::ffi::{c_char, c_int, CStr, CString};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::sync::{RateLimit, Suppressed};
@@ -35,6 +37,12 @@ struct Kind {
 /// The limit of the running application (none: lines go straight out).
 static LIMIT: Mutex<Option<Arc<RateLimit<Kind>>>> = Mutex::new(None);
 
+/// The thread that reports windows which ended while nothing was logged,
+/// and the sender whose drop stops it.
+static TIMER: Mutex<Option<(Sender<()>, JoinHandle<()>)>> = Mutex::new(None);
+/// How often the timer looks for windows that are over.
+const TIMER_EVERY: Duration = Duration::from_secs(1);
+
 fn current() -> Option<Arc<RateLimit<Kind>>> {
     LIMIT.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -46,8 +54,9 @@ pub(crate) fn install(burst: u32) -> sys::logfunc {
     if burst == 0 {
         return None;
     }
-    *LIMIT.lock().unwrap_or_else(|e| e.into_inner()) =
-        Some(Arc::new(RateLimit::new(burst, WINDOW)));
+    let limit = Arc::new(RateLimit::new(burst, WINDOW));
+    *LIMIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit.clone());
+    start_timer(limit);
     // SAFETY: `sink` has the signature the shim calls, and lives forever.
     unsafe { sys::spdk_pmem_log_set_sink(Some(sink)) };
     Some(sys::spdk_pmem_log_func)
@@ -59,10 +68,41 @@ pub(crate) fn finish() {
     let Some(limit) = LIMIT.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
+    stop_timer();
     // SAFETY: no sink; the shim writes lines itself.
     unsafe { sys::spdk_pmem_log_set_sink(None) };
     for left_out in limit.drain() {
         report(&left_out, &limit);
+    }
+}
+
+/// Without it, a kind that floods and goes quiet would be reported only
+/// when some later line is logged, or at exit: a quiet target would never
+/// say that lines were left out.
+fn start_timer(limit: Arc<RateLimit<Kind>>) {
+    stop_timer();
+    let (stop, stopped) = mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("log-limit".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TIMER_EVERY) {
+                for left_out in limit.expire(Instant::now()) {
+                    report(&left_out, &limit);
+                }
+            }
+        });
+    // Without the thread, ended windows are still reported with the next
+    // line and at exit.
+    if let Ok(handle) = spawned {
+        *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, handle));
+    }
+}
+
+fn stop_timer() {
+    let timer = TIMER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((stop, handle)) = timer {
+        drop(stop);
+        let _ = handle.join();
     }
 }
 

@@ -75,18 +75,7 @@ impl<K: Hash + Eq + Clone> RateLimit<K> {
             .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
         if sweep_due {
             state.last_sweep = Some(now);
-            state.by_kind.retain(|k, w| {
-                if now.saturating_duration_since(w.start) < window {
-                    return true;
-                }
-                if w.suppressed > 0 {
-                    ended.push(Suppressed {
-                        kind: k.clone(),
-                        count: w.suppressed,
-                    });
-                }
-                false
-            });
+            end_windows(&mut state.by_kind, window, now, &mut ended);
         }
         if !state.by_kind.contains_key(kind) && state.by_kind.len() >= MAX_KINDS {
             return (true, ended);
@@ -118,6 +107,18 @@ impl<K: Hash + Eq + Clone> RateLimit<K> {
         (show, ended)
     }
 
+    /// Ends the windows that are over by `now`, handing back those with
+    /// lines left out: called on a timer, so that a kind that floods and
+    /// then goes quiet is reported within about a window even if nothing
+    /// else is logged.
+    pub fn expire(&self, now: Instant) -> Vec<Suppressed<K>> {
+        let mut state = lock(&self.state);
+        let mut ended = Vec::new();
+        state.last_sweep = Some(now);
+        end_windows(&mut state.by_kind, self.window, now, &mut ended);
+        ended
+    }
+
     /// Ends every window, handing back those with lines left out (at exit).
     pub fn drain(&self) -> Vec<Suppressed<K>> {
         let mut state = lock(&self.state);
@@ -131,6 +132,27 @@ impl<K: Hash + Eq + Clone> RateLimit<K> {
             })
             .collect()
     }
+}
+
+/// Drops the windows over by `now`, pushing those with lines left out.
+fn end_windows<K: Clone>(
+    by_kind: &mut HashMap<K, Window>,
+    window: Duration,
+    now: Instant,
+    ended: &mut Vec<Suppressed<K>>,
+) {
+    by_kind.retain(|k, w| {
+        if now.saturating_duration_since(w.start) < window {
+            return true;
+        }
+        if w.suppressed > 0 {
+            ended.push(Suppressed {
+                kind: k.clone(),
+                count: w.suppressed,
+            });
+        }
+        false
+    });
 }
 
 #[cfg(all(test, not(loom)))]
@@ -187,6 +209,25 @@ mod tests {
                 count: 5
             }]
         );
+    }
+
+    #[test]
+    fn a_kind_that_went_quiet_is_reported_by_the_timer_once_its_window_is_over() {
+        let limit = RateLimit::new(1, Duration::from_secs(10));
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            limit.admit(&"flood", t0);
+        }
+        limit.admit(&"shown", t0);
+        assert_eq!(limit.expire(t0 + Duration::from_secs(9)), vec![]);
+        assert_eq!(
+            limit.expire(t0 + Duration::from_secs(10)),
+            vec![Suppressed {
+                kind: "flood",
+                count: 3
+            }]
+        );
+        assert_eq!(limit.drain(), vec![]);
     }
 }
 
