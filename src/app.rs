@@ -763,8 +763,18 @@ pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
                 *slot = Some(payload);
             }
             drop(slot);
-            // Harmless when the app is not serving.
-            let _ = stop(-1);
+            // Harmless when the app is not serving. When the app thread
+            // takes no message now, asked again from elsewhere until it
+            // does (or the application has ended).
+            if stop(-1).is_err() && serving() {
+                let _ = std::thread::Builder::new()
+                    .name("app-stop".into())
+                    .spawn(|| {
+                        while stop(-1).is_err() && serving() {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                    });
+            }
             None
         }
     }
@@ -776,19 +786,35 @@ fn take_panic() -> Option<Box<dyn Any + Send>> {
 
 /// Asks the running application to shut down; [`AppOptions::run`] then
 /// returns `code`. Callable from any thread. Before the application started
-/// or after it ended it is an error, and changes nothing; while it is already
-/// shutting down it is a no-op (the first stop's code stands).
+/// or after it ended it is an error, and changes nothing; so it is while the
+/// application's thread has no room for a message (its ring of 65,536 is
+/// full): try again. While it is already shutting down it is a no-op (the
+/// first stop's code stands).
 pub fn stop(code: i32) -> Result<()> {
     let mut phase = phase();
     match *phase {
         Phase::Idle => Err(not_running("app::stop")),
         Phase::Stopping => Ok(()),
         Phase::Serving => {
+            // Through a message of ours, whose refusal is seen: SPDK 20.07's
+            // spdk_app_stop sends the app thread a message and ignores the
+            // error, so a stop asked while that thread's ring is full was
+            // lost without a word. On the app thread, just after it took a
+            // message off the ring, spdk_app_stop's own message has room.
+            let app =
+                crate::thread::Thread::app_thread().ok_or_else(|| not_running("app::stop"))?;
+            app.send(move || {
+                // SAFETY: on the app thread of the serving application;
+                // spdk_app_stop records the code and sends this thread the
+                // message that stops it.
+                unsafe { sys::spdk_app_stop(code) }
+            })
+            .map_err(|e| {
+                Error::Environment(format!(
+                    "app::stop: the application's thread takes no message now ({e}); try again"
+                ))
+            })?;
             *phase = Phase::Stopping;
-            // SAFETY: the app is serving (checked under the lock that its end
-            // also takes), so its thread exists; spdk_app_stop records the
-            // code and sends that thread a message.
-            unsafe { sys::spdk_app_stop(code) };
             Ok(())
         }
     }
