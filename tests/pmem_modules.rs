@@ -391,7 +391,9 @@ fn busy_windows(t: &Target, bdev: &str) -> (u64, u64) {
 /// to 100% of the windows (debug and ASan builds, 6 runs); when all its
 /// time off the CPU came out of busy time, as before, in 3 to 26% (debug)
 /// and 48 to 70% (ASan). Under heavy load from outside the test (an SPDK
-/// build beside it) a sample fell to 26%: the best of three is kept.
+/// build beside it) a sample fell to 26%: the best of three is kept. On
+/// another machine of the same kind (2026-12-06) debug builds gave 72 to
+/// 77% in 5 runs, the code of 80f5821 the same: the debug bar is 2/3.
 #[test]
 fn a_reactor_the_workers_starve_still_counts_as_busy() {
     let _turn = alone();
@@ -435,8 +437,12 @@ fn a_reactor_the_workers_starve_still_counts_as_busy() {
             .unwrap();
         let waits = budget_waits(&t, "disk0");
         if limit == "100" {
+            // Two thirds in debug builds, whose old accounting gave at most
+            // 26%; four fifths under ASan, whose old one gave up to 70%.
+            let sanitized = std::env::var_os("SPDK_PMEM_SANITIZED").is_some();
+            let (num, den) = if sanitized { (4, 5) } else { (2, 3) };
             assert!(
-                busy * 5 >= watched * 4,
+                busy * den >= watched * num,
                 "starved beside a busy neighbour, busy in only {busy} of {watched} windows\n{text}"
             );
         } else {
