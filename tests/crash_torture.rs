@@ -15,7 +15,10 @@
 //! The same on an RBD namespace of a real one-node Ceph, read back with
 //! `rbd export`. And the pmem write-back cache in front of an RBD image,
 //! its pool thrown away after the kill: the image must hold a prefix of the
-//! writes (with a control that destages out of order and must be caught).
+//! writes (with a control that destages out of order and must be caught),
+//! also with 512-byte blocks, where each unit is one host write of eight
+//! blocks that must reach the image whole; and kills while the cache's
+//! smallest pool is full and has wrapped around its slots.
 //!
 //! `SPDK_PMEM_TORTURE_CYCLES` sets the cycles per pool (scripts/torture.sh).
 
@@ -37,6 +40,9 @@ const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:70e7a6b0-0000-4000-8000-0
 /// Units written (a small range, so units are overwritten often).
 const UNITS: u64 = 256;
 const QUEUE_DEPTH: u16 = 16;
+/// How long the writer runs before the kill, in ms: short runs, so that
+/// kills come at every stage (connecting, the first writes, load).
+const SHORT_RUNS: (u64, u64) = (20, 300);
 
 /// One torture at a time: the test process opens the pool with libpmemblk
 /// between cycles, and a target another test spawned meanwhile would inherit
@@ -109,7 +115,7 @@ fn check_unit(unit: u64, data: &[u8], h: &History, v: &mut Verdict) {
 
 /// Runs SPDK's initiator (examples/stamped_writer.rs) against `NQN` on
 /// `port` until the connection breaks, sending `signal` to the target (pid
-/// `target`) a random moment after the writer's I/O queue is up. Records
+/// `target`) a random moment (`run_ms`) after the writer's I/O queue is up. Records
 /// every write issued and every success acknowledged; returns the number
 /// acknowledged. A write that fails with anything but the abort of a broken
 /// connection fails the test.
@@ -117,6 +123,7 @@ fn write_until_stopped(
     port: u16,
     target: i32,
     signal: i32,
+    run_ms: (u64, u64),
     rng: &mut Rng,
     next_gen: &mut u64,
     h: &mut History,
@@ -137,7 +144,7 @@ fn write_until_stopped(
         .stderr(stderr.reopen().unwrap())
         .spawn()
         .expect("starting examples/stamped_writer");
-    let delay = Duration::from_millis(rng.range(20, 300));
+    let delay = Duration::from_millis(rng.range(run_ms.0, run_ms.1));
     let mut stopper = None;
     let (mut acked, mut end) = (0, String::new());
     let out = std::io::BufReader::new(writer.stdout.take().unwrap());
@@ -190,6 +197,7 @@ fn torture(pool: &Path, block_size: usize, cycles: u64, seed: u64) -> (Verdict, 
     torture_with(
         cycles,
         seed,
+        SHORT_RUNS,
         || serve_pool(pool, &[]),
         |h, verdict| {
             check_pool(pool, block_size, h, verdict);
@@ -203,6 +211,7 @@ fn torture(pool: &Path, block_size: usize, cycles: u64, seed: u64) -> (Verdict, 
 fn torture_with(
     cycles: u64,
     seed: u64,
+    run_ms: (u64, u64),
     serve: impl Fn() -> (Target, u16),
     check: impl Fn(&History, &mut Verdict),
 ) -> (Verdict, u64, u64) {
@@ -215,8 +224,15 @@ fn torture_with(
     for cycle in 0..cycles {
         let (mut t, port) = serve();
         let pid = t.child.as_ref().unwrap().id() as i32;
-        acknowledged +=
-            write_until_stopped(port, pid, libc::SIGKILL, &mut rng, &mut next_gen, &mut h);
+        acknowledged += write_until_stopped(
+            port,
+            pid,
+            libc::SIGKILL,
+            run_ms,
+            &mut rng,
+            &mut next_gen,
+            &mut h,
+        );
         let status = t.wait_exit(Duration::from_secs(10));
         assert_eq!(
             status.code(),
@@ -302,7 +318,15 @@ fn a_target_stopped_by_a_signal_under_load_exits_cleanly_and_keeps_its_data() {
         let config = dir.path().join("config.json");
         std::fs::write(&config, t.rpc_ok(&["save_config"])).unwrap();
         let pid = t.child.as_ref().unwrap().id() as i32;
-        let acked = write_until_stopped(port, pid, signal, &mut rng, &mut next_gen, &mut h);
+        let acked = write_until_stopped(
+            port,
+            pid,
+            signal,
+            SHORT_RUNS,
+            &mut rng,
+            &mut next_gen,
+            &mut h,
+        );
         let status = t.wait_exit(Duration::from_secs(30));
         assert!(
             status.success(),
@@ -444,7 +468,7 @@ fn acknowledged_4k_writes_survive_sigkill_whole_on_an_rbd_image() {
         }
     };
     // Fewer cycles: each starts a target and exports the image.
-    let (v, acked, kills) = torture_with(cycles().min(10), 0x70_47_04, serve, check);
+    let (v, acked, kills) = torture_with(cycles().min(10), 0x70_47_04, SHORT_RUNS, serve, check);
     assert_whole_and_kept("4 KiB units, RBD image, rbd export", &v, acked, kills);
 }
 
@@ -491,7 +515,14 @@ fn prefix_violations(image: &[u8], h: &History) -> (Vec<String>, u64) {
 /// image as the writes up to some point left it. Each cycle on a new image
 /// and pool; returns each cycle's violations, and how many writes reached
 /// the images in all.
-fn cache_prefix_torture(cycles: u64, seed: u64, out_of_order: bool) -> (Vec<Vec<String>>, u64) {
+/// `block_size`: the RBD bdev's (512: each 4 KiB unit is one host write of
+/// eight blocks, which must reach the image whole).
+fn cache_prefix_torture(
+    cycles: u64,
+    seed: u64,
+    out_of_order: bool,
+    block_size: usize,
+) -> (Vec<Vec<String>>, u64) {
     let ceph = common::ceph::Ceph::start();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let shm = shm_dir();
@@ -504,7 +535,7 @@ fn cache_prefix_torture(cycles: u64, seed: u64, out_of_order: bool) -> (Vec<Vec<
         ceph.rbd(&["create", &format!("rbd/{image}"), "--size", "8M"]);
         let port = test_port();
         let mut t = Target::start(&our_nvmf_tgt(), &[]);
-        let create = ceph.bdev_rbd_create("rbd0", &image);
+        let create = ceph.bdev_rbd_create_with_blocks("rbd0", &image, block_size);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         t.rpc_ok(&create);
         let pool = shm.path().join(format!("cache{cycle}.pool"));
@@ -520,7 +551,15 @@ fn cache_prefix_torture(cycles: u64, seed: u64, out_of_order: bool) -> (Vec<Vec<
         t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
         let pid = t.child.as_ref().unwrap().id() as i32;
         let mut h = History::default();
-        write_until_stopped(port, pid, libc::SIGKILL, &mut rng, &mut next_gen, &mut h);
+        write_until_stopped(
+            port,
+            pid,
+            libc::SIGKILL,
+            SHORT_RUNS,
+            &mut rng,
+            &mut next_gen,
+            &mut h,
+        );
         let status = t.wait_exit(Duration::from_secs(10));
         assert_eq!(status.code(), None, "the target exited by itself: {status}");
         drop(t);
@@ -535,8 +574,8 @@ fn cache_prefix_torture(cycles: u64, seed: u64, out_of_order: bool) -> (Vec<Vec<
         let issued: Vec<u64> = h.issued.values().flatten().copied().collect();
         let reached = issued.iter().filter(|&&g| g <= newest).count();
         eprintln!(
-            "cache prefix cycle {cycle} (out of order: {out_of_order}): {} writes issued, \
-             {reached} in the image, {} violations",
+            "cache prefix cycle {cycle} ({block_size}-byte blocks, out of order: {out_of_order}): \
+             {} writes issued, {reached} in the image, {} violations",
             issued.len(),
             bad.len()
         );
@@ -556,7 +595,24 @@ fn cache_prefix_torture(cycles: u64, seed: u64, out_of_order: bool) -> (Vec<Vec<
 #[test]
 fn a_cached_rbd_image_holds_a_prefix_of_the_writes_when_the_cache_is_lost() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-    let (verdicts, destaged) = cache_prefix_torture(cycles().min(4), 0x9e_f1, false);
+    let (verdicts, destaged) = cache_prefix_torture(cycles().min(4), 0x9e_f1, false, 4096);
+    for (cycle, bad) in verdicts.iter().enumerate() {
+        assert!(bad.is_empty(), "cycle {cycle}: {bad:?}");
+    }
+    assert!(
+        destaged > 0,
+        "no write reached an image: the check saw nothing"
+    );
+}
+
+/// The same with 512-byte blocks: each host write is eight blocks, and the
+/// image holds each one whole or not at all (the cache destages a host
+/// write as one write of the image, which RBD applies atomically within an
+/// object; the units never cross one).
+#[test]
+fn a_cached_rbd_image_holds_whole_multi_block_writes_when_the_cache_is_lost() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let (verdicts, destaged) = cache_prefix_torture(cycles().min(4), 0x9e_f2, false, 512);
     for (cycle, bad) in verdicts.iter().enumerate() {
         assert!(bad.is_empty(), "cycle {cycle}: {bad:?}");
     }
@@ -573,40 +629,63 @@ fn a_cached_rbd_image_holds_a_prefix_of_the_writes_when_the_cache_is_lost() {
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
 fn the_prefix_check_catches_a_cache_that_destages_out_of_order() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-    let (verdicts, _) = cache_prefix_torture(8, 0x0d_de, true);
+    let (verdicts, _) = cache_prefix_torture(8, 0x0d_de, true, 4096);
     assert!(
         verdicts.iter().any(|bad| !bad.is_empty()),
         "no cycle of the out-of-order control was caught: {verdicts:?}"
     );
 }
 
+/// What [`cache_restart_torture`] saw, beside the verdict.
+struct CacheTorture {
+    verdict: Verdict,
+    acked: u64,
+    kills: u64,
+    /// The cache's slots.
+    slots: u64,
+    /// Blocks each start found dirty in the pool (to replay).
+    dirty_at_start: Vec<u64>,
+}
+
 /// The crash torture through the pmem write-back cache in front of an RBD
-/// image, on one pool kept across the kills: each start gives the target
-/// the same pool (replaying what the kill left undestaged) while SPDK's
-/// initiator writes again. Every second cycle, after the kill, the target
-/// is started on the pool and stopped cleanly (SIGINT destages everything),
-/// and `rbd export` must hold every acknowledged write whole.
-#[test]
-fn acknowledged_writes_through_the_cache_reach_ceph_whole_across_kills_and_restarts() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+/// image of `block_size`-byte blocks, on one pool of `slots` slots kept
+/// across the kills: each start gives the target the same pool (replaying
+/// what the kill left undestaged) while SPDK's initiator writes again for
+/// `run_ms`. Every second cycle, after the kill, the target is started on
+/// the pool and stopped cleanly (SIGINT destages everything), and `rbd
+/// export` must hold every acknowledged write whole.
+fn cache_restart_torture(
+    image: &str,
+    block_size: usize,
+    slots: u64,
+    run_ms: (u64, u64),
+    cycles: u64,
+    seed: u64,
+) -> CacheTorture {
     let ceph = common::ceph::Ceph::start();
-    ceph.rbd(&["create", "rbd/cached", "--size", "8M"]);
+    ceph.rbd(&["create", &format!("rbd/{image}"), "--size", "8M"]);
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let shm = shm_dir();
     let pool = shm.path().join("cache.pool");
-    let exported = dir.path().join("cached.img");
-    let cycles = cycles().min(4);
+    let exported = dir.path().join(format!("{image}.img"));
+    let dirty_at_start = std::cell::RefCell::new(Vec::new());
+    let slots_made = std::cell::Cell::new(0u64);
     let serve = || {
         let port = test_port();
         let t = Target::start(&our_nvmf_tgt(), &[]);
-        let create = ceph.bdev_rbd_create("rbd0", "cached");
+        let create = ceph.bdev_rbd_create_with_blocks("rbd0", image, block_size);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         t.rpc_ok(&create);
         t.jsonrpc_ok(
             "bdev_pmem_cache_create",
             Some(serde_json::json!({"name": "wb0", "base_bdev": "rbd0",
-                "pool": pool.to_str().unwrap(), "slots": 4096})),
+                "pool": pool.to_str().unwrap(), "slots": slots})),
         );
+        let info = &t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"])[0]["driver_specific"]["pmem_wb"];
+        dirty_at_start
+            .borrow_mut()
+            .push(info["dirty_blocks"].as_u64().unwrap());
+        slots_made.set(info["slots"].as_u64().unwrap());
         t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
         t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK-TORTURE"]);
         add_tcp_listener(&t, NQN, port);
@@ -614,7 +693,6 @@ fn acknowledged_writes_through_the_cache_reach_ceph_whole_across_kills_and_resta
         (t, port)
     };
     let cycle = std::cell::Cell::new(0u64);
-    let replayed = std::cell::Cell::new(0u64);
     let check = |h: &History, verdict: &mut Verdict| {
         let this = cycle.replace(cycle.get() + 1);
         if this % 2 == 0 && this + 1 < cycles {
@@ -622,11 +700,22 @@ fn acknowledged_writes_through_the_cache_reach_ceph_whole_across_kills_and_resta
             return;
         }
         let (mut t, _) = serve();
-        let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"]);
-        let dirty = bdevs[0]["driver_specific"]["pmem_wb"]["dirty_blocks"]
-            .as_u64()
-            .unwrap();
-        replayed.set(replayed.get() + dirty);
+        // Destaging starts once librbd has taken the image's lock from the
+        // killed target (seconds), then runs at Ceph's pace: waited for
+        // here, so that the stop's own wait (up to 60 s) is not what ends it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let info = t.rpc_json(&["bdev_get_bdevs", "-b", "wb0"]);
+            let info = &info[0]["driver_specific"]["pmem_wb"];
+            if info["dirty_blocks"] == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cache did not destage in 180 s: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let status = t.stop();
         assert!(
             status.success(),
@@ -634,26 +723,77 @@ fn acknowledged_writes_through_the_cache_reach_ceph_whole_across_kills_and_resta
             t.log_text()
         );
         let _ = std::fs::remove_file(&exported);
-        ceph.rbd(&["export", "rbd/cached", exported.to_str().unwrap()]);
+        ceph.rbd(&[
+            "export",
+            &format!("rbd/{image}"),
+            exported.to_str().unwrap(),
+        ]);
         let image = std::fs::read(&exported).unwrap();
         for unit in 0..UNITS {
             let at = unit as usize * UNIT;
             check_unit(unit, &image[at..at + UNIT], h, verdict);
         }
     };
-    let (v, acked, kills) = torture_with(cycles, 0xca_c4e, serve, check);
-    eprintln!(
-        "cache torture: {} blocks replayed at the checks' restarts",
-        replayed.get()
-    );
-    assert_whole_and_kept(
-        "4 KiB units through the pmem cache, rbd export after a clean stop",
-        &v,
+    let (verdict, acked, kills) = torture_with(cycles, seed, run_ms, serve, check);
+    CacheTorture {
+        verdict,
         acked,
         kills,
+        slots: slots_made.get(),
+        dirty_at_start: dirty_at_start.into_inner(),
+    }
+}
+
+#[test]
+fn acknowledged_writes_through_the_cache_reach_ceph_whole_across_kills_and_restarts() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let cycles = cycles().min(4);
+    let run = cache_restart_torture("cached", 4096, 4096, SHORT_RUNS, cycles, 0xca_c4e);
+    let replayed: u64 = run.dirty_at_start.iter().sum();
+    eprintln!("cache torture: {replayed} blocks found dirty at the starts");
+    assert_whole_and_kept(
+        "4 KiB units through the pmem cache, rbd export after a clean stop",
+        &run.verdict,
+        run.acked,
+        run.kills,
     );
     assert!(
-        replayed.get() > 0,
-        "no check found writes left to replay: the kills never caught the cache dirty"
+        replayed > 0,
+        "no start found writes left to replay: the kills never caught the cache dirty"
+    );
+}
+
+/// The same with runs of seconds, 512-byte blocks (each host write eight
+/// blocks) and the smallest pool: the log fills (writes come faster than
+/// Ceph takes them) and wraps around its slots, and the kills find it full.
+#[test]
+fn acknowledged_multi_block_writes_survive_kills_while_the_log_is_full_and_wraps() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let cycles = cycles().min(3);
+    let run = cache_restart_torture("wrapped", 512, 1, (2_000, 4_000), cycles, 0xf0_11);
+    let blocks_acked = run.acked * (UNIT / 512) as u64;
+    eprintln!(
+        "cache torture, full log: {} slots, {} writes ({blocks_acked} blocks) acknowledged, \
+         dirty at the starts: {:?}",
+        run.slots, run.acked, run.dirty_at_start
+    );
+    assert_whole_and_kept(
+        "4 KiB units of eight 512-byte blocks through a full pmem cache",
+        &run.verdict,
+        run.acked,
+        run.kills,
+    );
+    assert!(
+        blocks_acked > run.slots,
+        "{blocks_acked} blocks acknowledged in {} slots: the log never wrapped",
+        run.slots
+    );
+    let full = run.slots - u64::from(QUEUE_DEPTH) * (UNIT / 512) as u64;
+    assert!(
+        run.dirty_at_start.iter().any(|&d| d >= full),
+        "no start found the log nearly full ({} of {} slots): {:?}",
+        full,
+        run.slots,
+        run.dirty_at_start
     );
 }

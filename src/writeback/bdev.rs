@@ -22,7 +22,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::log::{Damage, Entry, Log};
-use super::order::Order;
+use super::order::{Order, Write};
 use crate::bdev::dma::DmaBuf;
 use crate::bdev::io::{Descriptor, IoChannel};
 use crate::bdev::module::{BdevIo, BdevProps, BlockDevice, DeferredIo, IoStatus, IoType, Module};
@@ -698,60 +698,58 @@ impl Cache {
         {
             return;
         }
-        let Some(seq) = self.order.borrow_mut().next_destage() else {
+        let Some(write) = self.order.borrow_mut().next_destage() else {
             return;
         };
         self.destaging.set(true);
         let cache = Rc::clone(self);
+        let handed_out = write.clone();
         let spawned = crate::thread::spawn_local(async move {
-            let outcome = cache.destage(seq).await;
+            let outcome = cache.destage(&write).await;
             cache.destaging.set(false);
             match outcome {
                 Ok(()) => cache.kick(),
-                Err(Destage::Base(e)) => cache.destage_failed(seq, e),
+                Err(Destage::Base(e)) => cache.destage_failed(&write, e),
                 Err(Destage::Log(why)) => {
-                    cache.order.borrow_mut().destage_failed(seq);
+                    cache.order.borrow_mut().destage_failed(&write);
                     cache.fail(why, true);
                 }
             }
         });
         if let Err(e) = spawned {
             self.destaging.set(false);
-            self.order.borrow_mut().destage_failed(seq);
+            self.order.borrow_mut().destage_failed(&handed_out);
             crate::log::error(&format!("{}: starting to destage: {e}", self.name));
         }
     }
 
-    /// Writes write `seq` to the backing bdev and records it.
-    async fn destage(self: &Rc<Self>, seq: u64) -> std::result::Result<(), Destage> {
-        // The control breaks the order: `seq + 1` first, then `seq`.
+    /// Writes `write` to the backing bdev and records it.
+    async fn destage(self: &Rc<Self>, write: &Write) -> std::result::Result<(), Destage> {
+        // The control breaks the order: the write after this one first.
         #[cfg(feature = "test-hooks")]
-        let swapped = self.out_of_order && seq < self.order.borrow().acked_up_to();
+        let second = self
+            .out_of_order
+            .then(|| self.order.borrow().write_after_next())
+            .flatten();
         #[cfg(not(feature = "test-hooks"))]
-        let swapped = false;
-        let order = if swapped {
-            vec![seq + 1, seq]
-        } else {
-            vec![seq]
-        };
-        let mut lbas = Vec::new();
-        for s in order {
-            lbas.push((s, self.write_back(s).await?));
+        let second: Option<Write> = None;
+        if let Some(second) = &second {
+            self.write_back(second).await?;
         }
+        self.write_back(write).await?;
         if self.flush_base {
             (self.channel.flush(0, self.desc.num_blocks()).await).map_err(Destage::Base)?;
         }
-        lbas.sort_unstable();
         let mut order = self.order.borrow_mut();
-        for (s, lba) in &lbas {
-            if *s != seq {
-                // Hand the second of a swapped pair out too.
-                order.next_destage();
-            }
-            order.destaged(*s, *lba);
+        order.destaged(write);
+        if let Some(second) = &second {
+            // Hand the second of a swapped pair out too.
+            order.next_destage();
+            order.destaged(second);
         }
         drop(order);
-        let last = lbas.last().map_or(seq, |(s, _)| *s);
+        let last_write = second.as_ref().unwrap_or(write);
+        let last = *last_write.seqs.end();
         if let Err(e) = self.log.set_destaged(last) {
             // The base has the writes (flushes may finish), but their slots
             // stay taken: writes waiting for room would wait forever.
@@ -761,9 +759,10 @@ impl Cache {
             );
         }
         self.last_destage.set(Instant::now());
+        let blocks = write.blocks() + second.as_ref().map_or(0, Write::blocks);
         self.stats
             .destaged_writes
-            .fetch_add(lbas.len() as u64, Ordering::Relaxed);
+            .fetch_add(blocks, Ordering::Relaxed);
         self.stats
             .dirty
             .store(self.order.borrow().dirty(), Ordering::Relaxed);
@@ -792,28 +791,38 @@ impl Cache {
         Ok(())
     }
 
-    /// Writes write `seq` from the log to the backing bdev; returns its LBA.
-    async fn write_back(&self, seq: u64) -> std::result::Result<u64, Destage> {
+    /// Writes `write`'s blocks from the log to the backing bdev, in one
+    /// write of the base.
+    async fn write_back(&self, write: &Write) -> std::result::Result<(), Destage> {
         let spdk = AppThread::here().map_err(Destage::Base)?.spdk();
-        let mut buf = DmaBuf::new(spdk, self.block_size, 0).map_err(Destage::Base)?;
-        let lba = match self.log.read(seq, &mut buf) {
-            Ok(Some(lba)) => lba,
-            Ok(None) => return Err(Destage::Log(format!("write {seq} is damaged in the log"))),
-            Err(e) => {
-                return Err(Destage::Log(format!(
-                    "reading write {seq} from the log: {e}"
-                )))
+        let bs = self.block_size;
+        let mut buf = DmaBuf::new(spdk, bs * write.blocks() as usize, 0).map_err(Destage::Base)?;
+        for (i, seq) in write.seqs.clone().enumerate() {
+            let expected = write.lba + i as u64;
+            match self.log.read(seq, &mut buf[i * bs..(i + 1) * bs]) {
+                Ok(Some(lba)) if lba == expected => {}
+                Ok(Some(lba)) => {
+                    return Err(Destage::Log(format!(
+                        "write {seq} is of block {lba} in the log, not {expected}"
+                    )))
+                }
+                Ok(None) => return Err(Destage::Log(format!("write {seq} is damaged in the log"))),
+                Err(e) => {
+                    return Err(Destage::Log(format!(
+                        "reading write {seq} from the log: {e}"
+                    )))
+                }
             }
-        };
-        let (_buf, result) = self.channel.write(lba, buf).await;
-        result.map_err(Destage::Base)?;
-        Ok(lba)
+        }
+        let (_buf, result) = self.channel.write(write.lba, buf).await;
+        result.map_err(Destage::Base)
     }
 
     /// The backing bdev failed: the write stays in the log, and destaging
     /// tries again later.
-    fn destage_failed(self: &Rc<Self>, seq: u64, e: Error) {
-        self.order.borrow_mut().destage_failed(seq);
+    fn destage_failed(self: &Rc<Self>, write: &Write, e: Error) {
+        let seq = *write.seqs.start();
+        self.order.borrow_mut().destage_failed(write);
         self.stats.destage_failures.fetch_add(1, Ordering::Relaxed);
         if !self.stats.base_failing.swap(true, Ordering::Relaxed) {
             crate::log::error(&format!(

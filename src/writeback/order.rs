@@ -17,13 +17,30 @@
 //!
 //! Pure bookkeeping, single-threaded: the cache keeps it behind a lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::RangeInclusive;
 
 use super::log::Entry;
 
 /// A host write's blocks, as sequence numbers: one per block, consecutive.
 pub type Seqs = RangeInclusive<u64>;
+
+/// An acknowledged write to destage: its blocks' sequence numbers, and the
+/// LBA of its first block (its blocks are consecutive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// One per block.
+    pub seqs: Seqs,
+    /// Of the first block.
+    pub lba: u64,
+}
+
+impl Write {
+    /// Its blocks.
+    pub fn blocks(&self) -> u64 {
+        self.seqs.end() - self.seqs.start() + 1
+    }
+}
 
 /// The cache's order of writes.
 #[derive(Debug)]
@@ -38,7 +55,13 @@ pub struct Order {
     waiting: BTreeMap<u64, (u64, u64)>,
     /// The newest acknowledged write of each cached block.
     newest: HashMap<u64, u64>,
-    /// The last write handed to the destager.
+    /// Acknowledged writes the backing store does not have, in order: each
+    /// host write is destaged whole, as one write of the backing bdev, so
+    /// a base that writes it atomically (RBD within one object) never holds
+    /// part of it. A replayed log knows blocks, not host writes: each of
+    /// its blocks is a write of its own.
+    undestaged: VecDeque<Write>,
+    /// The last block handed to the destager.
     destage_started: u64,
     /// The last write the backing store has.
     destaged: u64,
@@ -59,12 +82,17 @@ impl Order {
             acked: destaged,
             waiting: BTreeMap::new(),
             newest: HashMap::new(),
+            undestaged: VecDeque::new(),
             destage_started: destaged,
             destaged,
         };
         for e in replayed {
             debug_assert_eq!(e.seq, order.next, "replay is gap-free and in order");
             order.newest.insert(e.lba, e.seq);
+            order.undestaged.push_back(Write {
+                seqs: e.seq..=e.seq,
+                lba: e.lba,
+            });
             order.next = e.seq + 1;
             order.acked = e.seq;
         }
@@ -104,6 +132,10 @@ impl Order {
                 self.newest.insert(lba + i as u64, seq);
             }
             self.acked = last;
+            self.undestaged.push_back(Write {
+                seqs: first..=last,
+                lba,
+            });
             acks.push(first..=last);
         }
         Acks(acks)
@@ -116,25 +148,45 @@ impl Order {
 
     /// The next write to destage, if one is acknowledged and not yet
     /// handed out: strictly one after another, in sequence order.
-    pub fn next_destage(&mut self) -> Option<u64> {
-        (self.destage_started == self.destaged && self.destaged < self.acked).then(|| {
-            self.destage_started = self.destaged + 1;
-            self.destage_started
-        })
+    pub fn next_destage(&mut self) -> Option<Write> {
+        if self.destage_started != self.destaged {
+            return None;
+        }
+        let next = self.undestaged.front()?.clone();
+        self.destage_started = *next.seqs.end();
+        Some(next)
     }
 
-    /// Records that write `seq` of block `lba` is in the backing store.
-    pub fn destaged(&mut self, seq: u64, lba: u64) {
-        debug_assert_eq!(seq, self.destaged + 1, "destaging is in order");
-        self.destaged = seq;
-        if self.newest.get(&lba) == Some(&seq) {
-            self.newest.remove(&lba);
+    /// The write after the one being destaged (the out-of-order control
+    /// destages it first).
+    #[cfg(feature = "test-hooks")]
+    pub fn write_after_next(&self) -> Option<Write> {
+        self.undestaged.get(1).cloned()
+    }
+
+    /// Records that `write`, the oldest one not destaged, is in the
+    /// backing store.
+    pub fn destaged(&mut self, write: &Write) {
+        debug_assert_eq!(
+            *write.seqs.start(),
+            self.destaged + 1,
+            "destaging is in order"
+        );
+        debug_assert_eq!(self.undestaged.front(), Some(write));
+        self.undestaged.pop_front();
+        self.destaged = *write.seqs.end();
+        self.destage_started = self.destage_started.max(self.destaged);
+        for (i, seq) in write.seqs.clone().enumerate() {
+            let lba = write.lba + i as u64;
+            if self.newest.get(&lba) == Some(&seq) {
+                self.newest.remove(&lba);
+            }
         }
     }
 
-    /// Records that destaging write `seq` failed: it is handed out again.
-    pub fn destage_failed(&mut self, seq: u64) {
-        if self.destage_started == seq {
+    /// Records that destaging `write` failed: it is handed out again.
+    pub fn destage_failed(&mut self, write: &Write) {
+        if self.destage_started == *write.seqs.end() {
             self.destage_started = self.destaged;
         }
     }
@@ -183,28 +235,62 @@ mod tests {
             let s = o.assign(1, 0).unwrap();
             o.durable(s, lba);
         }
+        let w = |seq: u64, lba: u64| Write {
+            seqs: seq..=seq,
+            lba,
+        };
         assert_eq!(o.cached(5), Some(3));
-        assert_eq!(o.next_destage(), Some(1));
+        assert_eq!(o.next_destage(), Some(w(1, 5)));
         assert_eq!(o.next_destage(), None, "one at a time");
-        o.destaged(1, 5);
+        o.destaged(&w(1, 5));
         assert_eq!(
             o.cached(5),
             Some(3),
             "a newer write of block 5 stays cached"
         );
-        assert_eq!(o.next_destage(), Some(2));
-        o.destage_failed(2);
+        assert_eq!(o.next_destage(), Some(w(2, 6)));
+        o.destage_failed(&w(2, 6));
         assert_eq!(
             o.next_destage(),
-            Some(2),
+            Some(w(2, 6)),
             "a failed destage is retried first"
         );
-        o.destaged(2, 6);
+        o.destaged(&w(2, 6));
         assert_eq!(o.cached(6), None);
-        assert_eq!(o.next_destage(), Some(3));
-        o.destaged(3, 5);
+        assert_eq!(o.next_destage(), Some(w(3, 5)));
+        o.destaged(&w(3, 5));
         assert_eq!(o.cached(5), None);
         assert_eq!((o.dirty(), o.next_destage()), (0, None));
+    }
+
+    #[test]
+    fn a_host_write_of_several_blocks_is_destaged_whole() {
+        let mut o = Order::new(16, 0, &[]);
+        let a = o.assign(3, 0).unwrap();
+        let b = o.assign(2, 0).unwrap();
+        o.durable(b, 40);
+        o.durable(a, 10);
+        let first = o.next_destage().unwrap();
+        assert_eq!(
+            (first.clone(), first.blocks()),
+            (
+                Write {
+                    seqs: 1..=3,
+                    lba: 10
+                },
+                3
+            )
+        );
+        assert_eq!(o.next_destage(), None, "the whole write is under way");
+        o.destaged(&first);
+        assert_eq!((o.cached(12), o.cached(41)), (None, Some(5)));
+        assert_eq!(
+            o.next_destage(),
+            Some(Write {
+                seqs: 4..=5,
+                lba: 40
+            })
+        );
     }
 
     #[test]
@@ -215,10 +301,11 @@ mod tests {
         let t = o.assign(1, 0).unwrap();
         o.durable(s, 0);
         o.durable(t, 3);
-        assert_eq!(o.next_destage(), Some(1));
-        o.destaged(1, 0);
+        let first = o.next_destage().unwrap();
+        assert_eq!(first.seqs, 1..=3);
+        o.destaged(&first);
         assert_eq!(o.assign(1, 0), None, "destaged, but not persisted yet");
-        assert_eq!(o.assign(1, 1), Some(5..=5));
+        assert_eq!(o.assign(1, 3), Some(5..=5));
         assert!(!o.fits(5) && o.fits(4));
     }
 
@@ -229,6 +316,12 @@ mod tests {
         assert_eq!((o.acked_up_to(), o.dirty()), (10, 3));
         assert_eq!(o.cached(18), Some(9));
         assert_eq!(o.assign(1, 7), Some(11..=11));
-        assert_eq!(o.next_destage(), Some(8));
+        assert_eq!(
+            o.next_destage(),
+            Some(Write {
+                seqs: 8..=8,
+                lba: 16
+            })
+        );
     }
 }

@@ -91,6 +91,16 @@ impl Ceph {
     /// `rpc.py bdev_rbd_create`'s arguments for `image` of the pool as bdev
     /// `name`.
     pub fn bdev_rbd_create<'a>(&'a self, name: &'a str, image: &'a str) -> Vec<String> {
+        self.bdev_rbd_create_with_blocks(name, image, 4096)
+    }
+
+    /// The same, with blocks of `block_size` bytes.
+    pub fn bdev_rbd_create_with_blocks(
+        &self,
+        name: &str,
+        image: &str,
+        block_size: usize,
+    ) -> Vec<String> {
         [
             "bdev_rbd_create",
             "-b",
@@ -103,7 +113,7 @@ impl Ceph {
             &format!("key={}", self.key),
             &self.pool,
             image,
-            "4096",
+            &block_size.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
