@@ -9,9 +9,10 @@
 //!   returns, the blocks around it untouched;
 //! - `save_config` given back with `--json` restores the namespace, and
 //!   both patterns read back through the restarted target;
-//! - librados' threads may run beside the reactor's CPU, and bdevs created
-//!   and deleted leave no cluster connection behind (vendor patches 0025,
-//!   0026 for the C module).
+//! - librados' threads may run beside the reactor's CPU, on every CPU
+//!   whichever the reactor's (`-m 0x1`, `-m 0x2`), and bdevs created and
+//!   deleted leave no cluster connection behind (vendor patches 0025, 0026,
+//!   0027 for the C module).
 
 mod common;
 use common::ceph::Ceph;
@@ -33,6 +34,9 @@ fn an_rbd_image_is_a_namespace_whose_data_ceph_itself_sees() {
     for module in ["rust", "c"] {
         serve_an_image(&ceph, module);
         no_connection_outlives_its_bdevs(&ceph, module);
+        for mask in ["0x1", "0x2"] {
+            librados_threads_may_run_on_every_cpu(&ceph, module, mask);
+        }
     }
 }
 
@@ -166,6 +170,56 @@ fn librados_threads_run_beside_the_reactor(t: &Target, module: &str) {
             "{module}: {name} may run only on the reactor's CPU: {threads:?}"
         );
     }
+}
+
+/// Whichever CPU the reactor runs on (`-m 0x1`, `-m 0x2`), librados'
+/// threads of a namespace's channels may run on every CPU, and the
+/// kernel's scheduler places them, with either module. SPDK 20.07's
+/// `spdk_unaffinitize_thread` meant to leave the reactor's CPUs out, but
+/// looked only at CPUs numbered below their count: CPU 0 was left out
+/// under `-m 0x1`, nothing under `-m 0x2` (vendor patch 0027, upstream's
+/// revert of the exclusion).
+fn librados_threads_may_run_on_every_cpu(ceph: &Ceph, module: &str, mask: &str) {
+    let every = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    if every == "0" {
+        eprintln!("one CPU: nothing to check about where librados' threads run");
+        return;
+    }
+    let port = test_port();
+    let mut t = Target::start(&our_nvmf_tgt(), &["--rbd-module", module, "-m", mask]);
+    let create = ceph.bdev_rbd_create("cpus0", &format!("img_{module}"));
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    t.rpc_ok(&create);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK-RBD"]);
+    add_tcp_listener(&t, NQN, port);
+    // The poll group's channel connects to the cluster now.
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "cpus0"]);
+    let pid = t.child.as_ref().unwrap().id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut threads = threads_cpus(pid, "msgr-worker");
+    while threads.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        threads = threads_cpus(pid, "msgr-worker");
+    }
+    assert!(
+        !threads.is_empty(),
+        "{module} -m {mask}: no librados thread"
+    );
+    for (name, cpus) in &threads {
+        assert_eq!(
+            cpus, &every,
+            "{module} -m {mask}: {name} may run on CPUs {cpus}, not on every one ({every}): \
+             {threads:?}"
+        );
+    }
+    assert!(t.stop().success(), "{}", t.log_text());
 }
 
 /// Three images made bdevs and deleted again leave no cluster connection
