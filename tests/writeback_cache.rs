@@ -528,6 +528,110 @@ fn writes_go_on_while_ceph_is_down_then_wait_when_the_cache_is_full() {
     }
 }
 
+/// What one perf run gave each namespace: (cached, neighbour) IOPS.
+fn perf_rows(text: &str, cached: &str, neighbour: &str) -> (f64, f64) {
+    let row = |nqn: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("subnqn:{nqn}) NSID 1")) && l.contains("from core"))
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|cols| cols.split_whitespace().next())
+            .and_then(|iops| iops.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no row for {nqn} in perf's output:\n{text}"))
+    };
+    (row(cached), row(neighbour))
+}
+
+/// Review F5: a namespace stuck behind a Ceph outage must not take the
+/// target from the others. The cache's namespace and a /dev/shm pmem one
+/// on the same TCP transport (default options: 511 shared data buffers),
+/// loaded by one perf process (64 KiB randrw, 512 in flight on 4 queues
+/// per namespace, more than the buffers): while Ceph is down and the cache
+/// full, its writes wait and fail after `wait_timeout_ms`, and the pmem
+/// namespace goes on serving; what it writes then reads back.
+#[test]
+fn a_pmem_namespace_beside_the_cache_keeps_serving_through_a_ceph_outage() {
+    const NEAR: &str = "nqn.2016-06.io.spdk:beside";
+    let ceph = common::ceph::Ceph::start();
+    ceph.rbd(&["create", "rbd/beside", "--size", "64M"]);
+    let dir = shm_dir();
+    let cache = dir.path().join("cache.pool");
+    let (port, near_port) = (test_port(), test_port());
+    let t = serve_cached_rbd_configured(&ceph, "beside", &[], &cache, 1, 10_000, port);
+    let slots = cache_info(&t)["slots"].as_u64().unwrap();
+    let near = dir.path().join("near.pool");
+    let near = near.to_str().unwrap();
+    t.rpc_ok(&["bdev_pmem_create_pool", near, "64", "4096"]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "near0", near]);
+    t.rpc_ok(&["nvmf_create_subsystem", NEAR, "-a", "-s", "SPDKNEAR"]);
+    add_tcp_listener(&t, NEAR, near_port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NEAR, "near0"]);
+    let (cached, beside) = (trid(NQN, port), trid(NEAR, near_port));
+    let load = |seconds: &str| {
+        let args = [
+            "-q", "512", "-P", "4", "-o", "65536", "-w", "randrw", "-M", "50", "-t", seconds, "-c",
+            "0x2", "-r", &cached, "-r", &beside,
+        ];
+        let out = std::process::Command::new(spdk_tool("build/examples/perf"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running perf");
+        let text = output_text(&out);
+        assert!(out.status.success(), "perf: {text}");
+        perf_rows(&text, NQN, NEAR)
+    };
+    let before = load("3");
+
+    ceph.script(&["stop"]);
+    let mut during = Vec::new();
+    for _ in 0..2 {
+        during.push(load("5"));
+    }
+    let info = cache_info(&t);
+    // Full: no room for one more 64 KiB write (16 blocks).
+    let dirty = info["dirty_blocks"].as_u64().unwrap();
+    assert!(dirty + 16 > slots, "the cache never filled: {info}");
+    eprintln!(
+        "IOPS (cached, pmem beside it), 64 KiB randrw, 512 in flight each: before the \
+         outage {before:?}; during it {during:?}"
+    );
+    for (_, near_iops) in &during {
+        assert!(
+            *near_iops > 0.0,
+            "the pmem namespace served nothing during the outage: {during:?}"
+        );
+    }
+    // What the neighbour takes during the outage, it gives back.
+    let config = nvme_bdev_config(dir.path(), NEAR, near_port);
+    let data = pattern(256, 0xbe5);
+    let written = dir.path().join("near-written");
+    std::fs::write(&written, &data).unwrap();
+    spdk_dd_ok(
+        &config,
+        &[
+            "--if",
+            written.to_str().unwrap(),
+            "--ob",
+            "Nvme0n1",
+            "--seek",
+            "64",
+        ],
+    );
+    assert!(
+        read_back(dir.path(), &config, 64, 256) == data,
+        "the pmem namespace read back otherwise during the outage"
+    );
+
+    ceph.script(&["start"]);
+    wait_clean(&t);
+    let info = cache_info(&t);
+    assert_eq!(
+        (&info["failed"], &info["waiting_writes"]),
+        (&false.into(), &0.into()),
+        "{info}"
+    );
+}
+
 /// The log knows the image it caches (its cluster's fsid and its image
 /// id), not the bdev's name: a pool made for one image is refused in front
 /// of another image under the same bdev name, taken back in front of its
