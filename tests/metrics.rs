@@ -551,3 +551,64 @@ fn pmem_bdevs_show_their_pool_and_count_a_block_in_error_a_host_read() {
         assert!(t.stop().success(), "{}", t.log_text());
     }
 }
+
+/// Review F6: a scrape counts each namespace's I/O with
+/// `spdk_bdev_get_device_stat`, which iterates over the bdev's channels. A
+/// bdev removed meanwhile used to have its descriptor closed at once; that
+/// last close unregistered the bdev while SPDK iterated, SPDK refused the
+/// unregistration ("for_each calls outstanding"), and the delete never
+/// answered. Namespaces are added, removed and their bdevs deleted while a
+/// client scrapes without a pause: every delete answers, and none is
+/// refused.
+#[test]
+fn scrapes_racing_namespace_removal_and_bdev_deletion_keep_no_bdev() {
+    let shm = shm_dir();
+    let metrics = test_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let t = Target::start(&our_nvmf_tgt(), &["--metrics", &addr]);
+    let pool = shm.path().join("racing.pool");
+    let pool = pool.to_str().unwrap();
+    t.rpc_ok(&["bdev_pmem_create_pool", pool, "32", "4096"]);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDKRACE"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut scrapes = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = get(metrics, "/metrics", "*/*");
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+    let cycles = 100;
+    for i in 0..cycles {
+        let name = format!("race{i}");
+        t.jsonrpc_ok(
+            "bdev_pmem_create",
+            Some(serde_json::json!({"name": name, "pmem_file": pool})),
+        );
+        t.jsonrpc_ok(
+            "nvmf_subsystem_add_ns",
+            Some(serde_json::json!({"nqn": NQN, "namespace": {"bdev_name": name, "nsid": 1}})),
+        );
+        t.jsonrpc_ok(
+            "nvmf_subsystem_remove_ns",
+            Some(serde_json::json!({"nqn": NQN, "nsid": 1})),
+        );
+        // Answered within the RPC helper's 60 s, or it fails the test.
+        t.jsonrpc_ok("bdev_pmem_delete", Some(serde_json::json!({"name": name})));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap();
+    let log = t.log_text();
+    assert!(
+        !log.contains("for_each calls outstanding"),
+        "SPDK refused an unregistration:\n{log}"
+    );
+    let bdevs = t.jsonrpc_ok("bdev_get_bdevs", None);
+    assert_eq!(bdevs, serde_json::json!([]), "bdevs left: {bdevs}");
+    eprintln!("{cycles} add/remove/delete cycles beside {scrapes} scrapes");
+}

@@ -144,7 +144,9 @@ impl Descriptor {
 
     /// What the bdev layer counted of the bdev's I/O since it was
     /// registered, on every channel (`spdk_bdev_get_device_stat`). The
-    /// descriptor keeps the bdev open until the count is in.
+    /// descriptor keeps the bdev open until the count is in, also when the
+    /// bdev is removed meanwhile (and whether or not the future is still
+    /// awaited).
     pub fn io_stat(&self) -> impl Future<Output = Result<IoStat>> {
         let inner = Rc::clone(&self.inner);
         let (done, counted) = crate::thread::completion("spdk_bdev_get_device_stat");
@@ -160,6 +162,7 @@ impl Descriptor {
                 done,
                 // SAFETY: a plain C struct of counters, valid all zero.
                 stat: unsafe { std::mem::zeroed() },
+                desc: Rc::clone(&inner),
             }));
             // SAFETY: the descriptor is open, so its bdev is registered;
             // `ctx` (and the stat inside it) is the callback's to free,
@@ -172,6 +175,11 @@ impl Descriptor {
                     ctx as *mut c_void,
                 )
             };
+            // Counted as in flight: a hot-remove meanwhile must not close
+            // the descriptor while SPDK iterates over the bdev's channels
+            // (the last close would unregister the bdev, which SPDK refuses
+            // with "for_each calls outstanding", and the bdev never went).
+            inner.in_flight.set(inner.in_flight.get() + 1);
             Ok(())
         })();
         async move {
@@ -719,6 +727,8 @@ impl IoStat {
 struct StatCtx {
     done: crate::thread::Completer<(i32, sys::spdk_bdev_io_stat)>,
     stat: sys::spdk_bdev_io_stat,
+    /// Held in flight until SPDK's iteration is over.
+    desc: Rc<DescInner>,
 }
 
 extern "C" fn device_stat_done(
@@ -729,6 +739,10 @@ extern "C" fn device_stat_done(
 ) {
     // SAFETY: `cb_arg` is the StatCtx io_stat leaked for this one call.
     let ctx = unsafe { Box::from_raw(cb_arg as *mut StatCtx) };
-    let StatCtx { done, stat } = *ctx;
+    let StatCtx { done, stat, desc } = *ctx;
     done.complete((rc, stat));
+    // SPDK ended its iteration before this call: a close now may
+    // unregister the bdev.
+    desc.in_flight.set(desc.in_flight.get() - 1);
+    desc.release_if_removed();
 }
