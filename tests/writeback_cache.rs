@@ -640,49 +640,63 @@ fn a_pmem_namespace_beside_the_cache_keeps_serving_through_a_ceph_outage() {
 #[test]
 fn a_pool_of_another_rbd_image_is_refused() {
     let ceph = common::ceph::Ceph::start();
-    ceph.rbd(&["create", "rbd/mine", "--size", "4M"]);
-    ceph.rbd(&["create", "rbd/other", "--size", "4M"]);
+    // Review F4: through SPDK's C RBD module the pool knew only the bdev's
+    // name and size, and took another image under the old name.
+    for module in ["rust", "c"] {
+        pool_of_another_image_is_refused(&ceph, module);
+    }
+}
+
+fn pool_of_another_image_is_refused(ceph: &common::ceph::Ceph, module: &str) {
+    let (mine, other) = (format!("mine_{module}"), format!("other_{module}"));
+    ceph.rbd(&["create", &format!("rbd/{mine}"), "--size", "4M"]);
+    ceph.rbd(&["create", &format!("rbd/{other}"), "--size", "4M"]);
     let dir = shm_dir();
     let cache = dir.path().join("cache.pool");
-    let t = serve_cached_rbd(&ceph, "mine", &cache, test_port());
-    t.rpc_ok(&["nvmf_delete_subsystem", NQN]);
-    t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
-    t.rpc_ok(&["bdev_rbd_delete", "rbd0"]);
+    let cache = cache.to_str().unwrap();
+    let t = Target::start(&our_nvmf_tgt(), &["--rbd-module", module]);
     let create = |bdev: &str, image: &str| {
         let create = ceph.bdev_rbd_create(bdev, image);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         t.rpc_ok(&create);
     };
-    create("rbd0", "other");
-    let err = t.jsonrpc_err(
-        "bdev_pmem_cache_create",
-        json!({"name": "wb0", "base_bdev": "rbd0", "pool": cache.to_str().unwrap()}),
-    );
-    assert!(
-        err.contains("it caches \"rbd rbd/mine (cluster ")
-            && err.contains("not \"rbd rbd/other (cluster "),
-        "{err}"
-    );
-    create("renamed", "mine");
+    create("rbd0", &mine);
     t.jsonrpc_ok(
         "bdev_pmem_cache_create",
-        Some(json!({"name": "wb0", "base_bdev": "renamed", "pool": cache.to_str().unwrap()})),
+        Some(json!({"name": "wb0", "base_bdev": "rbd0", "pool": cache, "slots": 64})),
+    );
+    t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
+    t.rpc_ok(&["bdev_rbd_delete", "rbd0"]);
+    create("rbd0", &other);
+    let err = t.jsonrpc_err(
+        "bdev_pmem_cache_create",
+        json!({"name": "wb0", "base_bdev": "rbd0", "pool": cache}),
+    );
+    assert!(
+        err.contains(&format!("it caches \"rbd rbd/{mine} (cluster "))
+            && err.contains(&format!("not \"rbd rbd/{other} (cluster ")),
+        "{module}: {err}"
+    );
+    create("renamed", &mine);
+    t.jsonrpc_ok(
+        "bdev_pmem_cache_create",
+        Some(json!({"name": "wb0", "base_bdev": "renamed", "pool": cache})),
     );
 
     // An image made anew under the old one's name is another image.
     t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
     t.rpc_ok(&["bdev_rbd_delete", "renamed"]);
-    ceph.rbd(&["rm", "rbd/mine"]);
-    ceph.rbd(&["create", "rbd/mine", "--size", "4M"]);
-    create("rbd1", "mine");
+    ceph.rbd(&["rm", &format!("rbd/{mine}")]);
+    ceph.rbd(&["create", &format!("rbd/{mine}"), "--size", "4M"]);
+    create("rbd1", &mine);
     let err = t.jsonrpc_err(
         "bdev_pmem_cache_create",
-        json!({"name": "wb0", "base_bdev": "rbd1", "pool": cache.to_str().unwrap()}),
+        json!({"name": "wb0", "base_bdev": "rbd1", "pool": cache}),
     );
     let ids: Vec<&str> = err.matches("image id ").collect();
     assert!(
-        err.contains("it caches \"rbd rbd/mine (cluster ") && ids.len() == 2,
-        "{err}"
+        err.contains(&format!("it caches \"rbd rbd/{mine} (cluster ")) && ids.len() == 2,
+        "{module}: {err}"
     );
 }
 

@@ -89,6 +89,44 @@ impl Bdev {
         Ok(unsafe { from_c(sys::spdk_bdev_get_product_name(bdev)) })
     }
 
+    /// What its module says of it (`bdev_get_bdevs`' `driver_specific`):
+    /// `{"rbd": {"pool_name": …}}` for SPDK's RBD module, say; `{}` when
+    /// the module says nothing.
+    pub fn driver_info(&self) -> Result<serde_json::Value> {
+        let bdev = self.as_ptr()?;
+        let mut text: Vec<u8> = Vec::new();
+        // SAFETY: `text` outlives the writer, which calls `append` only
+        // until spdk_json_write_end returns; the bdev was just looked up on
+        // the application thread, where bdevs are unregistered, and its
+        // module writes into the writer within the call.
+        let rc = unsafe {
+            let w = sys::spdk_json_write_begin(
+                Some(append),
+                &mut text as *mut Vec<u8> as *mut std::ffi::c_void,
+                0,
+            );
+            if w.is_null() {
+                return Err(Error::spdk("spdk_json_write_begin", -libc::ENOMEM));
+            }
+            sys::spdk_json_write_object_begin(w);
+            sys::spdk_bdev_dump_info_json(bdev, w);
+            sys::spdk_json_write_object_end(w);
+            sys::spdk_json_write_end(w)
+        };
+        if rc != 0 {
+            return Err(Error::spdk(
+                format!("writing bdev {:?}'s driver information", self.name),
+                rc,
+            ));
+        }
+        serde_json::from_slice(&text).map_err(|e| {
+            Error::Environment(format!(
+                "bdev {:?}'s driver information is not JSON: {e}",
+                self.name
+            ))
+        })
+    }
+
     /// Bytes per logical block.
     pub fn block_size(&self) -> Result<u32> {
         let bdev = self.as_ptr()?;
@@ -102,6 +140,27 @@ impl Bdev {
         // SAFETY: as for product_name.
         Ok(unsafe { sys::spdk_bdev_get_num_blocks(bdev) })
     }
+}
+
+/// SPDK's JSON writer's output, into the `Vec<u8>` at `ctx`.
+extern "C" fn append(
+    ctx: *mut std::ffi::c_void,
+    data: *const std::ffi::c_void,
+    size: usize,
+) -> i32 {
+    if size == 0 {
+        return 0;
+    }
+    // SAFETY: `ctx` is driver_info's Vec, alive and not otherwise borrowed
+    // during the writer's calls; `data` holds `size` bytes.
+    let (text, data) = unsafe {
+        (
+            &mut *(ctx as *mut Vec<u8>),
+            std::slice::from_raw_parts(data as *const u8, size),
+        )
+    };
+    text.extend_from_slice(data);
+    0
 }
 
 fn lookup(name: &str) -> Option<NonNull<sys::spdk_bdev>> {

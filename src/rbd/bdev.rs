@@ -135,6 +135,26 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
     Ok(bdev)
 }
 
+/// What tells `image` of `pool` apart from every other image (as
+/// [`Image::identity`]), asked of the cluster on a thread of its own: for
+/// an image another module serves (SPDK's C RBD module), so that a cache
+/// in front of it knows it as it would through this module. Resolves on
+/// the calling SPDK thread.
+pub async fn image_identity(config: ClusterConfig, pool: String, image: String) -> Result<String> {
+    let (completer, asked) = crate::thread::completion::<Result<String>>("asking the image's id");
+    std::thread::Builder::new()
+        .name("rbd-identity".into())
+        .spawn(move || {
+            unpin_from_the_reactor();
+            let result = cluster_for(&config)
+                .and_then(|c| Image::open(c, &pool, &image))
+                .and_then(|image| image.identity());
+            completer.complete(result);
+        })
+        .map_err(|e| Error::Environment(format!("starting a thread to ask the image's id: {e}")))?;
+    asked.await?
+}
+
 /// librados and librbd start their threads (messengers, completions) from
 /// the thread that connects and opens, which a reactor started: each would
 /// inherit its pin to the reactor's CPU and compete with the polling

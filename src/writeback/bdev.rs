@@ -141,7 +141,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
         )));
     }
     let bs = desc.block_size();
-    let identity = base_identity(&params.base, bs, desc.num_blocks());
+    let identity = base_identity(app, &params.base, bs, desc.num_blocks()).await?;
     let (log, replay) = if params.pool.exists() {
         Log::open(&params.pool, &identity, params.damaged_log)?
     } else {
@@ -269,12 +269,60 @@ fn drain_on_shutdown(done: Box<dyn FnOnce()>) {
 /// What the log records it caches: the image, for an RBD bdev of the Rust
 /// module (its bdev name may change between starts), else the bdev's name
 /// and size.
-fn base_identity(base: &str, block_size: u32, blocks: u64) -> String {
+async fn base_identity(app: AppThread, base: &str, block_size: u32, blocks: u64) -> Result<String> {
     #[cfg(feature = "rbd")]
-    if let Some(image) = crate::rbd::bdev::identity(base) {
-        return image;
+    {
+        if let Some(image) = crate::rbd::bdev::identity(base) {
+            return Ok(image);
+        }
+        // SPDK's C RBD module names its pool and image: asked of the
+        // cluster, they give the same identity as through our module.
+        if let Some((config, pool, image)) = c_rbd_image(app, base)? {
+            return crate::rbd::bdev::image_identity(config, pool, image)
+                .await
+                .map_err(|e| {
+                    Error::Environment(format!(
+                        "asking Ceph which image bdev {base:?} is, to check the pool is its \
+                         own: {e}"
+                    ))
+                });
+        }
     }
-    format!("bdev {base} ({blocks} blocks of {block_size} bytes)")
+    #[cfg(not(feature = "rbd"))]
+    let _ = app;
+    Ok(format!(
+        "bdev {base} ({blocks} blocks of {block_size} bytes)"
+    ))
+}
+
+/// The cluster, pool and image of `base` if SPDK's C RBD module serves it
+/// (its `driver_specific.rbd`, as `bdev_get_bdevs` shows).
+#[cfg(feature = "rbd")]
+fn c_rbd_image(
+    app: AppThread,
+    base: &str,
+) -> Result<Option<(crate::rbd::cluster::ClusterConfig, String, String)>> {
+    let Some(bdev) = Bdev::by_name(app, base) else {
+        return Ok(None);
+    };
+    let info = bdev.driver_info()?;
+    let rbd = &info["rbd"];
+    let (Some(pool), Some(image)) = (rbd["pool_name"].as_str(), rbd["rbd_name"].as_str()) else {
+        return Ok(None);
+    };
+    let options = rbd["config"]
+        .as_object()
+        .map(|c| {
+            c.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let config = crate::rbd::cluster::ClusterConfig {
+        user: rbd["user_id"].as_str().map(String::from),
+        options,
+    };
+    Ok(Some((config, pool.to_string(), image.to_string())))
 }
 
 /// What a cache's figures are now (those `bdev_get_bdevs` shows).
