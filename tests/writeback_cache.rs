@@ -700,6 +700,80 @@ fn pool_of_another_image_is_refused(ceph: &common::ceph::Ceph, module: &str) {
     );
 }
 
+/// Review F15: creating a large pool lays out every block, and opening one
+/// scans every slot; on the application thread's reactor either stalled
+/// every RPC and namespace for as long. A 1 GiB pool (262,144 slots) is
+/// created (about 230 ms) while another client calls the target: its calls
+/// are answered while the create is under way (before: none, the create
+/// held the reactor). It is opened again the same way (printed only).
+#[test]
+fn a_large_pool_is_made_and_opened_while_the_target_keeps_answering() {
+    let dir = shm_dir();
+    let base = dir.path().join("base.pool");
+    let cache = dir.path().join("large.pool");
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    t.rpc_ok(&[
+        "bdev_pmem_create_pool",
+        base.to_str().unwrap(),
+        "32",
+        "4096",
+    ]);
+    t.rpc_ok(&["bdev_pmem_create", "-n", "base0", base.to_str().unwrap()]);
+    let create = json!({"name": "wb0", "base_bdev": "base0",
+                        "pool": cache.to_str().unwrap(), "slots": 262_144});
+    let (t, create) = (&t, &create);
+    let pid = t.child.as_ref().unwrap().id();
+    let cache_path = cache.as_path();
+    // Whether process `pid` has `path` open.
+    fn has_open(pid: u32, path: &Path) -> bool {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                    .any(|target| target == path)
+            })
+            .unwrap_or(false)
+    }
+    for what in ["created", "opened"] {
+        let (answered, slowest, took) = std::thread::scope(|s| {
+            let started = Instant::now();
+            let creating = s.spawn(move || {
+                let r = t.jsonrpc("bdev_pmem_cache_create", Some(create.clone()));
+                (r, started.elapsed())
+            });
+            // Once the target has the pool open, the create is under way
+            // on the target: what is answered from then on was answered
+            // beside it.
+            while !creating.is_finished() && !has_open(pid, cache_path) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (mut answered, mut slowest) = (0u32, Duration::ZERO);
+            while !creating.is_finished() {
+                let asked = Instant::now();
+                let version = t.jsonrpc("spdk_get_version", None);
+                assert!(version.get("result").is_some(), "{version}");
+                if !creating.is_finished() {
+                    answered += 1;
+                    slowest = slowest.max(asked.elapsed());
+                }
+            }
+            let (response, took) = creating.join().unwrap();
+            assert!(response.get("error").is_none(), "{response}");
+            (answered, slowest, took)
+        });
+        eprintln!(
+            "1 GiB pool {what} in {took:?}; meanwhile {answered} calls answered, the slowest in \
+             {slowest:?}"
+        );
+        // Opening this pool scans slots that were never written, which
+        // takes about 30 ms: too short to count on a call in between.
+        assert!(
+            what == "opened" || answered > 0,
+            "no call was answered while the pool was {what} ({took:?})"
+        );
+        t.jsonrpc_ok("bdev_pmem_cache_delete", Some(json!({"name": "wb0"})));
+    }
+}
+
 /// SIGKILL on our own target, and its exit reaped.
 fn kill(t: &mut Target) {
     let mut child = t.child.take().expect("target running");

@@ -142,20 +142,7 @@ pub async fn create(app: AppThread, params: CacheParams) -> Result<Bdev> {
     }
     let bs = desc.block_size();
     let identity = base_identity(app, &params.base, bs, desc.num_blocks()).await?;
-    let (log, replay) = if params.pool.exists() {
-        Log::open(&params.pool, &identity, params.damaged_log)?
-    } else {
-        let slots = params.create_slots.ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "pool {} does not exist: give the number of slots to create it with",
-                params.pool.display()
-            ))
-        })?;
-        (
-            Log::create(&params.pool, bs as usize, slots, &identity, 0o600)?,
-            Vec::new(),
-        )
-    };
+    let (log, replay) = open_log(&params, bs as usize, identity).await?;
     if log.data_block_size() != bs as usize {
         return Err(Error::InvalidArgument(format!(
             "pool {} holds {}-byte blocks; bdev {} has {bs}-byte blocks",
@@ -293,6 +280,40 @@ async fn base_identity(app: AppThread, base: &str, block_size: u32, blocks: u64)
     Ok(format!(
         "bdev {base} ({blocks} blocks of {block_size} bytes)"
     ))
+}
+
+/// Opens the cache's pool (scanning every slot) or creates it (laying out
+/// every block), on a thread of its own: either takes seconds for a large
+/// pool, which on the application thread's reactor would stall every
+/// namespace it serves and every RPC. Resolves on the calling SPDK thread.
+async fn open_log(
+    params: &CacheParams,
+    block_size: usize,
+    identity: String,
+) -> Result<(Log, Vec<Entry>)> {
+    let (path, slots, damage) = (params.pool.clone(), params.create_slots, params.damaged_log);
+    let (completer, opened) =
+        crate::thread::completion::<Result<(Log, Vec<Entry>)>>("opening the cache's pool");
+    std::thread::Builder::new()
+        .name("pmem-wb-open".into())
+        .spawn(move || {
+            let result = if path.exists() {
+                Log::open(&path, &identity, damage)
+            } else {
+                slots
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "pool {} does not exist: give the number of slots to create it with",
+                            path.display()
+                        ))
+                    })
+                    .and_then(|slots| Log::create(&path, block_size, slots, &identity, 0o600))
+                    .map(|log| (log, Vec::new()))
+            };
+            completer.complete(result);
+        })
+        .map_err(|e| Error::Environment(format!("starting a thread to open the pool: {e}")))?;
+    opened.await?
 }
 
 /// The cluster, pool and image of `base` if SPDK's C RBD module serves it
