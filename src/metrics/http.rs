@@ -23,6 +23,12 @@ pub const REQUEST_BYTES: usize = 8192;
 pub const GATHER_LIMIT: Duration = Duration::from_secs(5);
 /// How many clients may be sending their requests at once.
 pub const OPEN_CLIENTS: usize = 64;
+/// How long a client has to take its whole answer: one that reads slowly
+/// is cut off then, so it cannot hold the one HTTP thread from the others.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(2);
+/// How long one gathering answers scrapes: a client that asks back to back
+/// makes the application thread gather at most this often.
+pub const GATHERED_FOR: Duration = Duration::from_millis(250);
 
 /// How long the server waits after a failed accept or poll.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -54,6 +60,17 @@ pub fn serve(listener: TcpListener, gather: Box<Gather>) {
         return;
     }
     let mut clients: VecDeque<Client> = VecDeque::new();
+    let mut last: Option<(Instant, String)> = None;
+    let mut gather_now = move |limit: Duration| {
+        if let Some((at, text)) = &last {
+            if at.elapsed() < GATHERED_FOR {
+                return Ok(text.clone());
+            }
+        }
+        let text = gather(limit)?;
+        last = Some((Instant::now(), text.clone()));
+        Ok(text)
+    };
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
             .chain(clients.iter().map(|c| c.stream.as_raw_fd()))
@@ -88,7 +105,7 @@ pub fn serve(listener: TcpListener, gather: Box<Gather>) {
                 Progress::Request(line, openmetrics) => {
                     if let Some(c) = clients.remove(i) {
                         // A failed write means the client left.
-                        let _ = answer(c.stream, &line, openmetrics, &*gather);
+                        let _ = answer(c.stream, &line, openmetrics, &mut gather_now);
                     }
                 }
                 Progress::Done => {
@@ -188,10 +205,10 @@ fn answer(
     mut stream: TcpStream,
     request: &str,
     openmetrics: bool,
-    gather: &Gather,
+    gather: &mut dyn FnMut(Duration) -> Result<String, String>,
 ) -> std::io::Result<()> {
     // The answer may be larger than the socket's buffer: written blocking,
-    // for at most REQUEST_LIMIT (respond sets it).
+    // for at most ANSWER_LIMIT in all (respond bounds it).
     stream.set_nonblocking(false)?;
     let mut words = request.split_whitespace();
     match (words.next(), words.next()) {
@@ -233,13 +250,33 @@ fn respond(
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
-    stream.set_write_timeout(Some(REQUEST_LIMIT))?;
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    let deadline = Instant::now() + ANSWER_LIMIT;
+    write_by(stream, head.as_bytes(), deadline)?;
+    write_by(stream, body.as_bytes(), deadline)
+}
+
+/// Writes all of `bytes` by `deadline`, or fails with `TimedOut`: a write
+/// timeout bounds each `write` call only, and a client that takes a few
+/// bytes now and then would make each call last a little.
+fn write_by(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// OpenMetrics text as Prometheus's classic text format (for clients that
@@ -276,6 +313,37 @@ pub fn classic(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that takes 64 KiB every 50 ms lets each write go on within
+    /// any per-write timeout, so writing 256 MiB to it with `write_all`
+    /// would take over three minutes; the answer's deadline ends it.
+    #[test]
+    fn a_slow_reader_is_cut_off_at_the_answers_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut got, mut buf) = (0usize, vec![0u8; 64 << 10]);
+            while let Ok(n) = client.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            got
+        });
+        let answer = vec![b'x'; 256 << 20];
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let written = write_by(&mut server, &answer, deadline);
+        drop(server);
+        let got = reader.join().unwrap();
+        assert_eq!(
+            written.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        assert!(got > 0 && got < answer.len(), "the reader took {got} bytes");
+    }
 
     #[test]
     fn counters_are_named_by_their_samples_in_the_classic_format() {
