@@ -299,28 +299,31 @@ impl Module {
         }));
         // SAFETY: `disk` is the leaked Box just made; its bdev, fn_table and
         // strings live until io_device_gone frees it, after SPDK's last use.
+        // Fields are reached through the raw pointer, which SPDK keeps (as
+        // the bdev's ctxt and io_device), so no reference to the whole Disk
+        // is made for it to outlive.
         unsafe {
-            let d = &mut *disk;
-            d.bdev.ctxt = disk as *mut c_void;
-            d.bdev.name = d.name.as_ptr() as *mut _;
-            d.bdev.product_name = d.product.as_ptr() as *mut _;
-            d.bdev.blocklen = props.block_size;
-            d.bdev.blockcnt = props.block_count;
-            d.bdev.write_cache = props.write_cache as i32;
-            d.bdev.fn_table = &d.fn_table;
-            d.bdev.module = self.raw.as_ptr();
+            let bdev = std::ptr::addr_of_mut!((*disk).bdev);
+            (*bdev).ctxt = disk as *mut c_void;
+            (*bdev).name = (*disk).name.as_ptr() as *mut _;
+            (*bdev).product_name = (*disk).product.as_ptr() as *mut _;
+            (*bdev).blocklen = props.block_size;
+            (*bdev).blockcnt = props.block_count;
+            (*bdev).write_cache = props.write_cache as i32;
+            (*bdev).fn_table = std::ptr::addr_of!((*disk).fn_table);
+            (*bdev).module = self.raw.as_ptr();
             sys::spdk_io_device_register(
                 disk as *mut c_void,
                 Some(channel_create::<T>),
                 Some(channel_destroy::<T>),
                 std::mem::size_of::<*mut ChannelCtx<T::Channel>>() as u32,
-                d.name.as_ptr(),
+                (*disk).name.as_ptr(),
             );
-            let rc = sys::spdk_bdev_register(&mut d.bdev);
+            let rc = sys::spdk_bdev_register(bdev);
             if rc != 0 {
                 // Not registered: no destruct will come; free through the
                 // io_device's unregistration like a destructed bdev.
-                d.registered = false;
+                (*disk).registered = false;
                 sys::spdk_io_device_unregister(disk as *mut c_void, Some(io_device_gone::<T>));
                 return Err(Error::spdk(
                     format!("spdk_bdev_register({})", props.name),
@@ -410,11 +413,34 @@ fn guard_with<R>(what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Option
     }
 }
 
+/// The parts of a registered `Disk<T>` that callbacks read: its device and
+/// its name. Never a reference to the whole `Disk`, which would cover the
+/// embedded `spdk_bdev` that SPDK changes from other threads (its status,
+/// stats and mutex): only these fields are borrowed.
+struct DiskParts<'a, T> {
+    device: &'a T,
+    name: &'a CString,
+}
+
+impl<T> DiskParts<'_, T> {
+    fn bdev_name(&self) -> String {
+        self.name.to_string_lossy().into_owned()
+    }
+}
+
 /// # Safety
-/// `ctx` is the `Disk<T>` registered as this bdev's context.
-unsafe fn disk<'a, T: BlockDevice>(ctx: *mut c_void) -> &'a Disk<T> {
-    // SAFETY: per the function's contract.
-    unsafe { &*(ctx as *const Disk<T>) }
+/// `ctx` is the `Disk<T>` registered as this bdev's context, alive for `'a`.
+unsafe fn disk<'a, T: BlockDevice>(ctx: *mut c_void) -> DiskParts<'a, T> {
+    let disk = ctx as *const Disk<T>;
+    // SAFETY: per the function's contract; the fields are reached through
+    // the raw pointer, so no reference to the `spdk_bdev` is made. Neither
+    // field changes while the bdev is registered.
+    unsafe {
+        DiskParts {
+            device: &*std::ptr::addr_of!((*disk).device),
+            name: &*std::ptr::addr_of!((*disk).name),
+        }
+    }
 }
 
 extern "C" fn destruct<T: BlockDevice>(ctx: *mut c_void) -> i32 {
