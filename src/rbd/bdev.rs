@@ -5,7 +5,9 @@
 //! one open image every SPDK thread; I/O goes to librbd's asynchronous calls
 //! and completes back on the submitting thread (`BdevIo::defer`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use crate::bdev::module::{BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Modu
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
-use crate::thread::AppThread;
+use crate::thread::{AppThread, Poller};
 
 /// The bdev module's name (SPDK's C one is `rbd`).
 pub const MODULE_NAME: &str = "rbd_rs";
@@ -125,6 +127,7 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
         image,
         params,
         health: health.clone(),
+        in_flight: Arc::default(),
     };
     let bdev = module.register_bdev(app, props, disk)?;
     let served_now = Served {
@@ -326,9 +329,77 @@ struct RbdDisk {
     image: ImageHandle,
     params: RbdParams,
     health: Arc<Health>,
+    /// Operations librbd has not completed yet, on every thread: a reset
+    /// completes once they have.
+    in_flight: Arc<AtomicU64>,
 }
 
+/// One operation counted in [`RbdDisk::in_flight`] until dropped, with its
+/// completion (run, or dropped uncalled when librbd refused it).
+struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    fn new(in_flight: &Arc<AtomicU64>) -> Counted {
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        Counted(in_flight.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a reset waits for librbd's operations: librbd itself gives up
+/// on one after `rados_osd_op_timeout` (20 s unless configured).
+const RESET_LIMIT: Duration = Duration::from_secs(30);
+/// How often a reset looks.
+const RESET_POLL_US: u64 = 1_000;
+
 impl RbdDisk {
+    /// Completes `io`, a reset, once every operation submitted before it
+    /// has completed (SPDK's C module waits 1 s instead): whoever resets
+    /// may then reuse the buffers it lent. Fails it if librbd still has
+    /// some after [`RESET_LIMIT`].
+    fn reset(&self, io: BdevIo) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            return io.complete(IoStatus::Success);
+        }
+        let Ok(io) = io.defer() else { return };
+        let in_flight = self.in_flight.clone();
+        let deadline = std::time::Instant::now() + RESET_LIMIT;
+        let slot: Rc<RefCell<Option<Poller>>> = Rc::default();
+        let own = slot.clone();
+        let mut io = Some(io);
+        let registered = Poller::register(RESET_POLL_US, move || {
+            let left = in_flight.load(Ordering::Relaxed);
+            if left > 0 && std::time::Instant::now() < deadline {
+                return false;
+            }
+            if let Some(io) = io.take() {
+                io.complete(if left == 0 {
+                    IoStatus::Success
+                } else {
+                    IoStatus::Failed
+                });
+            }
+            // Unregisters this poller; its closure lives to the end of
+            // this call (thread::Poller).
+            own.borrow_mut().take();
+            true
+        });
+        match registered {
+            Ok(poller) => *slot.borrow_mut() = Some(poller),
+            // The closure, and the deferred reset in it, are dropped: the
+            // reset fails.
+            Err(e) => crate::log::error(&format!(
+                "bdev {}: waiting for a reset: {e}",
+                self.params.name
+            )),
+        }
+    }
+
     fn config_json(&self) -> Value {
         let options: Map<String, Value> = (self.params.cluster.options.iter())
             .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
@@ -377,7 +448,7 @@ impl BlockDevice for RbdDisk {
             // Every write is in the cluster when it completes: a reset has
             // nothing of ours to undo; a flush asks librbd to be sure.
             IoType::Flush => Op::Flush,
-            IoType::Reset => return io.complete(IoStatus::Success),
+            IoType::Reset => return self.reset(io),
             _ => return io.complete(IoStatus::Failed),
         };
         let Ok(mut io) = io.defer() else { return };
@@ -400,7 +471,9 @@ impl BlockDevice for RbdDisk {
         // module.
         let read_len = matches!(op, Op::Read(_)).then_some(len);
         let name = self.params.name.clone();
+        let counted = Counted::new(&self.in_flight);
         let done = Box::new(move |rc: isize| {
+            let _counted = counted;
             drop(image);
             health.completed(rc >= 0);
             let short = read_len.filter(|len| rc >= 0 && rc as u64 != *len);
