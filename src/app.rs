@@ -801,23 +801,40 @@ pub fn stop(code: i32) -> Result<()> {
             // error, so a stop asked while that thread's ring is full was
             // lost without a word. On the app thread, just after it took a
             // message off the ring, spdk_app_stop's own message has room.
-            let app =
-                crate::thread::Thread::app_thread().ok_or_else(|| not_running("app::stop"))?;
-            app.send(move || {
-                // SAFETY: on the app thread of the serving application;
-                // spdk_app_stop records the code and sends this thread the
-                // message that stops it.
-                unsafe { sys::spdk_app_stop(code) }
-            })
-            .map_err(|e| {
-                Error::Environment(format!(
-                    "app::stop: the application's thread takes no message now ({e}); try again"
-                ))
-            })?;
+            let id = app_thread_id().ok_or_else(|| not_running("app::stop"))?;
+            // SAFETY: spdk_thread_get_by_id walks SPDK's thread list under
+            // its lock; the app is serving (checked under the lock its end
+            // takes), so its thread exists. The code travels as the
+            // message's pointer-sized argument; stop_on_app_thread takes
+            // nothing else.
+            let rc = unsafe {
+                let thread = sys::spdk_thread_get_by_id(id);
+                if thread.is_null() {
+                    return Err(not_running("app::stop"));
+                }
+                sys::spdk_thread_send_msg(
+                    thread,
+                    Some(stop_on_app_thread),
+                    code as isize as *mut c_void,
+                )
+            };
+            if rc != 0 {
+                return Err(Error::Environment(format!(
+                    "app::stop: the application's thread takes no message now (rc {rc}); try \
+                     again"
+                )));
+            }
             *phase = Phase::Stopping;
             Ok(())
         }
     }
+}
+
+/// Runs on the app thread: spdk_app_stop records the code (the message's
+/// argument) and sends this thread the message that stops it.
+extern "C" fn stop_on_app_thread(arg: *mut c_void) {
+    // SAFETY: on the app thread of the serving application, as stop sent it.
+    unsafe { sys::spdk_app_stop(arg as isize as i32) }
 }
 
 /// Starts the same clean shutdown as SIGINT: subsystems finish, then the app
