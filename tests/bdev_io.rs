@@ -9,6 +9,8 @@
 //!   `bdev_get_bdevs` shows its `dump_info_json`; hot-remove while an I/O is
 //!   in flight reports it and every later I/O as `BdevRemoved`, closes the
 //!   descriptor by itself, and the unregistration then completes;
+//! - a hot-remove while an I/O count (`io_stat`) walks the bdev's channels
+//!   waits for the walk: the unregistration completes (review F6);
 //! - after deleting the pmem bdevs, their pools open again (closed).
 
 mod common;
@@ -26,7 +28,8 @@ use spdk_pmem::bdev::module::{self, BdevIo, BdevProps, BlockDevice, IoStatus, Io
 use spdk_pmem::pmem::Pool;
 use spdk_pmem::pmem_bdev::{self, IoThreads};
 use spdk_pmem::thread::{self, AppThread, Spdk, Thread};
-use spdk_pmem::{app, Error};
+use spdk_pmem::{app, sys, Error};
+use std::ffi::c_void;
 
 const BS: usize = 4096;
 /// Marked bad (pmemblk_set_error) before the bdev exists; no other check touches it.
@@ -325,6 +328,117 @@ async fn exercise_module(app: AppThread, sock: PathBuf) -> Outcome {
     Ok(())
 }
 
+/// An SPDK thread of the test's own, holding a channel of one bdev.
+struct ChannelElsewhere {
+    thread: Thread,
+}
+
+impl ChannelElsewhere {
+    /// Makes the thread and, there, a channel of `bdev`'s I/O device.
+    async fn open(bdev: &spdk_pmem::bdev::Bdev) -> Result<ChannelElsewhere, String> {
+        let name = std::ffi::CString::new("f6_other").unwrap();
+        // SAFETY: a null cpuset lets any reactor run the thread; SPDK copies
+        // the name.
+        let raw = unsafe { sys::spdk_thread_create(name.as_ptr(), std::ptr::null_mut()) };
+        if raw.is_null() {
+            return Err("spdk_thread_create failed".into());
+        }
+        // SAFETY: `raw` is the live thread just created.
+        let thread = Thread::from_id(unsafe { sys::spdk_thread_get_id(raw) }).ok_or("no id")?;
+        // SPDK's bdev layer registers a bdev's I/O device at its address + 1.
+        let io_device = bdev.as_ptr().map_err(|e| e.to_string())? as usize + 1;
+        let (opened, got) = thread::completion::<bool>("channel elsewhere");
+        thread
+            .send(move || {
+                // SAFETY: the bdev is registered (the app thread waits for
+                // this message); the channel is put back by `close` on this
+                // same thread.
+                let ch = unsafe { sys::spdk_get_io_channel(io_device as *mut c_void) };
+                CHANNEL_ELSEWHERE.store(ch as usize, Ordering::SeqCst);
+                opened.complete(!ch.is_null());
+            })
+            .map_err(|e| e.to_string())?;
+        if !got.await.map_err(|e| e.to_string())? {
+            return Err("spdk_get_io_channel failed elsewhere".into());
+        }
+        Ok(ChannelElsewhere { thread })
+    }
+
+    /// Puts the channel back and ends the thread.
+    fn close(self) -> Result<(), String> {
+        self.thread
+            .send(|| {
+                let ch = CHANNEL_ELSEWHERE.swap(0, Ordering::SeqCst);
+                // SAFETY: the channel `open` got on this thread, put once;
+                // then this thread exits (SPDK frees it once it is idle).
+                unsafe {
+                    sys::spdk_put_io_channel(ch as *mut sys::spdk_io_channel);
+                    sys::spdk_thread_exit(sys::spdk_get_thread());
+                }
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+static CHANNEL_ELSEWHERE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Review F6: `io_stat` walks the bdev's channels with spdk_for_each_channel,
+/// thread by thread. With a channel here and one on another thread, the
+/// walk's step here and the hot-remove event arrive in one batch of this
+/// thread's messages, while the walk still has the other thread to visit.
+/// The remove used to close the descriptor at once, and that last close
+/// unregistered the bdev's I/O device mid-walk, which SPDK refuses
+/// ("for_each calls outstanding"): the unregistration never completed.
+async fn hot_remove_during_an_io_count(app: AppThread) -> Outcome {
+    let spdk = app.spdk();
+    let fail =
+        |what: &str, e: &dyn std::fmt::Debug| format!("io_stat at hot-remove: {what}: {e:?}");
+    let module = Module::get_or_register("test_disk").map_err(|e| fail("module", &e))?;
+    let destructed = Arc::new(AtomicBool::new(false));
+    let disk = TestDisk {
+        data: Arc::new(Mutex::new(vec![0u8; 64 * BS])),
+        destructed: destructed.clone(),
+    };
+    let bdev = module
+        .register_bdev(
+            app,
+            BdevProps::new("ram_stat", "test disk", BS as u32, 64),
+            disk,
+        )
+        .map_err(|e| fail("register", &e))?;
+    let desc = Descriptor::open(app, "ram_stat", false).map_err(|e| fail("open", &e))?;
+    let ch = desc.channel().map_err(|e| fail("channel", &e))?;
+    let elsewhere = ChannelElsewhere::open(&bdev).await?;
+    read(&ch, spdk, 1, 1).await.map_err(|e| fail("read", &e))?;
+    let counted = desc.io_stat();
+    let unregistered = module::unregister(bdev);
+    let stat = counted.await.map_err(|e| fail("io_stat", &e))?;
+    // (The examine at registration reads too.)
+    if stat.reads == 0 {
+        return Err(fail("reads counted", &stat.reads));
+    }
+    drop(ch);
+    elsewhere.close()?;
+    // Without the fix this never resolves, so a watchdog ends the process.
+    let (resolved, watched) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if watched.recv_timeout(Duration::from_secs(20)).is_err() {
+            eprintln!(
+                "io_stat at hot-remove: the unregistration did not complete in 20 s \
+                 (SPDK refused to unregister the bdev mid-walk)"
+            );
+            std::process::exit(1);
+        }
+    });
+    unregistered.await.map_err(|e| fail("unregister", &e))?;
+    let _ = resolved.send(());
+    if !destructed.load(Ordering::SeqCst) {
+        return Err(fail("destruct", &"not called"));
+    }
+    drop(desc);
+    Ok(())
+}
+
 async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
     let app = AppThread::here().map_err(|e| e.to_string())?;
     let mut pools = Vec::new();
@@ -338,6 +452,7 @@ async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
         pools.push((name, pool));
     }
     exercise_module(app, sock).await?;
+    hot_remove_during_an_io_count(app).await?;
     for (name, pool) in pools {
         let bdev = spdk_pmem::bdev::Bdev::by_name(app, name).ok_or("bdev gone")?;
         pmem_bdev::delete(bdev)
