@@ -11,6 +11,7 @@
 #![cfg(feature = "rbd")]
 
 mod common;
+use common::background::Background;
 use common::ceph::Ceph;
 use common::*;
 
@@ -342,5 +343,95 @@ fn a_read_past_a_shrunk_images_end_fails() {
         t.log_text().contains("is smaller than the bdev"),
         "{}",
         t.log_text()
+    );
+}
+
+/// Review item 7: deleting an RBD bdev while its I/O waits on a stopped
+/// cluster. librbd fails the writes one at a time (each after
+/// `rados_osd_op_timeout`), and the namespace's removal waits for them with
+/// the subsystem paused, so the host's keep-alives and its reconnects'
+/// Fabrics CONNECTs queue behind the pause. A connection closed with its
+/// CONNECT still queued left it linked in freed memory, and the reactor
+/// then spun forever in spdk_nvmf_poll_group_remove (vendor patch 0028;
+/// SPDK's C module hangs the same way without it). With it: the delete
+/// answers, nothing of the old bdev stays, and once the cluster is back the
+/// same name is made again, added to the same subsystem and serves.
+#[test]
+fn an_rbd_bdev_deleted_with_io_waiting_on_a_stopped_cluster_is_made_again() {
+    let _turn = alone();
+    let ceph = Ceph::start();
+    ceph.rbd(&["create", "rbd/busy", "--size", "64M"]);
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, common::rng::Rng::new(28).bytes(1 << 20)).unwrap();
+    let (nqn, port) = ("nqn.2016-06.io.spdk:busy", test_port());
+    let mut t = Target::start(&our_nvmf_tgt(), &[]);
+    let mut create = ceph.bdev_rbd_create("rbd0", "busy");
+    create.extend(["--config".into(), "rados_osd_op_timeout=3".into()]);
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    t.rpc_ok(&create);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", nqn, "-a", "-s", "SPDK-BUSY"]);
+    add_tcp_listener(&t, nqn, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, "rbd0"]);
+    let config = nvme_bdev_config(dir.path(), nqn, port);
+
+    ceph.script(&["stop"]);
+    let dd_args = [
+        "--if",
+        data.to_str().unwrap(),
+        "--ob",
+        "Nvme0n1",
+        "--bs",
+        "65536",
+    ];
+    let mut writes = Background::spdk_dd(&config, &[&dd_args[..], &["--qd", "16"]].concat());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        writes.running(),
+        "spdk_dd ended before the delete: {}",
+        writes.output()
+    );
+    let started = Instant::now();
+    // 16 writes failed one at a time, 3 s each, and a margin.
+    t.rpc_ok(&["-t", "150", "bdev_rbd_delete", "rbd0"]);
+    let delete_took = started.elapsed();
+    writes.wait(Duration::from_secs(120));
+    let listed = t.rpc_ok(&["bdev_get_bdevs"]);
+    assert!(
+        !listed.contains("\"rbd0\""),
+        "rbd0 is still listed: {listed}"
+    );
+    let queued_connects = t.log_text().matches("No Fabrics Connect").count();
+
+    ceph.script(&["start"]);
+    let started = Instant::now();
+    t.rpc_ok(&create);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, "rbd0"]);
+    let readd_took = started.elapsed();
+    spdk_dd_ok(&config, &dd_args);
+    let back = dir.path().join("back");
+    spdk_dd_ok(
+        &config,
+        &[
+            "--ib",
+            "Nvme0n1",
+            "--of",
+            back.to_str().unwrap(),
+            "--bs",
+            "65536",
+            "--count",
+            "16",
+        ],
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == std::fs::read(&data).unwrap(),
+        "what was read back after re-creating the bdev differs from what was written"
+    );
+    assert!(t.stop().success(), "{}", t.log_text());
+    eprintln!(
+        "the delete with writes waiting answered in {delete_took:?} ({queued_connects} \
+         connections closed with no CONNECT processed meanwhile); re-creating and \
+         re-adding took {readd_took:?}"
     );
 }
