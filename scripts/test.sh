@@ -42,5 +42,11 @@ if [ -z "${1:-}" ]; then
   RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR="$top/target/loom" \
     SPDK_PMEM_BUILD_DIR="$top/target/spdk" cargo test --locked --lib loom_tests
 fi
+if [ -z "${1:-}" ]; then
+  # The Linux host's guest (tests/linux_host.rs; the plain suite only):
+  # QEMU, the kernel from Debian's .deb, the initramfs.
+  echo "== the Linux host's VM"
+  bash scripts/linux-host-vm.sh prepare
+fi
 echo "== cargo test ${features[*]}"
 cargo test --locked --workspace "${features[@]}"

@@ -10,6 +10,7 @@ pub mod loopback;
 pub mod metrics;
 pub mod rng;
 pub mod stamp;
+pub mod vm;
 pub mod writeback;
 
 use std::path::{Path, PathBuf};
