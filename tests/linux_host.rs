@@ -1,0 +1,356 @@
+//! The Linux kernel's NVMe/TCP host (nvme-cli, Debian 12's 6.1 kernel in a
+//! QEMU guest the test boots, `scripts/linux-host-vm.sh`) against our
+//! target, SPDK's C target of the same build as the control. One boot
+//! serves every check (the guest runs under TCG here: 20-40 s a boot):
+//! - `nvme discover` lists the subsystem with the listener's own address;
+//!   `nvme connect`; sysfs shows our serial, model and firmware revision;
+//!   `nvme id-ctrl` and `id-ns` equal the C target's field by field, except
+//!   the fields listed in `ALLOWED_DIFFERENCES` with their reason;
+//! - fio randrw QD 32 with crc32c verify on a pmem namespace of each pmem
+//!   module (ours, and `--pmem-module c`) and on the C target's;
+//! - ext4: files written, unmounted, remounted, checksums equal; the target
+//!   stopped and started again from `save_config` while the host keeps its
+//!   controller: the kernel reconnects by itself and the files read back;
+//! - a namespace added while the host is connected to a subsystem created
+//!   without `-m` appears without a rescan, and a removed one goes;
+//! - `nvme reset`; the target stopped with SIGSTOP: the host's keep-alive
+//!   timeout fires; SIGCONT: it reconnects;
+//! - a host NQN not allowed is refused (the target's log names it), and
+//!   admitted after `nvmf_subsystem_add_host`;
+//! - a normal connect logs no `*ERROR*` line on the target (vendor patch
+//!   0029: Identify CNS 0x06).
+//!
+//! The VM's traffic reaches only the named ports of this machine's
+//! 127.0.0.1. Plain suite only (a sanitized SPDK does not change what the
+//! kernel sees, and the boot is the slow part).
+
+mod common;
+use common::vm::{self, GuestRun};
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
+const GUARDED: &str = "nqn.2016-06.io.spdk:guarded";
+const SERIAL: &str = "SPDK00000000000001";
+
+/// id-ctrl fields that differ between our target and the C one, and why.
+const ALLOWED_DIFFERENCES: &[(&str, &str)] = &[];
+
+/// A pmem namespace `pmem0` in subsystem NQN (created without `-m`) on
+/// `port`, and the guarded subsystem (no host allowed) on the same port.
+fn configure(t: &Target, pool: &Path, port: u16) {
+    let pool_s = pool.to_str().unwrap();
+    if !pool.exists() {
+        t.rpc_ok(&["bdev_pmem_create_pool", pool_s, "64", "4096"]);
+    }
+    t.rpc_ok(&["bdev_pmem_create", "-n", "pmem0", pool_s]);
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", SERIAL]);
+    add_tcp_listener(t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "pmem0"]);
+    t.rpc_ok(&["nvmf_create_subsystem", GUARDED, "-s", "SPDK-GUARDED"]);
+    add_tcp_listener(t, GUARDED, port);
+}
+
+/// The guest's side: each check prints a section the test reads, and the
+/// script stops at the first failure (`set -e`), printing where.
+fn guest_script(c_port: u16, cmod_port: u16, port: u16) -> String {
+    format!(
+        r#"
+set -e
+trap 'echo "FAILED at line $LINENO"' ERR
+modprobe nvme-tcp
+connect() {{ nvme connect -t tcp -a 127.0.0.1 -s $1 -n {NQN} --reconnect-delay=1 $2; }}
+ctrl() {{ basename $(dirname $(grep -l {NQN} /sys/class/nvme/nvme*/subsysnqn | head -1)); }}
+fio_verify() {{
+  fio --name=verify --filename=$1 --rw=randrw --bs=4k --iodepth=32 --ioengine=libaio \
+    --direct=1 --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse \
+    --terse-version=3 | cut -d';' -f5
+}}
+echo "== hostnqn"; cat /etc/nvme/hostnqn
+
+# The control first: SPDK's C target.
+connect {c_port}
+wait_for "the C target's namespace" 10 test -b /dev/nvme0n1
+echo "== c id-ctrl"; nvme id-ctrl /dev/nvme0 -o json
+echo "== c id-ns"; nvme id-ns /dev/nvme0n1 -o json
+echo "== c fio errors"; fio_verify /dev/nvme0n1
+nvme disconnect -n {NQN} >/dev/null
+
+# Ours with SPDK's C pmem module.
+connect {cmod_port}
+wait_for "the namespace of ours with the C pmem module" 10 test -b /dev/nvme0n1
+echo "== cmod fio errors"; fio_verify /dev/nvme0n1
+nvme disconnect -n {NQN} >/dev/null
+
+# Ours, the Rust pmem module.
+echo "== discover"; nvme discover -t tcp -a 127.0.0.1 -s {port}
+step mark
+connect {port} "--keep-alive-tmo=5"
+wait_for "our namespace" 10 test -b /dev/nvme0n1
+c=$(ctrl)
+echo "== errors at connect"; step errors_since_mark
+echo "== sysfs"; for f in serial model firmware_rev transport state; do echo "$f=$(cat /sys/class/nvme/$c/$f | sed 's/ *$//')"; done
+echo "== ours id-ctrl"; nvme id-ctrl /dev/$c -o json
+echo "== ours id-ns"; nvme id-ns /dev/${{c}}n1 -o json
+echo "== ours fio errors"; fio_verify /dev/${{c}}n1
+
+echo "== ext4"
+mkfs.ext4 -q -F /dev/${{c}}n1
+mkdir -p /mnt/t && mount /dev/${{c}}n1 /mnt/t
+for i in 1 2 3 4; do head -c $((i * 1048576)) /dev/urandom > /mnt/t/f$i; done
+(cd /mnt/t && sha256sum f1 f2 f3 f4) > /tmp/sums
+umount /mnt/t && mount /dev/${{c}}n1 /mnt/t
+(cd /mnt/t && sha256sum -c /tmp/sums)
+umount /mnt/t
+echo "restart: $(step restart)"
+live() {{ [ "$(cat /sys/class/nvme/$c/state)" = live ]; }}
+not_live() {{ ! live; }}
+wait_for "the controller to notice the restart" 30 not_live || true
+wait_for "the kernel to reconnect after the restart" 60 live
+mount /dev/${{c}}n1 /mnt/t
+(cd /mnt/t && sha256sum -c /tmp/sums)
+umount /mnt/t
+
+echo "== hot add"
+echo "add_ns: $(step add_ns)"
+wait_for "the added namespace to appear" 20 test -b /dev/${{c}}n2
+echo "sees n2"
+step remove_ns 2
+wait_for "the removed namespace to go" 20 test ! -e /dev/${{c}}n2
+echo "n2 gone"
+
+echo "== reset"
+nvme reset /dev/$c
+wait_for "live after the reset" 30 live
+echo "live"
+
+echo "== keep-alive"
+step sigstop
+wait_for "the keep-alive timeout to fire" 30 not_live
+echo "not live while stopped: $(cat /sys/class/nvme/$c/state)"
+step sigcont
+wait_for "the reconnect after SIGCONT" 60 live
+echo "live again"
+nvme disconnect -n {NQN}
+
+echo "== allow-list"
+if nvme connect -t tcp -a 127.0.0.1 -s {port} -n {GUARDED} 2>&1; then echo "admitted unexpectedly"; exit 1; fi
+echo "refused"
+step add_host $(cat /etc/nvme/hostnqn)
+nvme connect -t tcp -a 127.0.0.1 -s {port} -n {GUARDED}
+echo "admitted"
+nvme disconnect -n {GUARDED}
+echo "== done"
+"#
+    )
+}
+
+/// A guest's `nvme ... -o json` output as a map of fields.
+fn fields(run: &GuestRun, section: &str) -> BTreeMap<String, serde_json::Value> {
+    let text = run.section(section);
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{section}: {e}:\n{text}"));
+    v.as_object()
+        .unwrap_or_else(|| panic!("{section} is not an object"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn differences(
+    ours: &BTreeMap<String, serde_json::Value>,
+    c: &BTreeMap<String, serde_json::Value>,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = ours.keys().chain(c.keys()).collect();
+    keys.into_iter()
+        .filter(|k| ours.get(*k) != c.get(*k))
+        .map(|k| format!("{k}: ours {:?}, C {:?}", ours.get(k), c.get(k)))
+        .collect()
+}
+
+/// The host side of the guest's steps, against our Rust-module target.
+struct Steps {
+    target: Target,
+    extra_pool: PathBuf,
+    saved: PathBuf,
+    mark: usize,
+}
+
+impl Steps {
+    fn answer(&mut self, step: &str) -> String {
+        let (name, arg) = step.split_once(' ').unwrap_or((step, ""));
+        match name {
+            "mark" => {
+                self.mark = self.target.log_text().len();
+                "marked".into()
+            }
+            "errors_since_mark" => {
+                let log = self.target.log_text();
+                let errors: Vec<&str> = log[self.mark.min(log.len())..]
+                    .lines()
+                    .filter(|l| l.contains("*ERROR*"))
+                    .collect();
+                format!("{} {}", errors.len(), errors.join(" | "))
+            }
+            "restart" => {
+                std::fs::write(&self.saved, self.target.rpc_ok(&["save_config"])).unwrap();
+                assert!(self.target.stop().success(), "{}", self.target.log_text());
+                self.target =
+                    Target::start(&our_nvmf_tgt(), &["--json", self.saved.to_str().unwrap()]);
+                "restarted".into()
+            }
+            "add_ns" => {
+                let pool = self.extra_pool.to_str().unwrap();
+                self.target
+                    .rpc_ok(&["bdev_pmem_create_pool", pool, "32", "4096"]);
+                self.target
+                    .rpc_ok(&["bdev_pmem_create", "-n", "pmem1", pool]);
+                // An error goes back to the guest, whose wait then fails
+                // with the rest of what it saw.
+                let out = self.target.rpc(&["nvmf_subsystem_add_ns", NQN, "pmem1"]);
+                if out.status.success() {
+                    "added".into()
+                } else {
+                    format!("FAILED: {}", output_text(&out).replace('\n', " "))
+                }
+            }
+            "remove_ns" => {
+                self.target.rpc_ok(&["nvmf_subsystem_remove_ns", NQN, arg]);
+                "removed".into()
+            }
+            "sigstop" | "sigcont" => {
+                let signal = if name == "sigstop" {
+                    libc::SIGSTOP
+                } else {
+                    libc::SIGCONT
+                };
+                let pid = self.target.child.as_ref().unwrap().id() as i32;
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(pid, signal) };
+                name.into()
+            }
+            "add_host" => {
+                self.target
+                    .rpc_ok(&["nvmf_subsystem_add_host", GUARDED, arg]);
+                "added".into()
+            }
+            other => panic!("the guest asked for an unknown step {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_linux_kernel_host_connects_and_does_io() {
+    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
+        eprintln!("sanitized build: the Linux host runs in the plain suite");
+        return;
+    }
+    let dir = shm_dir();
+    let (c_port, cmod_port, port) = (test_port(), test_port(), test_port());
+    let c = Target::start(&c_nvmf_tgt(), &[]);
+    configure(&c, &dir.path().join("c.pool"), c_port);
+    let cmod = Target::start(&our_nvmf_tgt(), &["--pmem-module", "c"]);
+    configure(&cmod, &dir.path().join("cmod.pool"), cmod_port);
+    let ours = Target::start(&our_nvmf_tgt(), &[]);
+    let pool = dir.path().join("ours.pool");
+    configure(&ours, &pool, port);
+    let mut steps = Steps {
+        target: ours,
+        extra_pool: dir.path().join("added.pool"),
+        saved: dir.path().join("saved.json"),
+        mark: 0,
+    };
+    let run = vm::run(
+        &guest_script(c_port, cmod_port, port),
+        &[c_port, cmod_port, port],
+        Duration::from_secs(600),
+        |step| steps.answer(step),
+    );
+    let log = steps.target.log_text();
+    assert_eq!(
+        run.status, 0,
+        "the guest's script failed:\n{}\nour target's log:\n{log}",
+        run.output
+    );
+
+    // Discovery names the listener's own address.
+    let discover = run.section("discover");
+    for want in [
+        format!("subnqn:  {NQN}"),
+        "traddr:  127.0.0.1".to_string(),
+        format!("trsvcid: {port}"),
+        "trtype:  tcp".to_string(),
+    ] {
+        assert!(
+            discover.contains(&want),
+            "discovery lacks {want:?}:\n{discover}"
+        );
+    }
+    let sysfs = run.section("sysfs");
+    for want in [
+        format!("serial={SERIAL}"),
+        "model=SPDK bdev Controller".to_string(),
+        "firmware_rev=20.07".to_string(),
+        "transport=tcp".to_string(),
+        "state=live".to_string(),
+    ] {
+        assert!(
+            sysfs.lines().any(|l| l == want),
+            "sysfs lacks {want:?}:\n{sysfs}"
+        );
+    }
+    let errors = run.section("errors at connect");
+    assert!(
+        errors.starts_with("0 "),
+        "a normal Linux connect logged errors on our target: {errors}"
+    );
+
+    // Identify, field by field against the C target.
+    let mut unexplained = Vec::new();
+    for (ours, c) in [("ours id-ctrl", "c id-ctrl"), ("ours id-ns", "c id-ns")] {
+        for d in differences(&fields(&run, ours), &fields(&run, c)) {
+            let field = d.split(':').next().unwrap().to_string();
+            if !ALLOWED_DIFFERENCES.iter().any(|(f, _)| *f == field) {
+                unexplained.push(format!("{ours}: {d}"));
+            }
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "Identify differs from the C target's:\n{}",
+        unexplained.join("\n")
+    );
+
+    // fio's verify errors (terse field 5), on each module and the control.
+    for section in ["c fio errors", "cmod fio errors", "ours fio errors"] {
+        assert_eq!(
+            run.section(section).trim(),
+            "0",
+            "{section}:\n{}",
+            run.output
+        );
+    }
+    let ext4 = run.section("ext4");
+    assert_eq!(ext4.matches(": OK").count(), 8, "checksums:\n{ext4}");
+    assert!(ext4.contains("restart: restarted"), "{ext4}");
+    let hot = run.section("hot add");
+    assert!(hot.contains("sees n2") && hot.contains("n2 gone"), "{hot}");
+    assert!(run.section("reset").contains("live"));
+    let ka = run.section("keep-alive");
+    assert!(ka.contains("live again"), "{ka}");
+    let allow = run.section("allow-list");
+    assert!(
+        allow.contains("refused") && allow.contains("admitted"),
+        "{allow}"
+    );
+    let hostnqn = run.section("hostnqn").trim().to_string();
+    assert!(
+        log.contains(&hostnqn),
+        "the target's log does not name the refused host {hostnqn}:\n{log}"
+    );
+    eprintln!("{}", run.output);
+}
