@@ -2,8 +2,10 @@
 # The workflow of the 2018 article "Accessing Remote Persistent Memory with
 # Block Semantics Using SPDK and PMDK", end to end, with our nvmf_tgt:
 #   libpmemblk pool -> pmem bdev pmdk0 -> NVMe-oF subsystem (serial SPDK0001,
-#   any host) -> listener -> namespace -> a real NVMe-oF initiator (SPDK's
-#   identify, perf and bdevperf) connects over the fabric and does I/O.
+#   any host) -> listener -> namespace -> real NVMe-oF initiators connect
+#   over the fabric and do I/O: SPDK's identify, perf and bdevperf, then the
+#   article's own client, the Linux kernel host with nvme-cli (in a QEMU
+#   guest; --no-linux-host skips it).
 # It checks what it shows (serial, namespace size, no I/O errors, data read
 # back equal to what was written) and exits non-zero if any of it is wrong.
 # Set-up (packages, hugepages, SPDK source and build) happens first, idempotently.
@@ -34,6 +36,8 @@ usage: scripts/article.sh [options]
   --port P            listener port (default 4420)
   --io-seconds N      length of the perf run (default 5)
   --no-setup          skip scripts/setup.sh (packages, hugepages, build)
+  --no-linux-host     skip the article's own client, the Linux kernel host with nvme-cli
+                      (in a QEMU guest, scripts/linux-host-vm.sh; it needs TCP on 127.0.0.1)
 USAGE
 }
 
@@ -48,6 +52,7 @@ addr=127.0.0.1
 port=4420
 io_seconds=5
 setup=1
+linux_host=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend) backend=$2; shift 2 ;;
@@ -61,6 +66,7 @@ while [ $# -gt 0 ]; do
     --port) port=$2; shift 2 ;;
     --io-seconds) io_seconds=$2; shift 2 ;;
     --no-setup) setup=0; shift ;;
+    --no-linux-host) linux_host=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "article: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -231,6 +237,42 @@ for io in 4096 65536; do
   awk -v io="$io" '{ sub(/^\r/, "") } $1 == "Total" && $2 == ":" { printf "   %s-byte I/Os: %s IOPS, every block read back equal to what was written\n", io, $3 }' "$work/bdevperf.txt"
 done
 
+if [ "$linux_host" = 1 ] && { [ "$transport" != tcp ] || [ "${addr%%.*}" != 127 ]; }; then
+  step "The Linux host: skipped (its VM reaches TCP on this machine's 127.0.0.0/8 only)"
+  linux_host=0
+fi
+if [ "$linux_host" = 1 ]; then
+  step "The article's client: the Linux kernel host with nvme-cli (Debian 12's kernel in a QEMU guest)"
+  cat >"$work/guest.sh" <<GUEST
+set -e
+modprobe nvme-tcp
+nvme connect -t tcp -n $nqn -a $addr -s $port >/dev/null
+for _ in \$(seq 50); do [ -b /dev/nvme0n1 ] && break; sleep 0.2; done
+echo "   \$ nvme list"
+nvme list | sed 's/^/   /'
+head -c 4194304 /dev/urandom > /tmp/data
+dd if=/tmp/data of=/dev/nvme0n1 bs=1M count=4 oflag=direct status=none
+dd if=/dev/nvme0n1 of=/tmp/back bs=1M count=4 iflag=direct status=none
+if cmp -s /tmp/data /tmp/back; then
+  echo "   4 MiB written through /dev/nvme0n1 and read back equal"
+else
+  echo "   what /dev/nvme0n1 read back differs from what was written"; exit 1
+fi
+nvme disconnect -n $nqn >/dev/null
+GUEST
+  show "nvme connect -t tcp -n $nqn -a $addr -s $port   (in the guest)"
+  if ! bash "$top/scripts/linux-host-vm.sh" run --forward "$port" --timeout 300 "$work/guest.sh" \
+      >"$work/guest.out" 2>"$work/guest.err"; then
+    cat "$work/guest.out" "$work/guest.err" >&2
+    echo "article: the Linux host in the VM failed (see above; --no-linux-host skips it)" >&2
+    exit 1
+  fi
+  cat "$work/guest.out"
+  grep -q " $serial " "$work/guest.out" ||
+    { echo "article: nvme list in the guest does not show serial $serial" >&2; exit 1; }
+  [ "$(cat "$top/target/vm/accel" 2>/dev/null)" = tcg ] && echo "   (the guest ran under TCG: KVM does not work on this machine)"
+fi
+
 if [ "$backend" = pmem-cache-rbd ]; then
   step "The cache: acknowledged from the pool, destaged to Ceph in order"
   show_cache() {
@@ -270,5 +312,7 @@ else
   [ "$ceph_started" = 0 ] || echo "   (this run started the cluster and stops it now: scripts/ceph-dev.sh stop)"
 fi
 
-step "A Linux host with nvme-cli would connect with:"
-echo "   nvme connect -t $transport -n $nqn -a $addr -s $port"
+if [ "$linux_host" = 0 ]; then
+  step "A Linux host with nvme-cli would connect with:"
+  echo "   nvme connect -t $transport -n $nqn -a $addr -s $port"
+fi
