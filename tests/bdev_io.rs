@@ -219,6 +219,22 @@ impl BlockDevice for TestDisk {
     }
 }
 
+/// A 64-block TestDisk registered as `name`; the flag turns true when SPDK
+/// destructs it.
+fn register_test_disk(
+    module: &Module,
+    app: AppThread,
+    name: &str,
+) -> spdk_pmem::Result<(spdk_pmem::bdev::Bdev, Arc<AtomicBool>)> {
+    let destructed = Arc::new(AtomicBool::new(false));
+    let disk = TestDisk {
+        data: Arc::new(Mutex::new(vec![0u8; 64 * BS])),
+        destructed: destructed.clone(),
+    };
+    let bdev = module.register_bdev(app, BdevProps::new(name, "test disk", BS as u32, 64), disk)?;
+    Ok((bdev, destructed))
+}
+
 /// Runs rpc.py off the reactor (the RPC server runs on it).
 async fn rpc_elsewhere(sock: PathBuf, args: Vec<&'static str>) -> Result<String, String> {
     let (completer, done) = thread::completion::<Result<String, String>>("rpc.py");
@@ -244,18 +260,8 @@ async fn exercise_module(app: AppThread, sock: PathBuf) -> Outcome {
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
         other => return Err(fail("a C module's name", &other.map(|m| m.name()))),
     }
-    let destructed = Arc::new(AtomicBool::new(false));
-    let disk = TestDisk {
-        data: Arc::new(Mutex::new(vec![0u8; 64 * BS])),
-        destructed: destructed.clone(),
-    };
-    let bdev = module
-        .register_bdev(
-            app,
-            BdevProps::new("ram0", "test disk", BS as u32, 64),
-            disk,
-        )
-        .map_err(|e| fail("register", &e))?;
+    let (bdev, destructed) =
+        register_test_disk(module, app, "ram0").map_err(|e| fail("register", &e))?;
     if !module.owns(&bdev) || pmem_bdev::is_rust_pmem(&bdev) {
         return Err(fail("ownership", &bdev.name()));
     }
@@ -394,18 +400,8 @@ async fn hot_remove_during_an_io_count(app: AppThread) -> Outcome {
     let fail =
         |what: &str, e: &dyn std::fmt::Debug| format!("io_stat at hot-remove: {what}: {e:?}");
     let module = Module::get_or_register("test_disk").map_err(|e| fail("module", &e))?;
-    let destructed = Arc::new(AtomicBool::new(false));
-    let disk = TestDisk {
-        data: Arc::new(Mutex::new(vec![0u8; 64 * BS])),
-        destructed: destructed.clone(),
-    };
-    let bdev = module
-        .register_bdev(
-            app,
-            BdevProps::new("ram_stat", "test disk", BS as u32, 64),
-            disk,
-        )
-        .map_err(|e| fail("register", &e))?;
+    let (bdev, destructed) =
+        register_test_disk(module, app, "ram_stat").map_err(|e| fail("register", &e))?;
     let desc = Descriptor::open(app, "ram_stat", false).map_err(|e| fail("open", &e))?;
     let ch = desc.channel().map_err(|e| fail("channel", &e))?;
     let elsewhere = ChannelElsewhere::open(&bdev).await?;
