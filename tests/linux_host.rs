@@ -21,8 +21,13 @@
 //!   0029: Identify CNS 0x06);
 //! - in a second boot: 32 namespaces and three subsystems all appear through
 //!   `nvme connect-all`, and 50 connect/disconnect rounds leave no
-//!   descriptor and no memory behind.
+//!   descriptor and no memory behind;
+//! - in a third: an RBD namespace and a write-back-cache namespace in front
+//!   of RBD (a real one-node Ceph) pass fio's verify from the kernel, and
+//!   after a flush the host reads what `rbd export` holds.
 //!
+//! The two pmem boots run side by side (a TCG guest takes one CPU); the
+//! Ceph one runs alone.
 //! The VM's traffic reaches only the named ports of this machine's
 //! 127.0.0.1. Plain suite only (a sanitized SPDK does not change what the
 //! kernel sees, and the boot is the slow part).
@@ -38,6 +43,18 @@ use std::time::Duration;
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 const GUARDED: &str = "nqn.2016-06.io.spdk:guarded";
 const SERIAL: &str = "SPDK00000000000001";
+
+/// The two pmem boots share the CPUs (each guest takes one under TCG);
+/// the Ceph one runs alone (ceph-osd's mkfs takes a CPU for seconds).
+static CEPH_ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn beside_other_guests() -> std::sync::RwLockReadGuard<'static, ()> {
+    CEPH_ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CEPH_ALONE.write().unwrap_or_else(|e| e.into_inner())
+}
 
 /// id-ctrl fields that differ between our target and the C one, and why.
 const ALLOWED_DIFFERENCES: &[(&str, &str)] = &[];
@@ -252,6 +269,7 @@ fn the_linux_kernel_host_connects_and_does_io() {
         eprintln!("sanitized build: the Linux host runs in the plain suite");
         return;
     }
+    let _turn = beside_other_guests();
     let dir = shm_dir();
     let (c_port, cmod_port, port) = (test_port(), test_port(), test_port());
     let c = Target::start(&c_nvmf_tgt(), &[]);
@@ -370,6 +388,7 @@ fn many_namespaces_subsystems_and_connect_rounds() {
         eprintln!("sanitized build: the Linux host runs in the plain suite");
         return;
     }
+    let _turn = beside_other_guests();
     let port = test_port();
     let t = Target::start(&our_nvmf_tgt(), &[]);
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
@@ -460,5 +479,105 @@ step after
     eprintln!(
         "50 rounds: descriptors {} -> {}, resident {} -> {} KiB",
         before.fds, after.fds, before.rss_kib, after.rss_kib
+    );
+}
+
+/// An RBD namespace and a write-back-cache namespace in front of another
+/// RBD image (a real one-node Ceph the test starts), from the kernel: fio
+/// randrw QD 32 with crc32c verify, no error; then the cache is flushed and
+/// what the host reads of the cached namespace equals Ceph's own copy
+/// (`rbd export`).
+#[cfg(feature = "rbd")]
+#[test]
+fn rbd_and_cache_namespaces_from_the_kernel() {
+    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
+        eprintln!("sanitized build: the Linux host runs in the plain suite");
+        return;
+    }
+    let _turn = alone();
+    let ceph = common::ceph::Ceph::start();
+    ceph.rbd(&["create", "rbd/plain", "--size", "64M"]);
+    ceph.rbd(&["create", "rbd/cached", "--size", "64M"]);
+    let dir = shm_dir();
+    let port = test_port();
+    let t = Target::start(&our_nvmf_tgt(), &[]);
+    let plain = ceph.bdev_rbd_create("rbd0", "plain");
+    t.rpc_ok(&plain.iter().map(String::as_str).collect::<Vec<_>>());
+    let cached = ceph.bdev_rbd_create("rbd1", "cached");
+    t.rpc_ok(&cached.iter().map(String::as_str).collect::<Vec<_>>());
+    let pool = dir.path().join("cache.pool");
+    t.jsonrpc_ok(
+        "bdev_pmem_cache_create",
+        Some(serde_json::json!({"name": "wb0", "base_bdev": "rbd1",
+                                "pool": pool.to_str().unwrap(), "slots": 8192})),
+    );
+    t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
+    t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", SERIAL]);
+    add_tcp_listener(&t, NQN, port);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "rbd0"]);
+    t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
+    let script = format!(
+        r#"
+set -e
+trap 'echo "FAILED at line $LINENO"' ERR
+modprobe nvme-tcp
+nvme connect -t tcp -a 127.0.0.1 -s {port} -n {NQN}
+wait_for "both namespaces" 20 test -b /dev/nvme0n2
+for n in 1 2; do
+  echo "== fio n$n"
+  fio --name=verify --filename=/dev/nvme0n$n --rw=randrw --bs=4k --iodepth=32 --ioengine=libaio \
+    --direct=1 --size=8M --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse \
+    --terse-version=3 | cut -d';' -f5
+done
+echo "== flush"; step flush
+echo "== read"
+dd if=/dev/nvme0n2 bs=1M count=64 iflag=direct status=none | sha256sum | cut -d' ' -f1
+nvme disconnect -n {NQN} >/dev/null
+"#
+    );
+    let run = vm::run(&script, &[port], Duration::from_secs(600), |step| {
+        assert_eq!(step, "flush");
+        t.rpc_ok(&["--plugin", "rpc_pmem_cache", "bdev_pmem_cache_flush", "wb0"]);
+        "flushed".into()
+    });
+    assert_eq!(
+        run.status,
+        0,
+        "the guest's script failed:\n{}\n{}",
+        run.output,
+        t.log_text()
+    );
+    assert_eq!(
+        run.section("fio n1").trim(),
+        "0",
+        "fio on the RBD namespace:\n{}",
+        run.output
+    );
+    assert_eq!(
+        run.section("fio n2").trim(),
+        "0",
+        "fio on the cache namespace:\n{}",
+        run.output
+    );
+    let exported = dir.path().join("exported");
+    ceph.rbd(&[
+        "export",
+        "--no-progress",
+        "rbd/cached",
+        exported.to_str().unwrap(),
+    ]);
+    let ceph_sum = {
+        use std::process::Command;
+        let out = Command::new("sha256sum").arg(&exported).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        run.section("read").trim(),
+        ceph_sum,
+        "what the host reads of the cached namespace after the flush differs from rbd export"
     );
 }
