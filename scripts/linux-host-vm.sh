@@ -95,17 +95,16 @@ fetch_kernel() {
   [ -n "$pkg" ] || die "no kernel package behind $suite's linux-image-amd64"
   (cd "$kdir.partial/deb" && private_apt download "$pkg" >&2) || die "apt-get download $pkg failed"
   dpkg-deb -x "$kdir.partial"/deb/*.deb "$kdir.partial/root"
-  local mods=lib/modules kver
-  [ -d "$kdir.partial/root/usr/lib/modules" ] && mods=usr/lib/modules
-  kver=$(ls "$kdir.partial/root/$mods" | head -1)
-  depmod -b "$kdir.partial/root/${mods%/lib/modules}" "$kver" 2>/dev/null ||
-    depmod -b "$kdir.partial/root" "$kver"
+  # Debian 13's package keeps its modules under /usr (merged /usr).
+  local base=root kver
+  [ -d "$kdir.partial/root/usr/lib/modules" ] && base=root/usr
+  kver=$(ls "$kdir.partial/$base/lib/modules" | head -1)
+  depmod -b "$kdir.partial/$base" "$kver"
   cp "$kdir.partial/root/boot/vmlinuz-$kver" "$kdir.partial/vmlinuz"
-  echo "$kdir/root/$mods" > "$kdir.partial/modules"
+  echo "$kdir/$base/lib/modules" > "$kdir.partial/modules"
   rm -rf "$kdir.partial/deb"
   echo "$kver" > "$kdir.partial/kver"
   rm -rf "$kdir" && mv "$kdir.partial" "$kdir"
-  sed -i "s|$kdir.partial|$kdir|" "$kdir/modules"
 }
 
 # The modules the initramfs loads, each after what it depends on.

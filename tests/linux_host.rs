@@ -59,6 +59,31 @@ fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
 /// id-ctrl fields that differ between our target and the C one, and why.
 const ALLOWED_DIFFERENCES: &[(&str, &str)] = &[];
 
+/// What every guest script here starts with: stop at the first failure,
+/// saying where; the host's NVMe/TCP driver; and `fio_verify DEV SIZE`,
+/// randrw QD 32 with crc32c verify, printing fio's error count (terse
+/// field 5).
+const GUEST_START: &str = r#"
+set -e
+trap 'echo "FAILED at line $LINENO"' ERR
+modprobe nvme-tcp
+fio_verify() {
+  fio --name=verify --filename=$1 --rw=randrw --bs=4k --iodepth=32 --ioengine=libaio \
+    --direct=1 --size=$2 --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse \
+    --terse-version=3 | cut -d';' -f5
+}
+"#;
+
+/// False (and says so) in the sanitized suite: a sanitized SPDK does not
+/// change what the kernel sees, and the guest's boot is the slow part.
+fn plain_suite() -> bool {
+    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
+        eprintln!("sanitized build: the Linux host runs in the plain suite");
+        return false;
+    }
+    true
+}
+
 /// A pmem namespace `pmem0` in subsystem NQN (created without `-m`) on
 /// `port`, and the guarded subsystem (no host allowed) on the same port.
 fn configure(t: &Target, pool: &Path, port: u16) {
@@ -80,16 +105,9 @@ fn configure(t: &Target, pool: &Path, port: u16) {
 fn guest_script(c_port: u16, cmod_port: u16, port: u16) -> String {
     format!(
         r#"
-set -e
-trap 'echo "FAILED at line $LINENO"' ERR
-modprobe nvme-tcp
+{GUEST_START}
 connect() {{ nvme connect -t tcp -a 127.0.0.1 -s $1 -n {NQN} --reconnect-delay=1 $2; }}
 ctrl() {{ basename $(dirname $(grep -l {NQN} /sys/class/nvme/nvme*/subsysnqn | head -1)); }}
-fio_verify() {{
-  fio --name=verify --filename=$1 --rw=randrw --bs=4k --iodepth=32 --ioengine=libaio \
-    --direct=1 --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse \
-    --terse-version=3 | cut -d';' -f5
-}}
 echo "== hostnqn"; cat /etc/nvme/hostnqn
 
 # The control first: SPDK's C target.
@@ -97,13 +115,13 @@ connect {c_port}
 wait_for "the C target's namespace" 10 test -b /dev/nvme0n1
 echo "== c id-ctrl"; nvme id-ctrl /dev/nvme0 -o json
 echo "== c id-ns"; nvme id-ns /dev/nvme0n1 -o json
-echo "== c fio errors"; fio_verify /dev/nvme0n1
+echo "== c fio errors"; fio_verify /dev/nvme0n1 16M
 nvme disconnect -n {NQN} >/dev/null
 
 # Ours with SPDK's C pmem module.
 connect {cmod_port}
 wait_for "the namespace of ours with the C pmem module" 10 test -b /dev/nvme0n1
-echo "== cmod fio errors"; fio_verify /dev/nvme0n1
+echo "== cmod fio errors"; fio_verify /dev/nvme0n1 16M
 nvme disconnect -n {NQN} >/dev/null
 
 # Ours, the Rust pmem module.
@@ -116,7 +134,7 @@ echo "== errors at connect"; step errors_since_mark
 echo "== sysfs"; for f in serial model firmware_rev transport state; do echo "$f=$(cat /sys/class/nvme/$c/$f | sed 's/ *$//')"; done
 echo "== ours id-ctrl"; nvme id-ctrl /dev/$c -o json
 echo "== ours id-ns"; nvme id-ns /dev/${{c}}n1 -o json
-echo "== ours fio errors"; fio_verify /dev/${{c}}n1
+echo "== ours fio errors"; fio_verify /dev/${{c}}n1 16M
 
 echo "== ext4"
 mkfs.ext4 -q -F /dev/${{c}}n1
@@ -265,8 +283,7 @@ impl Steps {
 
 #[test]
 fn the_linux_kernel_host_connects_and_does_io() {
-    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
-        eprintln!("sanitized build: the Linux host runs in the plain suite");
+    if !plain_suite() {
         return;
     }
     let _turn = beside_other_guests();
@@ -384,8 +401,7 @@ fn the_linux_kernel_host_connects_and_does_io() {
 /// controllers or queue pairs) and no more than 16 MiB more resident memory.
 #[test]
 fn many_namespaces_subsystems_and_connect_rounds() {
-    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
-        eprintln!("sanitized build: the Linux host runs in the plain suite");
+    if !plain_suite() {
         return;
     }
     let _turn = beside_other_guests();
@@ -410,9 +426,7 @@ fn many_namespaces_subsystems_and_connect_rounds() {
     let mut after = None;
     let script = format!(
         r#"
-set -e
-trap 'echo "FAILED at line $LINENO"' ERR
-modprobe nvme-tcp
+{GUEST_START}
 echo "== connect-all"
 nvme connect-all -t tcp -a 127.0.0.1 -s {port}
 count() {{ ls /dev | grep -cE '^nvme[0-9]+n[0-9]+$'; }}
@@ -490,8 +504,7 @@ step after
 #[cfg(feature = "rbd")]
 #[test]
 fn rbd_and_cache_namespaces_from_the_kernel() {
-    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
-        eprintln!("sanitized build: the Linux host runs in the plain suite");
+    if !plain_suite() {
         return;
     }
     let _turn = alone();
@@ -518,16 +531,11 @@ fn rbd_and_cache_namespaces_from_the_kernel() {
     t.rpc_ok(&["nvmf_subsystem_add_ns", NQN, "wb0"]);
     let script = format!(
         r#"
-set -e
-trap 'echo "FAILED at line $LINENO"' ERR
-modprobe nvme-tcp
+{GUEST_START}
 nvme connect -t tcp -a 127.0.0.1 -s {port} -n {NQN}
 wait_for "both namespaces" 20 test -b /dev/nvme0n2
 for n in 1 2; do
-  echo "== fio n$n"
-  fio --name=verify --filename=/dev/nvme0n$n --rw=randrw --bs=4k --iodepth=32 --ioengine=libaio \
-    --direct=1 --size=8M --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse \
-    --terse-version=3 | cut -d';' -f5
+  echo "== fio n$n"; fio_verify /dev/nvme0n$n 8M
 done
 echo "== flush"; step flush
 echo "== read"
