@@ -371,7 +371,7 @@ fn disk_pool_workers_wait_for_their_cpu_budget_only_beside_a_busy_reactor() {
 /// Windows the watches of `bdev`'s channels sampled, and of those counted
 /// busy.
 fn busy_windows(t: &Target, bdev: &str) -> (u64, u64) {
-    let info = t.rpc_json(&["bdev_get_bdevs", "-b", bdev]);
+    let info = t.jsonrpc_ok("bdev_get_bdevs", Some(serde_json::json!({ "name": bdev })));
     let pmem = &info[0]["driver_specific"]["pmem"];
     match (
         pmem["watched_windows"].as_u64(),
@@ -387,13 +387,16 @@ fn busy_windows(t: &Target, bdev: &str) -> (u64, u64) {
 /// they starve it; the reactor still counts as busy while a /dev/shm
 /// neighbour at QD 3 keeps it so, and as idle while the workers' own bdev
 /// is all it serves. With the limit, the starved reactor's workers wait
-/// for the budget. Measured over 2 s in the middle of the run: busy in 91
-/// to 100% of the windows (debug and ASan builds, 6 runs); when all its
-/// time off the CPU came out of busy time, as before, in 3 to 26% (debug)
-/// and 48 to 70% (ASan). Under heavy load from outside the test (an SPDK
-/// build beside it) a sample fell to 26%: the best of three is kept. On
-/// another machine of the same kind (2026-12-06) debug builds gave 72 to
-/// 77% in 5 runs, the code of 80f5821 the same: the debug bar is 2/3.
+/// for the budget.
+///
+/// The windows are read over the raw socket, not with rpc.py: each rpc.py
+/// is a Python start-up that may land on the reactor's CPU, and time other
+/// processes take there rightly comes out of busy time. Read with rpc.py
+/// the best of three 2 s samples ranged from 45% to 74% (CI, 2026-12-06,
+/// failed at 45%) and single samples down to 6%; read over the socket,
+/// 92 to 100% in 4 runs (ASan 99 to 100% in 2), single samples from 78%,
+/// and 0 to 5% with the old accounting (all time off the CPU out of busy
+/// time) in 2 runs. One bar, four fifths, for both builds.
 #[test]
 fn a_reactor_the_workers_starve_still_counts_as_busy() {
     let _turn = alone();
@@ -437,13 +440,10 @@ fn a_reactor_the_workers_starve_still_counts_as_busy() {
             .unwrap();
         let waits = budget_waits(&t, "disk0");
         if limit == "100" {
-            // Two thirds in debug builds, whose old accounting gave at most
-            // 26%; four fifths under ASan, whose old one gave up to 70%.
-            let sanitized = std::env::var_os("SPDK_PMEM_SANITIZED").is_some();
-            let (num, den) = if sanitized { (4, 5) } else { (2, 3) };
             assert!(
-                busy * den >= watched * num,
-                "starved beside a busy neighbour, busy in only {busy} of {watched} windows\n{text}"
+                busy * 5 >= watched * 4,
+                "starved beside a busy neighbour, busy in only {busy} of {watched} windows \
+                 (samples {samples:?})\n{text}"
             );
         } else {
             assert!(
