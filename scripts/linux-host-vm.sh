@@ -14,7 +14,8 @@
 #        scripts/linux-host-vm.sh run [--kernel 6.1|6.12] [--forward PORT]...
 #                                     [--timeout SECONDS] [--cpus N] SCRIPT
 #   prepare: installs what it needs (qemu-system-x86, busybox-static, nvme-cli,
-#            fio, socat, kmod, cpio), fetches the kernel and builds the
+#            fio, socat, kmod, cpio; parted, xfsprogs, btrfs-progs, jq for
+#            the tests' guests), fetches the kernel and builds the
 #            initramfs into target/vm/KERNEL/, and finds out once whether KVM
 #            works here (else TCG). Idempotent; `run` calls it.
 #   run:     boots the guest, runs SCRIPT there with bash (as root, the host's
@@ -56,7 +57,10 @@ kdir="$vm_root/$kernel"
 
 need_packages() {
   local missing=() p
-  for p in qemu-system-x86 busybox-static nvme-cli fio socat kmod cpio xz-utils e2fsprogs; do
+  # The tests' guest tools too: SPDK's own scripts (tests/spdk_nvmf_scripts.rs)
+  # partition with parted, make ext4, btrfs and xfs, and parse with jq.
+  for p in qemu-system-x86 busybox-static nvme-cli fio socat kmod cpio xz-utils e2fsprogs \
+    parted xfsprogs btrfs-progs jq util-linux; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return
@@ -209,6 +213,10 @@ write_guest_side() {
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root'
     echo "mkdir -p /lib/modules; mount --bind '$(cat "$kdir/modules")' /lib/modules"
     echo 'mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run'
+    # What udev or systemd makes on a real host: bash's process
+    # substitution (`< <(nvme list)` in SPDK's scripts) needs /dev/fd.
+    echo 'ln -s /proc/self/fd /dev/fd; ln -s /proc/self/fd/0 /dev/stdin'
+    echo 'ln -s /proc/self/fd/1 /dev/stdout; ln -s /proc/self/fd/2 /dev/stderr'
     echo 'ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0'
     for p in "${forwards[@]}"; do
       echo "socat -t 3600 TCP-LISTEN:$p,bind=127.0.0.1,reuseaddr,fork TCP:10.0.2.100:$p &"
