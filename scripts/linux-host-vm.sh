@@ -121,7 +121,8 @@ initramfs_modules() {
     [ -n "${seen[$name]:-}" ] && return
     seen[$name]=1
     file=$(modinfo -b "${moddir%/lib/modules}" -k "$kver" -F filename "$name" 2>/dev/null) || return 0
-    case "$file" in (builtin*|"") return 0 ;; esac
+    # A built-in module: "builtin" or "(builtin)", as kmod versions say it.
+    case "$file" in (builtin*|"(builtin)"|"") return 0 ;; esac
     deps=$(modinfo -b "${moddir%/lib/modules}" -k "$kver" -F depends "$name" 2>/dev/null | tr ',' ' ')
     for d in $deps; do add "$d"; done
     echo "$file"

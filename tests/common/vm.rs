@@ -65,7 +65,13 @@ impl Drop for Group {
     }
 }
 
-/// Boots the guest (Debian 12's 6.1 kernel) and runs `body` there, its
+/// The guest's kernel: Debian 12's 6.1, or what `SPDK_LINUX_HOST_KERNEL`
+/// names (`6.12`: Debian 13's).
+pub fn kernel() -> String {
+    std::env::var("SPDK_LINUX_HOST_KERNEL").unwrap_or_else(|_| "6.1".into())
+}
+
+/// Boots the guest (see [`kernel`]) and runs `body` there, its
 /// ports `forward` reachable at 127.0.0.1 in the guest; `steps` answers
 /// each `step` the script asks for. Panics if the guest never ran it.
 pub fn run(
@@ -83,6 +89,8 @@ pub fn run(
     let mut cmd = Command::new("bash");
     cmd.arg(script())
         .arg("run")
+        .arg("--kernel")
+        .arg(kernel())
         .arg("--timeout")
         .arg(timeout.as_secs().to_string())
         .arg("--forward")
