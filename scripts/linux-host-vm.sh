@@ -12,7 +12,8 @@
 #
 # usage: scripts/linux-host-vm.sh prepare [--kernel 6.1|6.12]
 #        scripts/linux-host-vm.sh run [--kernel 6.1|6.12] [--forward PORT]...
-#                                     [--timeout SECONDS] [--cpus N] SCRIPT
+#                                     [--file PATH]... [--timeout SECONDS]
+#                                     [--cpus N] SCRIPT
 #   prepare: installs what it needs (qemu-system-x86, busybox-static, nvme-cli,
 #            fio, socat, kmod, cpio; parted, xfsprogs, btrfs-progs, jq for
 #            the tests' guests), fetches the kernel and builds the
@@ -23,7 +24,11 @@
 #            works), prints its output and exits with its exit status; 124 if
 #            it did not end within the timeout (default 300 s), 125 if the
 #            guest did not come up. The VM is always stopped. The guest's
-#            kernel log is left in target/vm/last-console.log.
+#            kernel log is left in target/vm/last-console.log. Each --file
+#            (a file or a directory) is copied for the guest to
+#            /job/files/NAME: the guest's /tmp is a tmpfs of its own, so
+#            what lies under this machine's /tmp (a clone there, a test's
+#            temporary directory) is not seen through the shared root.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 say() { echo "linux-host-vm: $*" >&2; }
@@ -31,14 +36,15 @@ die() { say "$*"; exit 125; }
 
 cmd=${1:-}
 [ -n "$cmd" ] && shift
-kernel=6.1 timeout=300 cpus=1 script= forwards=()
+kernel=6.1 timeout=300 cpus=1 script= forwards=() files=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernel) kernel=$2; shift 2 ;;
     --forward) forwards+=("$2"); shift 2 ;;
+    --file) files+=("$2"); shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) script=$1; shift ;;
   esac
@@ -267,6 +273,11 @@ case "$cmd" in
     accel=$(accel_here)
     job=$(mktemp -d "$vm_root/job.XXXXXX")
     cp "$script" "$job/script"
+    mkdir -p "$job/files"
+    for f in "${files[@]}"; do
+      [ -e "$f" ] || die "--file $f: no such file or directory"
+      cp -rL "$f" "$job/files/"
+    done
     write_guest_side "$job"
     status=0
     boot "$job" "$accel" "$timeout" || status=$?

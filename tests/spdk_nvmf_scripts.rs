@@ -1,7 +1,8 @@
 //! SPDK's own Linux-host tests: the 20.07 scripts under `test/nvmf/target/`
 //! that drive the kernel's NVMe-oF host with `nvme connect`, run in the
 //! guest of `scripts/linux-host-vm.sh` against our target, and against
-//! SPDK's C target of the same build as the control, in one boot.
+//! SPDK's C target of the same build as the control where ours fails
+//! (`HALVES`: two guests side by side).
 //!
 //! Each script's body runs as SPDK wrote it, read from the SPDK tree the
 //! target was built from; `tests/guest/spdk-harness` stands in for SPDK's
@@ -72,6 +73,9 @@ struct Host {
     target: Option<Target>,
     /// The logs of targets already stopped, for a failure's report.
     logs: String,
+    /// Targets that did not exit cleanly when stopped (a crash counts
+    /// against ours whatever the script said).
+    unclean: Vec<String>,
 }
 
 impl Host {
@@ -109,7 +113,11 @@ impl Host {
 
     fn stop(&mut self) {
         if let Some(mut t) = self.target.take() {
-            t.stop();
+            let status = t.stop();
+            if !status.success() {
+                self.unclean
+                    .push(format!("{} exited with {status}", self.binary.display()));
+            }
             self.logs.push_str(&t.log_text());
         }
     }
@@ -186,6 +194,37 @@ echo "== done"
     )
 }
 
+/// The part of the build's SPDK tree the scripts and the harness read, at
+/// `to`: the target scripts, fio.py and the two harness files SPDK's
+/// helpers are read from.
+fn copy_spdk_scripts(to: &Path) {
+    let from = c_nvmf_tgt()
+        .ancestors()
+        .nth(3)
+        .expect("the SPDK tree")
+        .to_path_buf();
+    let dirs = ["test/nvmf/target", "test/common", "scripts"];
+    for dir in dirs {
+        std::fs::create_dir_all(to.join(dir)).unwrap();
+    }
+    let target_dir = from.join("test/nvmf/target");
+    for entry in std::fs::read_dir(&target_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            let name = path.file_name().unwrap();
+            std::fs::copy(&path, to.join("test/nvmf/target").join(name)).unwrap();
+        }
+    }
+    for file in [
+        "scripts/fio.py",
+        "test/common/autotest_common.sh",
+        "test/nvmf/common.sh",
+    ] {
+        std::fs::copy(from.join(file), to.join(file))
+            .unwrap_or_else(|e| panic!("{file} from {}: {e}", from.display()));
+    }
+}
+
 /// One half: a target of ours (and the C one where needed) on a port of
 /// its own, a guest of its own. Returns what did not go as expected.
 fn run_half(half: &[&'static str]) -> Vec<String> {
@@ -193,21 +232,29 @@ fn run_half(half: &[&'static str]) -> Vec<String> {
     if scripts.is_empty() {
         return vec![];
     }
-    let tree = c_nvmf_tgt()
-        .ancestors()
-        .nth(3)
-        .expect("the SPDK tree")
-        .to_path_buf();
+    // What the guest reads of SPDK's tree, and the harness, go with the
+    // job: the guest does not see this machine's /tmp, where a clone of the
+    // project (and so the build's tree) may lie.
+    let bundle = tempfile::tempdir().unwrap();
+    let tree = bundle.path().join("spdk");
+    copy_spdk_scripts(&tree);
     let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/spdk-harness");
     let port = test_port();
     let mut host = Host {
         binary: our_nvmf_tgt(),
         target: None,
         logs: String::new(),
+        unclean: Vec::new(),
     };
-    let run = vm::run(
-        &guest_script(&tree, &harness, port, &scripts),
+    let run = vm::run_with_files(
+        &guest_script(
+            Path::new("/job/files/spdk"),
+            Path::new("/job/files/spdk-harness"),
+            port,
+            &scripts,
+        ),
         &[port],
+        &[&tree, &harness],
         Duration::from_secs(1200),
         |step| host.answer(step),
     );
@@ -247,6 +294,7 @@ fn run_half(half: &[&'static str]) -> Vec<String> {
             }
         }
     }
+    unexpected.extend(host.unclean.iter().cloned());
     if !unexpected.is_empty() {
         unexpected.push(format!("targets' logs:\n{}", host.logs));
     }

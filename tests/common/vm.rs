@@ -78,6 +78,19 @@ pub fn run(
     body: &str,
     forward: &[u16],
     timeout: Duration,
+    steps: impl FnMut(&str) -> String,
+) -> GuestRun {
+    run_with_files(body, forward, &[], timeout, steps)
+}
+
+/// [`run`], with `files` (files or directories) copied for the guest to
+/// `/job/files/NAME`: the guest's /tmp is its own, so nothing under this
+/// machine's /tmp (where a clone of the project may lie) is seen otherwise.
+pub fn run_with_files(
+    body: &str,
+    forward: &[u16],
+    files: &[&Path],
+    timeout: Duration,
     mut steps: impl FnMut(&str) -> String,
 ) -> GuestRun {
     let control = TcpListener::bind("127.0.0.1:0").expect("a step port");
@@ -97,6 +110,9 @@ pub fn run(
         .arg(step_port.to_string());
     for port in forward {
         cmd.arg("--forward").arg(port.to_string());
+    }
+    for file in files {
+        cmd.arg("--file").arg(file);
     }
     let out_path = dir.path().join("out");
     // Its own process group, so that QEMU goes with it (`Group`'s drop).
