@@ -77,16 +77,6 @@ fio_verify() {
 }
 "#;
 
-/// False (and says so) in the sanitized suite: a sanitized SPDK does not
-/// change what the kernel sees, and the guest's boot is the slow part.
-fn plain_suite() -> bool {
-    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
-        eprintln!("sanitized build: the Linux host runs in the plain suite");
-        return false;
-    }
-    true
-}
-
 /// A pmem namespace `pmem0` in subsystem NQN (created without `-m`) on
 /// `port`, and the guarded subsystem (no host allowed) on the same port.
 fn configure(t: &Target, pool: &Path, port: u16) {
@@ -400,7 +390,7 @@ fn assert_checked(run: &GuestRun, label: &str, port: u16, spdk: Option<&Target>)
 
 #[test]
 fn the_linux_kernel_host_connects_and_does_io() {
-    if !plain_suite() {
+    if !vm::plain_suite() {
         return;
     }
     let _turn = beside_other_guests();
@@ -515,7 +505,7 @@ nvmet_add_host() {
 
 #[test]
 fn the_same_checks_pass_against_linux_nvmet() {
-    if !plain_suite() {
+    if !vm::plain_suite() {
         return;
     }
     let _turn = beside_other_guests();
@@ -548,7 +538,7 @@ echo "== done"
 /// controllers or queue pairs) and no more than 16 MiB more resident memory.
 #[test]
 fn many_namespaces_subsystems_and_connect_rounds() {
-    if !plain_suite() {
+    if !vm::plain_suite() {
         return;
     }
     let _turn = beside_other_guests();
@@ -651,7 +641,7 @@ step after
 #[cfg(feature = "rbd")]
 #[test]
 fn rbd_and_cache_namespaces_from_the_kernel() {
-    if !plain_suite() {
+    if !vm::plain_suite() {
         return;
     }
     let _turn = alone();

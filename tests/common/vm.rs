@@ -65,6 +65,16 @@ impl Drop for Group {
     }
 }
 
+/// False (and says so) in the sanitized suite: a sanitized SPDK does not
+/// change what the kernel sees, and the guest's boot is the slow part.
+pub fn plain_suite() -> bool {
+    if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
+        eprintln!("sanitized build: the Linux host runs in the plain suite");
+        return false;
+    }
+    true
+}
+
 /// The guest's kernel: Debian 12's 6.1, or what `SPDK_LINUX_HOST_KERNEL`
 /// names (`6.12`: Debian 13's).
 pub fn kernel() -> String {

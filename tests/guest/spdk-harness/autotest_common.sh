@@ -4,22 +4,23 @@
 # make_filesystem, run_test) are SPDK's own, read from the tree; what
 # would start, watch or stop a local target asks the test instead.
 set -e
-shopt -s extglob
 # Which command failed, for the test's report (SPDK's harness prints a
 # backtrace).
 set -o errtrace
 trap 'echo "harness: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
-spdk_function() {
-  local f
+# spdk_functions FILE NAME...: defines SPDK's functions NAME... as FILE (in
+# SPDK's tree) has them; stops if one is not there.
+spdk_functions() {
+  local file=$SPDK_TREE/$1 f
+  shift
   for f in "$@"; do
-    sed -n "/^function $f() {/,/^}/p" "$SPDK_TREE/test/common/autotest_common.sh"
+    eval "$(sed -n "/^function $f() {/,/^}/p" "$file")"
+    declare -F "$f" >/dev/null || { echo "harness: $f not found in $file" >&2; exit 1; }
   done
 }
-eval "$(spdk_function waitforserial waitforserial_disconnect make_filesystem run_test)"
-for f in waitforserial waitforserial_disconnect make_filesystem run_test; do
-  declare -F "$f" >/dev/null || { echo "harness: $f not found in $SPDK_TREE" >&2; exit 1; }
-done
+spdk_functions test/common/autotest_common.sh waitforserial waitforserial_disconnect \
+  make_filesystem run_test
 
 for i in "$@"; do
   case "$i" in --transport=*) TEST_TRANSPORT="${i#*=}" ;; esac
