@@ -139,16 +139,16 @@ fn fuzzed_nvme_tcp_hosts_do_not_crash_the_target_or_disturb_verified_io() {
             Some(status) => format!("the target exited: {status}"),
             None => "the target is still running".to_string(),
         };
-        let report = format!(
-            "{}\n{state}; its log ends:\n{}",
-            f.report(seed),
-            tail(&t.log_text(), 30)
-        );
         let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nvme-tcp-fuzz-{seed}.txt"));
-        std::fs::write(&file, &report).unwrap();
+        std::fs::write(
+            &file,
+            format!("{}\n{state}; its log:\n{}", f.report(seed), t.log_text()),
+        )
+        .unwrap();
         panic!(
-            "{}\n(the whole report is in {})",
-            tail(&report, 40),
+            "{}\n{state}; its log:\n{}\n(the sessions and the whole log are in {})",
+            tail(&f.report(seed), 12),
+            t.log_excerpt(40),
             file.display()
         );
     }

@@ -198,6 +198,14 @@ impl Target {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// What a failure report shows of the log: from a sanitizer's report or
+    /// a failed assertion on (its head names the fault; a plain tail of a
+    /// long ASan stack shows only the reactor's frames), else the last
+    /// `lines` lines.
+    pub fn log_excerpt(&self, lines: usize) -> String {
+        log_excerpt(&self.log_text(), lines)
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -773,5 +781,49 @@ pub fn ram_transfer(data: &mut [u8], io: &mut spdk_pmem::bdev::module::BdevIo) {
             data[at..at + s.len()].copy_from_slice(s);
             at += s.len();
         }
+    }
+}
+
+/// `text` from its first sanitizer report or failed assertion on, `lines`
+/// lines of it; without one, its last `lines` lines.
+pub fn log_excerpt(text: &str, lines: usize) -> String {
+    const FAULTS: [&str; 4] = [
+        "ERROR: AddressSanitizer",
+        "ERROR: LeakSanitizer",
+        "runtime error:",
+        "Assertion `",
+    ];
+    let all: Vec<&str> = text.lines().collect();
+    let from = all
+        .iter()
+        .position(|l| FAULTS.iter().any(|f| l.contains(f)))
+        .map(|at| at.saturating_sub(3))
+        .unwrap_or(all.len().saturating_sub(lines));
+    all[from..all.len().min(from + lines)].join("\n")
+}
+
+#[cfg(test)]
+mod log_excerpt_tests {
+    use super::log_excerpt;
+
+    #[test]
+    fn a_sanitizer_report_is_shown_from_its_head() {
+        let mut log: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
+        log.insert(
+            10,
+            "==1==ERROR: AddressSanitizer: heap-use-after-free".into(),
+        );
+        let got = log_excerpt(&log.join("\n"), 5);
+        assert_eq!(
+            got.lines().nth(3).unwrap(),
+            "==1==ERROR: AddressSanitizer: heap-use-after-free"
+        );
+        assert_eq!(got.lines().count(), 5);
+    }
+
+    #[test]
+    fn without_one_the_tail_is_shown() {
+        let log: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
+        assert_eq!(log_excerpt(&log.join("\n"), 2), "line 48\nline 49");
     }
 }
