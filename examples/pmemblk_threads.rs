@@ -1,6 +1,6 @@
 //! How fast libpmemblk writes one pool from several threads: the measurement
 //! behind the Rust pmem bdev's choice of inline I/O or worker threads
-//! (README, "The two pmem modules").
+//! (docs/pmem-modules.md).
 //!
 //! usage: pmemblk_threads DIR [SECONDS] [THREADS...]
 //! Creates a 64 MiB pool of 4 KiB blocks in DIR, then for each thread count

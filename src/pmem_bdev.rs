@@ -11,7 +11,7 @@
 //!   thread. Reads, a copy out of the mapped pool, stay inline while the
 //!   workers are idle, and so does all I/O to a pool on memory (tmpfs,
 //!   ramfs), where persisting costs nothing: both measured faster that way
-//!   (README, "The two pmem modules"). While workers write, reads go to them
+//!   (docs/pmem-modules.md). While workers write, reads go to them
 //!   too: libpmemblk would make a read on the reactor wait for a lane a
 //!   worker holds. A read of a page the kernel has evicted still faults it
 //!   in on the reactor.
@@ -248,7 +248,7 @@ impl BlockDevice for PmemDisk {
             }
             // Only what persists blocks: a read is a copy out of the mapped
             // pool (page cache for a file), faster inline than a thread hop
-            // (measured, README)...
+            // (measured, docs/pmem-modules.md)...
             (IoType::Write | IoType::WriteZeroes | IoType::Unmap, Some(w)) => w.submit(io),
             // ...unless workers are writing: libpmemblk gives each call the
             // next of its lanes in turn and waits for that lane's lock, so

@@ -3,9 +3,9 @@
 //! 26.x, spdk-rpc) and the 2018 method names over raw JSON-RPC. Each gives the
 //! same nvmf_get_subsystems, and SPDK's identify sees the namespace each time.
 //!
-//! The test also writes the README's compatibility table from what it saw:
-//! `SPDK_PMEM_UPDATE_README=1 cargo test --test rpc_vocabularies` rewrites it;
-//! otherwise the README must match.
+//! The test also writes the compatibility table of docs/rpc-compatibility.md
+//! from what it saw: `SPDK_PMEM_UPDATE_DOCS=1 cargo test --test
+//! rpc_vocabularies` rewrites it; otherwise the page must match.
 
 mod common;
 use common::*;
@@ -335,24 +335,24 @@ fn three_vocabularies_configure_the_same_target() {
     }
 
     let generated = render(&table);
-    let readme_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let page_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/rpc-compatibility.md");
+    let page = std::fs::read_to_string(&page_path).unwrap();
     let (begin, end) = ("<!-- compat-table:begin -->\n", "<!-- compat-table:end -->");
-    let start = readme
+    let start = page
         .find(begin)
-        .expect("README has the compat-table markers")
+        .expect("docs/rpc-compatibility.md has the compat-table markers")
         + begin.len();
-    let stop = readme
+    let stop = page
         .find(end)
-        .expect("README has the compat-table end marker");
-    if std::env::var_os("SPDK_PMEM_UPDATE_README").is_some() {
-        let updated = format!("{}{}{}", &readme[..start], generated, &readme[stop..]);
-        std::fs::write(&readme_path, updated).unwrap();
+        .expect("docs/rpc-compatibility.md has the compat-table end marker");
+    if std::env::var_os("SPDK_PMEM_UPDATE_DOCS").is_some() {
+        let updated = format!("{}{}{}", &page[..start], generated, &page[stop..]);
+        std::fs::write(&page_path, updated).unwrap();
     } else {
         assert_eq!(
-            &readme[start..stop],
+            &page[start..stop],
             generated,
-            "the README's compatibility table is stale: run SPDK_PMEM_UPDATE_README=1 cargo test --test rpc_vocabularies"
+            "the compatibility table of docs/rpc-compatibility.md is stale: run SPDK_PMEM_UPDATE_DOCS=1 cargo test --test rpc_vocabularies"
         );
     }
 }

@@ -7,8 +7,7 @@
 //! 2-CPU machine, that is about 0.8 CPU for 3,000 writes/s. When the
 //! reactors and initiators already fill every CPU, the workers take that
 //! time from them: a /dev/shm namespace on the same target kept 0.35 of its
-//! IOPS while a disk-backed one was written at full speed (README, "The two
-//! pmem modules").
+//! IOPS while a disk-backed one was written at full speed (docs/pmem-modules.md).
 //!
 //! So the workers run at full speed only while the SPDK threads that use
 //! their bdevs are mostly idle. Each channel of a Rust pmem bdev watches its
@@ -29,7 +28,7 @@ use crate::sync::CpuTimes;
 use crate::thread::{PollTicks, Poller};
 
 /// The share of one CPU the workers may use while a reactor is busy, in
-/// thousandths, when nothing sets another; measured in README's benchmark.
+/// thousandths, when nothing sets another; measured in docs/pmem-modules.md.
 pub const DEFAULT_PERMILLE: u32 = 100;
 
 /// How often a channel's thread is sampled.

@@ -2,7 +2,7 @@
 //!
 //! By default on every online CPU: a thread started from a reactor inherits
 //! its single-core affinity, and the workers are better off where the
-//! scheduler finds room (measured, README "The two pmem modules").
+//! scheduler finds room (measured, docs/pmem-modules.md).
 //! `--pmem-io-cpumask` narrows that, as `-m` places the reactors: away from
 //! the reactors' cores on a machine with CPUs to spare, or onto them.
 
@@ -91,7 +91,7 @@ pub(super) fn worker_cpus() -> libc::cpu_set_t {
 /// initiators busy-poll every core, each wake-up at the default priority
 /// waited for its turn. Measured through the target, four workers wrote
 /// about 2,000 blocks/s at the default priority or pinned beside the
-/// initiator, 2,600 at nice -20 and 2,860 under SCHED_FIFO (README). A
+/// initiator, 2,600 at nice -20 and 2,860 under SCHED_FIFO (docs/pmem-modules.md). A
 /// worker never spins: it takes a reactor's CPU only for the work it does,
 /// which the CPU budget limits while the reactor is busy.
 pub(super) fn schedule_worker(cpus: &libc::cpu_set_t) {
