@@ -663,7 +663,7 @@ static PHASE: Mutex<Phase> = Mutex::new(Phase::Idle);
 static APP_THREAD_ID: AtomicU64 = AtomicU64::new(0);
 
 fn phase() -> std::sync::MutexGuard<'static, Phase> {
-    PHASE.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&PHASE)
 }
 
 /// The id of the application's main SPDK thread, if an application runs.
@@ -697,7 +697,7 @@ static SHUTDOWN_HOOKS: Mutex<Vec<ShutdownHook>> = Mutex::new(Vec::new());
 /// connected meanwhile. The hook bounds its own wait; a second signal stops
 /// at once.
 pub fn on_shutdown(hook: ShutdownHook) {
-    let mut hooks = SHUTDOWN_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut hooks = crate::sync::lock(&SHUTDOWN_HOOKS);
     if !hooks.contains(&hook) {
         hooks.push(hook);
     }
@@ -758,7 +758,7 @@ pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => Some(value),
         Err(payload) => {
-            let mut slot = PANIC.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = crate::sync::lock(&PANIC);
             if slot.is_none() {
                 *slot = Some(payload);
             }
@@ -781,7 +781,7 @@ pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
 }
 
 fn take_panic() -> Option<Box<dyn Any + Send>> {
-    PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
+    crate::sync::lock(&PANIC).take()
 }
 
 /// Asks the running application to shut down; [`AppOptions::run`] then

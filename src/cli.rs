@@ -1,10 +1,20 @@
 //! The command line of SPDK 20.07's `nvmf_tgt` (`lib/event/app.c`), parsed with
 //! clap: the same short and long flags, meanings and defaults, plus `--no-huge`.
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::app::AppOptions;
 use crate::error::{Error, Result};
+
+/// Which implementation of a bdev module serves SPDK's RPC methods for it.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModuleChoice {
+    /// This project's module, written in Rust.
+    #[default]
+    Rust,
+    /// SPDK 20.07's own C module.
+    C,
+}
 
 /// `nvmf_tgt`: SPDK's NVMe over Fabrics target, built on the Rust `spdk_pmem` library.
 #[derive(Parser, Debug, Clone, Default)]
@@ -107,16 +117,14 @@ pub struct Args {
     /// Which pmem bdev module serves bdev_pmem_create/_delete: rust (this
     /// project's, I/O off the reactor for pools on disk; the default) or c
     /// (SPDK 20.07's, for comparison). Not in SPDK 20.07.
-    #[arg(long = "pmem-module", value_name = "rust|c", default_value = "rust",
-          value_parser = ["rust", "c"])]
-    pub pmem_module: String,
+    #[arg(long = "pmem-module", value_name = "rust|c", default_value = "rust")]
+    pub pmem_module: ModuleChoice,
     /// Which RBD bdev module serves bdev_rbd_create/_delete: rust (this
     /// project's: connects and opens images off the reactors, one
     /// connection per cluster; the default) or c (SPDK 20.07's). Not in
     /// SPDK 20.07.
-    #[arg(long = "rbd-module", value_name = "rust|c", default_value = "rust",
-          value_parser = ["rust", "c"])]
-    pub rbd_module: String,
+    #[arg(long = "rbd-module", value_name = "rust|c", default_value = "rust")]
+    pub rbd_module: ModuleChoice,
     /// Where the Rust pmem module does pool I/O: auto (inline for a pool on
     /// tmpfs or ramfs, worker threads otherwise), inline, or a number of
     /// worker threads. Not in SPDK 20.07.

@@ -44,7 +44,7 @@ static TIMER: Mutex<Option<(Sender<()>, JoinHandle<()>)>> = Mutex::new(None);
 const TIMER_EVERY: Duration = Duration::from_secs(1);
 
 fn current() -> Option<Arc<RateLimit<Kind>>> {
-    LIMIT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    crate::sync::lock(&LIMIT).clone()
 }
 
 /// Starts limiting SPDK's log lines to `burst` per kind per [`WINDOW`]
@@ -55,7 +55,7 @@ pub(crate) fn install(burst: u32) -> sys::logfunc {
         return None;
     }
     let limit = Arc::new(RateLimit::new(burst, WINDOW));
-    *LIMIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit.clone());
+    *crate::sync::lock(&LIMIT) = Some(limit.clone());
     start_timer(limit);
     // SAFETY: `sink` has the signature the shim calls, and lives forever.
     unsafe { sys::spdk_pmem_log_set_sink(Some(sink)) };
@@ -65,7 +65,7 @@ pub(crate) fn install(burst: u32) -> sys::logfunc {
 /// At the application's end: says what the open windows left out, and
 /// lets further lines through unlimited.
 pub(crate) fn finish() {
-    let Some(limit) = LIMIT.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    let Some(limit) = crate::sync::lock(&LIMIT).take() else {
         return;
     };
     stop_timer();
@@ -94,12 +94,12 @@ fn start_timer(limit: Arc<RateLimit<Kind>>) {
     // Without the thread, ended windows are still reported with the next
     // line and at exit.
     if let Ok(handle) = spawned {
-        *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, handle));
+        *crate::sync::lock(&TIMER) = Some((stop, handle));
     }
 }
 
 fn stop_timer() {
-    let timer = TIMER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let timer = crate::sync::lock(&TIMER).take();
     if let Some((stop, handle)) = timer {
         drop(stop);
         let _ = handle.join();

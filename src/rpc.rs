@@ -216,7 +216,7 @@ where
             -libc::EEXIST,
         ));
     }
-    let mut methods = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut methods = crate::sync::lock(registry());
     if methods.contains_key(name) {
         return Err(Error::spdk(
             format!("registering RPC method {name}: it exists"),
@@ -499,7 +499,7 @@ pub fn requests_by_method(app: AppThread) -> Result<Vec<(String, u64)>> {
 /// Sets the filter applied to every request for a C method (replacing any
 /// earlier one).
 pub fn set_filter(filter: Box<Filter>) {
-    *filter_slot().lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(filter));
+    *crate::sync::lock(filter_slot()) = Some(Arc::from(filter));
     install_hook();
 }
 

@@ -28,7 +28,7 @@ static WRITE_FAULTS: Mutex<Vec<WriteFault>> = Mutex::new(Vec::new());
 /// Whether this write to block `block` of the pool at `path` is to fail
 /// (and counts it against the armed fault).
 pub(crate) fn pool_write_fails(path: &Path, block: u64) -> bool {
-    let mut faults = WRITE_FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut faults = crate::sync::lock(&WRITE_FAULTS);
     let Some(i) = faults
         .iter()
         .position(|f| f.pool == path && f.block.is_none_or(|b| b == block))
@@ -78,7 +78,7 @@ pub fn serve_rpcs() -> Result<()> {
                     skip: p.skip,
                     count: p.count,
                 };
-                (WRITE_FAULTS.lock().unwrap_or_else(|e| e.into_inner())).push(fault);
+                crate::sync::lock(&WRITE_FAULTS).push(fault);
             }
             Ok(true)
         },

@@ -409,7 +409,7 @@ impl<T> Completer<T> {
     /// Gives the result to the waiting future.
     pub fn complete(self, value: T) {
         let waker = {
-            let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = crate::sync::lock(&*self.0);
             s.value = Some(value);
             s.completed = true;
             s.waker.take()
@@ -445,7 +445,7 @@ impl<T> Drop for Completer<T> {
         // Dropped without a value: C will never call back (it failed
         // synchronously, or the trampoline was not reached).
         let waker = {
-            let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = crate::sync::lock(&*self.0);
             if s.completed {
                 return;
             }
@@ -461,7 +461,7 @@ impl<T> Drop for Completer<T> {
 impl<T> Future for Completion<T> {
     type Output = Result<T>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = crate::sync::lock(&*self.state);
         if let Some(v) = s.value.take() {
             return Poll::Ready(Ok(v));
         }

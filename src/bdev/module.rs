@@ -195,7 +195,7 @@ impl Module {
     /// use. Call before the application starts or on its main thread (where
     /// SPDK's module list is read). A name SPDK's C modules use is refused.
     pub fn get_or_register(name: &str) -> Result<&'static Module> {
-        let mut map = modules().lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(modules());
         if let Some(m) = map.get(name) {
             return Ok(m);
         }

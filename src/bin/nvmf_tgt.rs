@@ -2,7 +2,7 @@
 //! JSON-RPC socket; SPDK's `scripts/rpc.py` configures it unchanged.
 
 use clap::Parser;
-use spdk_pmem::cli::{spdk_version_string, Args};
+use spdk_pmem::cli::{spdk_version_string, Args, ModuleChoice};
 
 fn main() {
     let args = Args::parse();
@@ -10,79 +10,83 @@ fn main() {
         println!("{}", spdk_version_string());
         return;
     }
+    match run(&args) {
+        Ok(code) => std::process::exit(code),
+        Err(Exit { code, message }) => {
+            eprintln!("nvmf_tgt: {message}");
+            std::process::exit(code);
+        }
+    }
+}
+
+/// How the process ends when it cannot serve: 2 for flags that do not make
+/// sense together (the C target's code for bad usage), 1 for anything
+/// that failed while setting up or running.
+struct Exit {
+    code: i32,
+    message: String,
+}
+
+fn usage(e: impl std::fmt::Display) -> Exit {
+    Exit {
+        code: 2,
+        message: e.to_string(),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Exit {
+    Exit {
+        code: 1,
+        message: e.to_string(),
+    }
+}
+
+fn run(args: &Args) -> Result<i32, Exit> {
     if args.max_delay.is_some() {
         eprintln!(
             "Deprecation warning: The maximum allowed latency parameter is no longer supported."
         );
     }
-    let options = match args.app_options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("nvmf_tgt: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = args.tcp_connect_limits().apply() {
-        eprintln!("nvmf_tgt: {e}");
-        std::process::exit(2);
-    }
+    let options = args.app_options().map_err(usage)?;
+    args.tcp_connect_limits().apply().map_err(usage)?;
     // Beyond 20.07's RPC vocabulary: newer clients' default-valued fields and
     // the article's construct_nvmf_subsystem.
     spdk_pmem::rpc::set_filter(Box::new(spdk_pmem::rpc_compat::filter));
-    if args.pmem_module != "c" {
+    if args.pmem_module == ModuleChoice::Rust {
         spdk_pmem::pmem_bdev::cpu_budget::set_limit(
             (args.pmem_busy_cpu_limit * 10.0).round() as u32
         );
         spdk_pmem::pmem_bdev::placement::set_worker_cpus(args.pmem_io_cpumask.clone());
-        if let Err(e) = spdk_pmem::pmem_bdev::serve_spdk_rpcs(args.pmem_io_threads) {
-            eprintln!("nvmf_tgt: {e}");
-            std::process::exit(1);
-        }
+        spdk_pmem::pmem_bdev::serve_spdk_rpcs(args.pmem_io_threads).map_err(failed)?;
     }
     #[cfg(feature = "rbd")]
-    if args.rbd_module != "c" {
-        if let Err(e) = spdk_pmem::rbd::bdev::serve_spdk_rpcs() {
-            eprintln!("nvmf_tgt: {e}");
-            std::process::exit(1);
-        }
+    if args.rbd_module == ModuleChoice::Rust {
+        spdk_pmem::rbd::bdev::serve_spdk_rpcs().map_err(failed)?;
     }
-    if let Err(e) = spdk_pmem::writeback::rpc::serve_rpcs() {
-        eprintln!("nvmf_tgt: {e}");
-        std::process::exit(1);
-    }
+    spdk_pmem::writeback::rpc::serve_rpcs().map_err(failed)?;
     #[cfg(feature = "test-hooks")]
-    if let Err(e) = spdk_pmem::test_hooks::serve_rpcs() {
-        eprintln!("nvmf_tgt: {e}");
-        std::process::exit(1);
-    }
-    if let Err(e) = spdk_pmem::legacy::register() {
-        eprintln!("nvmf_tgt: {e}");
-        std::process::exit(1);
-    }
+    spdk_pmem::test_hooks::serve_rpcs().map_err(failed)?;
+    spdk_pmem::legacy::register().map_err(failed)?;
     // The C nvmf_tgt's start callback does nothing: the nvmf subsystem and the
     // RPC server, both started by spdk_app_start, do the work. Ours starts
     // the reactors' naps (--idle-nap-us) and the metrics endpoint
     // (--metrics) there.
     let nap = std::time::Duration::from_micros(args.idle_nap_us);
     let metrics = args.metrics.clone();
-    match options.run(|| {
-        if let Err(e) = spdk_pmem::idle_nap::start(nap) {
-            eprintln!("nvmf_tgt: starting the reactors' idle naps: {e}");
-            let _ = spdk_pmem::app::stop(1);
-        }
-        if let Some(addr) = &metrics {
-            let started = spdk_pmem::thread::AppThread::here()
-                .and_then(|app| spdk_pmem::metrics::start(app, addr));
-            if let Err(e) = started {
-                eprintln!("nvmf_tgt: {e}");
+    options
+        .run(|| {
+            if let Err(e) = spdk_pmem::idle_nap::start(nap) {
+                eprintln!("nvmf_tgt: starting the reactors' idle naps: {e}");
                 let _ = spdk_pmem::app::stop(1);
             }
-        }
-    }) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("nvmf_tgt: {e}");
-            std::process::exit(1);
-        }
-    }
+            if let Some(addr) = &metrics {
+                let started = spdk_pmem::thread::AppThread::here()
+                    .and_then(|app| spdk_pmem::metrics::start(app, addr));
+                if let Err(e) = started {
+                    eprintln!("nvmf_tgt: {e}");
+                    let _ = spdk_pmem::app::stop(1);
+                }
+            }
+        })
+        .map_err(failed)
 }

@@ -59,11 +59,11 @@ fn clusters() -> &'static Mutex<HashMap<ClusterConfig, Weak<Cluster>>> {
 /// The connection for `config`: a live one, or a new one (blocking).
 fn cluster_for(config: &ClusterConfig) -> Result<Arc<Cluster>> {
     let live = |map: &HashMap<_, Weak<Cluster>>| map.get(config).and_then(Weak::upgrade);
-    if let Some(c) = live(&clusters().lock().unwrap_or_else(|e| e.into_inner())) {
+    if let Some(c) = live(&crate::sync::lock(clusters())) {
         return Ok(c);
     }
     let new = Arc::new(Cluster::connect(config, CONNECT_TIMEOUT)?);
-    let mut map = clusters().lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = crate::sync::lock(clusters());
     map.retain(|_, w| w.strong_count() > 0);
     // Another create may have connected meanwhile: keep one.
     Ok(live(&map).unwrap_or_else(|| {
@@ -134,7 +134,7 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
         identity: served_as,
         health,
     };
-    (served().lock().unwrap_or_else(|e| e.into_inner())).insert(name, served_now);
+    crate::sync::lock(served()).insert(name, served_now);
     Ok(bdev)
 }
 
@@ -266,7 +266,7 @@ fn served() -> &'static Mutex<HashMap<String, Served>> {
 /// The image an RBD bdev of this module serves, as
 /// [`Image::identity`] gives it.
 pub fn identity(bdev_name: &str) -> Option<String> {
-    (served().lock().unwrap_or_else(|e| e.into_inner()))
+    crate::sync::lock(served())
         .get(bdev_name)
         .map(|s| s.identity.clone())
 }
@@ -290,7 +290,7 @@ pub struct RbdFigures {
 /// Every RBD bdev of this module, by name.
 pub fn figures(app: AppThread) -> Result<Vec<RbdFigures>> {
     app.check()?;
-    let served = served().lock().unwrap_or_else(|e| e.into_inner());
+    let served = crate::sync::lock(served());
     let mut all: Vec<RbdFigures> = served
         .iter()
         .map(|(name, s)| RbdFigures {
@@ -513,7 +513,7 @@ impl BlockDevice for RbdDisk {
     }
 
     fn destruct(&mut self) {
-        (served().lock().unwrap_or_else(|e| e.into_inner())).remove(&self.params.name);
+        crate::sync::lock(served()).remove(&self.params.name);
     }
 }
 

@@ -31,18 +31,50 @@ pub use work_queue::WorkQueue;
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard,
+    Arc, Condvar, Mutex,
 };
 /// loom's `try_lock` reports std's error type.
 pub(crate) use std::sync::TryLockError;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard,
+    Arc, Condvar, Mutex,
 };
 
-/// Locks `m`; a panic of another holder does not make the data unusable
-/// here (each holder leaves it consistent before anything can panic).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks `m`, std's or (under loom) loom's; a panic of another holder
+/// does not make the data unusable here: every holder in this crate leaves
+/// it consistent before anything can panic, and the panic itself is
+/// reported where it happened.
+pub(crate) fn lock<M: Lock + ?Sized>(m: &M) -> M::Guard<'_> {
+    m.lock_recovering()
+}
+
+/// A mutex [`lock`] takes: std's (process-wide state loom does not model
+/// stays on std's even in loom builds) and loom's.
+pub(crate) trait Lock {
+    type Guard<'a>
+    where
+        Self: 'a;
+    fn lock_recovering(&self) -> Self::Guard<'_>;
+}
+
+impl<T: ?Sized> Lock for std::sync::Mutex<T> {
+    type Guard<'a>
+        = std::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    fn lock_recovering(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(loom)]
+impl<T: ?Sized> Lock for loom::sync::Mutex<T> {
+    type Guard<'a>
+        = loom::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    fn lock_recovering(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

@@ -601,7 +601,7 @@ impl Cache {
             }
         ));
         {
-            let mut failure = self.stats.failure.lock().unwrap_or_else(|e| e.into_inner());
+            let mut failure = crate::sync::lock(&self.stats.failure);
             failure.get_or_insert(why);
         }
         self.stats.failed.store(true, Ordering::Relaxed);
@@ -1036,7 +1036,7 @@ impl BlockDevice for CacheDisk {
             "base_reachable": !s.base_failing.load(Ordering::Relaxed),
             "failed": s.failed.load(Ordering::Relaxed),
             "wait_timeout_ms": self.params.wait_timeout.map_or(0, |t| t.as_millis() as u64),
-            "failure": s.failure.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            "failure": crate::sync::lock(&s.failure).clone(),
         }}))
     }
 

@@ -344,7 +344,7 @@ impl Log {
 
     /// The last write known to be in the backing store, as persisted.
     pub fn persisted_destaged(&self) -> u64 {
-        *self.destaged.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.destaged)
     }
 
     /// Whether write `seq` may be written now: the write its slot held
@@ -399,7 +399,7 @@ impl Log {
     /// Persists that every write up to `seq` is in the backing store, which
     /// frees their slots. Never moves backwards.
     pub fn set_destaged(&self, seq: u64) -> Result<()> {
-        let mut destaged = self.destaged.lock().unwrap_or_else(|e| e.into_inner());
+        let mut destaged = crate::sync::lock(&self.destaged);
         if seq <= *destaged {
             return Ok(());
         }
