@@ -335,7 +335,8 @@ fn three_vocabularies_configure_the_same_target() {
     }
 
     let generated = render(&table);
-    let page_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/rpc-compatibility.md");
+    let page_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/rpc-compatibility.md");
     let page = std::fs::read_to_string(&page_path).unwrap();
     let (begin, end) = ("<!-- compat-table:begin -->\n", "<!-- compat-table:end -->");
     let start = page
