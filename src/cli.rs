@@ -195,16 +195,6 @@ fn parse_io_threads(s: &str) -> std::result::Result<crate::pmem_bdev::IoThreads,
     crate::pmem_bdev::IoThreads::parse(s).map_err(|e| e.to_string())
 }
 
-/// `SPDK v20.07`, as the C binary prints for `-v`.
-pub fn spdk_version_string() -> String {
-    use crate::sys::{SPDK_VERSION_MAJOR, SPDK_VERSION_MINOR, SPDK_VERSION_PATCH};
-    if SPDK_VERSION_PATCH == 0 {
-        format!("SPDK v{SPDK_VERSION_MAJOR}.{SPDK_VERSION_MINOR:02}")
-    } else {
-        format!("SPDK v{SPDK_VERSION_MAJOR}.{SPDK_VERSION_MINOR:02}.{SPDK_VERSION_PATCH}")
-    }
-}
-
 impl Args {
     /// The limits on NVMe/TCP connections waiting for a Fabrics Connect
     /// (checked when applied: `ConnectLimits::apply`).
@@ -435,10 +425,5 @@ mod tests {
         assert_eq!(parse_mem_size_mb("512MB"), Ok(512));
         assert_eq!(parse_mem_size_mb("4096k"), Ok(4));
         assert!(parse_mem_size_mb("").is_err());
-    }
-
-    #[test]
-    fn version_string_is_spdks() {
-        assert_eq!(spdk_version_string(), "SPDK v20.07");
     }
 }

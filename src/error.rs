@@ -74,8 +74,8 @@ impl Error {
     pub fn is_media_error(&self) -> bool {
         matches!(
             self,
-            Error::BdevIo { sct, sc, .. } if *sct == crate::sys::SPDK_NVME_SCT_MEDIA_ERROR as i32
-                && *sc == crate::sys::SPDK_NVME_SC_UNRECOVERED_READ_ERROR as i32
+            Error::BdevIo { sct, sc, .. } if *sct == spdk_sys::SPDK_NVME_SCT_MEDIA_ERROR as i32
+                && *sc == spdk_sys::SPDK_NVME_SC_UNRECOVERED_READ_ERROR as i32
         )
     }
 

@@ -3,6 +3,7 @@
 //!
 //! One module per concept:
 //! - [`app`]: the SPDK application (environment, reactors, RPC server);
+//! - [`build`]: what this library was built from (SPDK release, patches, features);
 //! - [`cli`]: the command line of SPDK's `nvmf_tgt`;
 //! - [`error`]: the crate's error type;
 //! - [`pmem`]: a safe libpmemblk pool;
@@ -24,6 +25,7 @@
 
 pub mod app;
 pub mod bdev;
+pub mod build;
 pub mod cli;
 mod cstr;
 pub mod error;
@@ -50,6 +52,4 @@ pub use error::{Error, Result};
 pub use pmemblk_sys;
 pub use spdk_sys as sys;
 
-/// Where the SPDK tree of this build lives (its C `nvmf_tgt`, `perf`,
-/// `identify`, `bdevperf` and `scripts/rpc.py`), as recorded at build time.
-pub const SPDK_ROOT: &str = env!("SPDK_ROOT");
+pub use build::SPDK_ROOT;

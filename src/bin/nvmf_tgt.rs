@@ -2,12 +2,12 @@
 //! JSON-RPC socket; SPDK's `scripts/rpc.py` configures it unchanged.
 
 use clap::Parser;
-use spdk_pmem::cli::{spdk_version_string, Args, ModuleChoice};
+use spdk_pmem::cli::{Args, ModuleChoice};
 
 fn main() {
     let args = Args::parse();
     if args.version {
-        println!("{}", spdk_version_string());
+        println!("{}", spdk_pmem::build::spdk_version());
         return;
     }
     match run(&args) {

@@ -85,16 +85,6 @@ pub async fn scrape(app: AppThread) -> Result<String> {
 }
 
 fn build_info(registry: &mut Registry) {
-    let version = crate::cli::spdk_version_string();
-    let features: Vec<&str> = [
-        ("rdma", cfg!(feature = "rdma")),
-        ("rbd", cfg!(feature = "rbd")),
-        ("asan", cfg!(feature = "asan")),
-    ]
-    .iter()
-    .filter(|(_, on)| *on)
-    .map(|(name, _)| *name)
-    .collect();
     // A gauge of 1 with the facts as labels (Prometheus's `*_build_info`
     // convention; the OpenMetrics info type is unknown to promtool 2.42).
     let info = Family::<BuildLabels, Gauge>::default();
@@ -104,14 +94,10 @@ fn build_info(registry: &mut Registry) {
         info.clone(),
     );
     let labels = BuildLabels {
-        spdk_version: version,
+        spdk_version: crate::build::spdk_version(),
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        features: features.join(","),
-        patches: sys::PATCHES
-            .iter()
-            .map(|p| p.split('-').next().unwrap_or(p))
-            .collect::<Vec<_>>()
-            .join(","),
+        features: crate::build::features().join(","),
+        patches: crate::build::patch_numbers().join(","),
     };
     info.get_or_create(&labels).set(1);
 }
