@@ -18,7 +18,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::ffi::{c_void, CString};
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -755,12 +755,12 @@ extern "C" fn start_trampoline(arg: *mut c_void) {
 /// Runs `f`, catching a panic so it never unwinds into C: the panic is kept,
 /// the application is told to stop, and [`AppOptions::run`] resumes it.
 pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
+    match crate::panics::catch(f) {
         Ok(value) => Some(value),
-        Err(payload) => {
+        Err(caught) => {
             let mut slot = crate::sync::lock(&PANIC);
             if slot.is_none() {
-                *slot = Some(payload);
+                *slot = Some(caught.into_payload());
             }
             drop(slot);
             // Harmless when the app is not serving. When the app thread

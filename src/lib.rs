@@ -35,6 +35,7 @@ mod log;
 mod log_limit;
 pub mod metrics;
 pub mod nvmf;
+mod panics;
 pub mod pmem;
 pub mod pmem_bdev;
 #[cfg(feature = "rbd")]

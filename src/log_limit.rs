@@ -114,8 +114,9 @@ extern "C" fn sink(
     func: *const c_char,
     msg: *const c_char,
 ) {
-    // No panic may unwind into SPDK's C.
-    let _ = std::panic::catch_unwind(|| {
+    // No panic may unwind into SPDK's C (the crate's panic policy; this one
+    // is not logged: logging it would come back here).
+    let _ = crate::panics::catch(|| {
         let limit = current().filter(|_| level <= sys::SPDK_LOG_NOTICE);
         let Some(limit) = limit else {
             // SAFETY: the shim's own pointers, valid for this call.

@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CStr, CString};
 use std::future::Future;
 use std::os::raw::c_char;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -159,9 +158,10 @@ extern "C" fn response_hook(request: *mut sys::spdk_jsonrpc_request, error: bool
         crate::sync::Outcome::Ok
     };
     // A count lost is better than a panic unwinding into C.
-    let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-        tally().answered(request as usize, outcome)
-    }));
+    crate::panics::contain(
+        || "the JSON-RPC response hook".to_string(),
+        || tally().answered(request as usize, outcome),
+    );
 }
 
 /// JSON-RPC calls answered so far: (method, result, count), methods the
@@ -260,10 +260,7 @@ where
         )));
     }
     let handler: Handler = Arc::new(move |params| Box::pin(handler(params)) as BoxedReply);
-    replacements()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(name.to_string(), handler);
+    crate::sync::lock(replacements()).insert(name.to_string(), handler);
     install_hook();
     Ok(())
 }
@@ -503,20 +500,12 @@ pub fn set_filter(filter: Box<Filter>) {
     install_hook();
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string())
-}
-
 extern "C" fn dispatch_hook(
     request: *mut sys::spdk_jsonrpc_request,
     method: *const c_char,
     params: *const sys::spdk_json_val,
 ) -> bool {
-    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+    let result = crate::panics::catch(|| {
         // SAFETY: SPDK passes a NUL-terminated method name valid for this call.
         let name = unsafe { CStr::from_ptr(method) }
             .to_string_lossy()
@@ -528,21 +517,12 @@ extern "C" fn dispatch_hook(
         let counted_as = if known { &name } else { UNKNOWN_METHOD };
         count_request(counted_as);
         tally().dispatched(request as usize, counted_as);
-        if registry()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&name)
-        {
+        if crate::sync::lock(registry()).contains_key(&name) {
             CURRENT_METHOD.with(|m| *m.borrow_mut() = Some(name));
             return false;
         }
-        let filter = filter_slot()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let replacement = replacements()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let filter = crate::sync::lock(filter_slot()).clone();
+        let replacement = crate::sync::lock(replacements())
             .get(&name)
             .cloned()
             // SAFETY: `method` is a valid C string; SPDK's method list is
@@ -588,14 +568,11 @@ extern "C" fn dispatch_hook(
             unsafe { respond(request, Err(e)) };
         }
         true
-    }));
+    });
     match result {
         Ok(handled) => handled,
-        Err(payload) => {
-            let msg = format!(
-                "internal error in the RPC filter: {}",
-                panic_message(&*payload)
-            );
+        Err(caught) => {
+            let msg = format!("internal error in the RPC filter: {}", caught.message());
             // SAFETY: the request has not been answered (the panic came first).
             unsafe { respond(request, Err(RpcError::internal(msg))) };
             true
@@ -608,24 +585,22 @@ extern "C" fn method_trampoline(
     params: *const sys::spdk_json_val,
 ) {
     let name = CURRENT_METHOD.with(|m| m.borrow_mut().take());
-    let result = panic::catch_unwind(AssertUnwindSafe(|| -> std::result::Result<(), RpcError> {
+    let result = crate::panics::catch(|| -> std::result::Result<(), RpcError> {
         let name = name.ok_or_else(|| {
             RpcError::internal("Rust RPC method called without the dispatch hook")
         })?;
-        let handler = registry()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let handler = crate::sync::lock(registry())
             .get(&name)
             .cloned()
             .ok_or_else(|| RpcError::internal(format!("no Rust handler for {name}")))?;
         // SAFETY: `params` is SPDK's parsed request, valid for this call.
         let value = unsafe { params_to_value(params) }.map_err(RpcError::invalid_params)?;
         answer_later(request, name, handler(value))
-    }));
+    });
     let failure = match result {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e,
-        Err(payload) => RpcError::internal(format!("internal error: {}", panic_message(&*payload))),
+        Err(caught) => RpcError::internal(format!("internal error: {}", caught.message())),
     };
     // SAFETY: the handler never started, so the request is still unanswered.
     unsafe { respond(request, Err(failure)) };
@@ -668,10 +643,10 @@ async fn futures_catch(fut: BoxedReply) -> std::result::Result<RpcResult, String
             mut self: Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Self::Output> {
-            match panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            match crate::panics::catch(|| self.0.as_mut().poll(cx)) {
                 Ok(std::task::Poll::Ready(r)) => std::task::Poll::Ready(Ok(r)),
                 Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-                Err(payload) => std::task::Poll::Ready(Err(panic_message(&*payload))),
+                Err(caught) => std::task::Poll::Ready(Err(caught.message())),
             }
         }
     }

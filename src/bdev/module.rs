@@ -46,9 +46,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
@@ -381,16 +379,16 @@ impl<T: BlockDevice> Disk<T> {
     }
 }
 
-static PANICS: AtomicU64 = AtomicU64::new(0);
-
-/// How many panics in bdev modules' code this process has caught (each
-/// reported on stderr when it happened).
+/// How many panics in bdev modules' code (and elsewhere under the crate's
+/// panic policy, `panics`) this process has caught; each was reported on
+/// the log when it happened.
 pub fn panics_caught() -> u64 {
-    PANICS.load(Ordering::Relaxed)
+    crate::panics::caught()
 }
 
-/// Runs module code from a C callback: a panic is counted and reported, and
-/// never unwinds into C (nor stops the application, unlike app callbacks).
+/// Runs module code from a C callback under the crate's panic policy: a
+/// panic is counted and reported, and never unwinds into C (nor stops the
+/// application, unlike app callbacks).
 fn guard<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     guard_with(|| what.to_string(), f)
 }
@@ -398,19 +396,7 @@ fn guard<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
 /// [`guard`], with the description made only if there is a panic to report
 /// (the I/O path allocates nothing for it).
 fn guard_with<R>(what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Option<R> {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => Some(r),
-        Err(payload) => {
-            PANICS.fetch_add(1, Ordering::Relaxed);
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            crate::log::error(&format!("bdev module: panic in {}: {msg}", what()));
-            None
-        }
-    }
+    crate::panics::contain(|| format!("bdev module code ({})", what()), f)
 }
 
 /// The parts of a registered `Disk<T>` that callbacks read: its device and

@@ -28,7 +28,6 @@
 //! Pools are the same libpmemblk pools either module opens; the bdev's
 //! `save_config` entry is the same `bdev_pmem_create` call.
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -464,7 +463,10 @@ impl Drop for Workers {
 /// goes on with the next.
 fn work(queue: &WorkQueue<Job>, pool: &Pool, counts: &Counts) {
     while let Some(job) = queue.pop() {
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run(job, pool, counts)));
+        crate::panics::contain(
+            || "a pmem worker's job".to_string(),
+            || run(job, pool, counts),
+        );
     }
 }
 

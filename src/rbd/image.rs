@@ -6,7 +6,6 @@
 //! channel, on the reactor).
 
 use std::ffi::c_void;
-use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
 use std::sync::{mpsc, Arc};
 
@@ -270,9 +269,10 @@ extern "C" fn aio_complete(comp: sys::rbd_completion_t, arg: *mut c_void) {
     };
     // No panic may unwind into librbd's thread.
     let done = pending.done;
-    if std::panic::catch_unwind(AssertUnwindSafe(move || done(rc as isize))).is_err() {
-        crate::log::error("RBD completion: the callback panicked");
-    }
+    crate::panics::contain(
+        || "an RBD completion".to_string(),
+        move || done(rc as isize),
+    );
 }
 
 impl Drop for Image {
