@@ -720,10 +720,7 @@ extern "C" fn shutdown_trampoline() {
     catch_panic(|| {
         // SPDK calls this only while its application runs, start-up included.
         *phase() = Phase::Stopping;
-        let hooks = SHUTDOWN_HOOKS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let hooks = crate::sync::lock(&SHUTDOWN_HOOKS).clone();
         run_shutdown_hooks(hooks);
     });
 }
