@@ -39,6 +39,10 @@ if [ -z "${1:-}" ]; then
   cargo fmt --all -- --check
   echo "== cargo clippy"
   cargo clippy --locked --workspace --all-targets --features test-hooks -- -D warnings
+  # The library's documentation: every public item documented (the
+  # workspace's missing_docs lint), no broken or private links.
+  echo "== cargo doc"
+  RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace --features test-hooks
   # The cross-thread primitives (src/sync, the CPU-budget account) on loom's
   # types: every interleaving of each test's threads, up to three
   # preemptions. Its own target directory (other cfg); SPDK's build shared.

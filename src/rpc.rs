@@ -164,11 +164,17 @@ extern "C" fn response_hook(request: *mut sys::spdk_jsonrpc_request, error: bool
     );
 }
 
+/// How a JSON-RPC call was answered.
+pub use crate::sync::Outcome;
+
+/// The method name under which responses to requests that never reached
+/// dispatch (they were not JSON-RPC) are counted.
+pub const UNMATCHED_REQUEST: &str = crate::sync::RpcTally::UNMATCHED;
+
 /// JSON-RPC calls answered so far: (method, result, count), methods the
 /// target does not have under [`UNKNOWN_METHOD`], responses to requests
-/// that never reached dispatch (not JSON-RPC) under
-/// [`crate::sync::RpcTally::UNMATCHED`].
-pub fn calls_by_method_and_result() -> Vec<(String, crate::sync::Outcome, u64)> {
+/// that never reached dispatch under [`UNMATCHED_REQUEST`].
+pub fn calls_by_method_and_result() -> Vec<(String, Outcome, u64)> {
     tally().counts()
 }
 

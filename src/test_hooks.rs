@@ -5,7 +5,7 @@
 //! (an msync EIO on a file-backed pool, a media error). These machines have
 //! no device-mapper `error`/`flakey` targets to make a real one, so the
 //! fault sits at the lowest layer instead: [`crate::pmem::Pool::write`]
-//! asks [`pool_write_fails`] first. The RPC `test_pmem_fail_writes` arms it.
+//! asks `pool_write_fails` first. The RPC `test_pmem_fail_writes` arms it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -18,7 +18,11 @@ mod ffi {
         unsafe_op_in_unsafe_fn,
         clippy::all,
         clippy::pedantic,
-        clippy::undocumented_unsafe_blocks
+        clippy::undocumented_unsafe_blocks,
+        // C comments bindgen copies, whose [brackets] are no Rust links.
+        rustdoc::broken_intra_doc_links,
+        rustdoc::invalid_html_tags,
+        rustdoc::bare_urls
     )]
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }

@@ -11,7 +11,9 @@ use super::{lock, Mutex};
 /// What a response said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
+    /// A result.
     Ok,
+    /// An error object.
     Error,
 }
 
