@@ -36,9 +36,6 @@ const FLOODER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// The connect deadline nvmf_tgt gives by default (`--tcp-connect-timeout`).
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The tests load the same two CPUs: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 fn serve(dir: &Path) -> (Target, u16) {
     let t = Target::start(&our_nvmf_tgt(), &[]);
     let port = test_port();
@@ -218,7 +215,7 @@ fn identified(port: u16, i: u32) -> Result<(), String> {
 /// handling they stayed until the 10 s deadline, holding every slot.
 #[test]
 fn connections_refused_with_a_c2h_term_req_give_their_slot_back_at_once() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = alone();
     raise_fd_limit();
     let dir = shm_dir();
     let (t, port) = serve(dir.path());
@@ -288,7 +285,7 @@ fn connections_refused_with_a_c2h_term_req_give_their_slot_back_at_once() {
 /// flood left them (DPDK keeps the heap it grew to).
 #[test]
 fn a_flood_from_one_address_never_locks_out_a_host_from_another() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = alone();
     raise_fd_limit();
     let dir = shm_dir();
     let (t, port) = serve(dir.path());
@@ -404,7 +401,7 @@ fn a_flood_from_one_address_never_locks_out_a_host_from_another() {
 /// that make no sense are refused at start, saying what to give.
 #[test]
 fn the_connect_limits_are_flags_and_nonsense_is_refused_at_start() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = alone();
     let t = Target::start(
         &our_nvmf_tgt(),
         &[

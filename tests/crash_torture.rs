@@ -44,11 +44,6 @@ const QUEUE_DEPTH: u16 = 16;
 /// kills come at every stage (connecting, the first writes, load).
 const SHORT_RUNS: (u64, u64) = (20, 300);
 
-/// One torture at a time: the test process opens the pool with libpmemblk
-/// between cycles, and a target another test spawned meanwhile would inherit
-/// that descriptor, and its lock on the pool.
-static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Every write issued per unit, and the newest acknowledged.
 #[derive(Default)]
 struct History {
@@ -299,7 +294,7 @@ fn check_pool(pool: &Path, block_size: usize, h: &History, verdict: &mut Verdict
 /// from the `save_config` output (`--json`) serves the same data.
 #[test]
 fn a_target_stopped_by_a_signal_under_load_exits_cleanly_and_keeps_its_data() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let dir = shm_dir();
     let pool = dir.path().join("signalled.pool");
     spdk_pmem::pmem::Pool::create(&pool, 4096, 32 << 20, 0o600).unwrap();
@@ -389,7 +384,7 @@ fn assert_whole_and_kept(what: &str, v: &Verdict, acked: u64, kills: u64) {
 /// The torture on a pool of 4 KiB blocks in `dir`: no torn unit, no lost
 /// acknowledged write.
 fn assert_atomic_under_sigkill(dir: &Path, seed: u64, what: &str) {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let (v, acked, kills) = torture(&dir.join("torture.pool"), 4096, cycles(), seed);
     assert_whole_and_kept(what, &v, acked, kills);
 }
@@ -415,7 +410,7 @@ fn acknowledged_4k_writes_survive_sigkill_whole_on_a_pool_on_disk() {
 /// milliseconds, a kill nearly always lands inside one.
 #[test]
 fn the_checker_finds_torn_units_where_writes_are_not_atomic() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let (v, acked, kills) = torture(&dir.path().join("torture.pool"), 512, cycles(), 0x70_47_03);
     report(
@@ -441,7 +436,7 @@ fn the_checker_finds_torn_units_where_writes_are_not_atomic() {
 /// the OSD).
 #[test]
 fn acknowledged_4k_writes_survive_sigkill_whole_on_an_rbd_image() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let ceph = common::ceph::Ceph::start();
     ceph.rbd(&["create", "rbd/torture", "--size", "8M"]);
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -594,7 +589,7 @@ fn cache_prefix_torture(
 /// image behind the cache holds a prefix of the writes.
 #[test]
 fn a_cached_rbd_image_holds_a_prefix_of_the_writes_when_the_cache_is_lost() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let (verdicts, destaged) = cache_prefix_torture(cycles().min(4), 0x9e_f1, false, 4096);
     for (cycle, bad) in verdicts.iter().enumerate() {
         assert!(bad.is_empty(), "cycle {cycle}: {bad:?}");
@@ -611,7 +606,7 @@ fn a_cached_rbd_image_holds_a_prefix_of_the_writes_when_the_cache_is_lost() {
 /// object; the units never cross one).
 #[test]
 fn a_cached_rbd_image_holds_whole_multi_block_writes_when_the_cache_is_lost() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
         eprintln!("sanitized build: the multi-block torture runs in the plain suite");
         return;
@@ -632,7 +627,7 @@ fn a_cached_rbd_image_holds_whole_multi_block_writes_when_the_cache_is_lost() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs --features test-hooks")]
 fn the_prefix_check_catches_a_cache_that_destages_out_of_order() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let (verdicts, _) = cache_prefix_torture(8, 0x0d_de, true, 4096);
     assert!(
         verdicts.iter().any(|bad| !bad.is_empty()),
@@ -750,7 +745,7 @@ fn cache_restart_torture(
 
 #[test]
 fn acknowledged_writes_through_the_cache_reach_ceph_whole_across_kills_and_restarts() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     // Each check drains the cache into Ceph: two checks in a sanitized
     // build, whose destaging is slow.
     let most = if std::env::var_os("SPDK_PMEM_SANITIZED").is_some() {
@@ -779,7 +774,7 @@ fn acknowledged_writes_through_the_cache_reach_ceph_whole_across_kills_and_resta
 /// Ceph takes them) and wraps around its slots, and the kills find it full.
 #[test]
 fn acknowledged_multi_block_writes_survive_kills_while_the_log_is_full_and_wraps() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     // Each check drains some 21,000 blocks into Ceph: two cycles (a replay
     // under load, then a check) in the plain suite; the sanitized one has
     // the other cache tortures (its build destages too slowly for this).

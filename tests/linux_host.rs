@@ -47,18 +47,6 @@ const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 const GUARDED: &str = "nqn.2016-06.io.spdk:guarded";
 const SERIAL: &str = "SPDK00000000000001";
 
-/// The two pmem boots share the CPUs (each guest takes one under TCG);
-/// the Ceph one runs alone (ceph-osd's mkfs takes a CPU for seconds).
-static CEPH_ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn beside_other_guests() -> std::sync::RwLockReadGuard<'static, ()> {
-    CEPH_ALONE.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
-    CEPH_ALONE.write().unwrap_or_else(|e| e.into_inner())
-}
-
 /// id-ctrl fields that differ between our target and the C one, and why.
 const ALLOWED_DIFFERENCES: &[(&str, &str)] = &[];
 
@@ -393,7 +381,7 @@ fn the_linux_kernel_host_connects_and_does_io() {
     if !vm::plain_suite() {
         return;
     }
-    let _turn = beside_other_guests();
+    let _turn = beside_others();
     let dir = shm_dir();
     let (c_port, cmod_port, port) = (test_port(), test_port(), test_port());
     let mut c = Checked::start(c_nvmf_tgt(), dir.path(), "c", c_port, &[]);
@@ -508,7 +496,7 @@ fn the_same_checks_pass_against_linux_nvmet() {
     if !vm::plain_suite() {
         return;
     }
-    let _turn = beside_other_guests();
+    let _turn = beside_others();
     // The guest's own port: nothing of this machine's is reached.
     let port = 4420;
     let script = format!(
@@ -541,7 +529,7 @@ fn many_namespaces_subsystems_and_connect_rounds() {
     if !vm::plain_suite() {
         return;
     }
-    let _turn = beside_other_guests();
+    let _turn = beside_others();
     let port = test_port();
     let t = Target::start(&our_nvmf_tgt(), &[]);
     t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);

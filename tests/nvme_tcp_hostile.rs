@@ -14,7 +14,7 @@ use nvme_tcp::fuzz::{self, Bounds, Setup, Stats};
 use nvme_tcp::host::{connect_as, enabled_controller, negotiated};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const VERIFY_NQN: &str = "nqn.2016-06.io.spdk:cnode1";
@@ -22,10 +22,6 @@ const FUZZ_NQN: &str = "nqn.2016-06.io.spdk:fuzz";
 /// The host NQN of the replay tests' hand-made connections.
 const FUZZ_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:1";
 const CHECK_NQN: &str = "nqn.2016-06.io.spdk:fuzzcheck";
-
-/// The fuzzing test loads both cores and runs alone (write); the replayed
-/// sequences mostly wait for SPDK's qpair timeout and share (read).
-static LOAD: RwLock<()> = RwLock::new(());
 
 /// Three subsystems on one listener: bdevperf's, the fuzzer's scratch one,
 /// and the one its checked sessions write and read back.
@@ -91,7 +87,9 @@ fn tail(text: &str, lines: usize) -> String {
 
 #[test]
 fn fuzzed_nvme_tcp_hosts_do_not_crash_the_target_or_disturb_verified_io() {
-    let _alone = LOAD.write().unwrap_or_else(|e| e.into_inner());
+    // It loads both CPUs; the replayed sequences mostly wait for SPDK's qpair
+    // timeout and run beside each other.
+    let _alone = alone();
     let seed = env_u64(
         "SPDK_PMEM_FUZZ_SEED",
         Rng::derive(0x5eed, std::process::id() as u64) % 1_000_000,
@@ -229,7 +227,7 @@ fn keep_sending(
 fn a_connect_capsule_without_data_is_refused_not_a_crash() {
     use nvme_tcp::wire;
     use std::io::{Read, Write};
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     let mut s = negotiated(port);
@@ -262,7 +260,7 @@ fn a_connect_capsule_without_data_is_refused_not_a_crash() {
 #[test]
 fn refused_connections_timing_out_behind_stalled_ones_do_not_crash_the_target() {
     use std::io::{Read, Write};
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     // Refused at their ICReq (HLEN 255): no receive pipe, then more bytes.
@@ -316,7 +314,7 @@ fn refused_connections_timing_out_behind_stalled_ones_do_not_crash_the_target() 
 #[test]
 fn refused_connections_that_keep_sending_until_the_timeout_do_not_crash_the_target() {
     use std::io::{Read, Write};
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     let mut conns: Vec<std::net::TcpStream> = (0..100).map(|_| negotiated(port)).collect();
@@ -354,7 +352,7 @@ fn connect_queue(port: u16, qid: u16, cntlid: u16) -> (std::net::TcpStream, u16,
 /// I/O Connect naming it, or a namespace change, went through that pointer.
 #[test]
 fn a_controller_whose_admin_queue_is_gone_refuses_io_connects() {
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     for round in 0..5 {
@@ -389,7 +387,7 @@ fn a_controller_whose_admin_queue_is_gone_refuses_io_connects() {
 fn a_second_connect_on_a_queue_before_the_first_completes_is_refused() {
     use nvme_tcp::wire;
     use std::io::{Read, Write};
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     for round in 0..3 {
@@ -431,7 +429,7 @@ fn a_second_connect_on_a_queue_before_the_first_completes_is_refused() {
 fn a_capsule_whose_data_offset_overruns_the_header_buffer_is_refused() {
     use nvme_tcp::wire;
     use std::io::{Read, Write};
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     let digests = wire::Digests {
@@ -535,7 +533,7 @@ fn settled(pid: u32, fds: usize) -> Footprint {
 /// its heap grew to; a leak would grow again).
 #[test]
 fn abusive_connections_do_not_exhaust_the_target_and_their_resources_come_back() {
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     let pid = t.child.as_ref().unwrap().id();
@@ -574,7 +572,7 @@ fn abusive_connections_do_not_exhaust_the_target_and_their_resources_come_back()
 /// is what holds them, not the 128 per address of 0022.
 #[test]
 fn a_flood_of_idle_connections_cannot_exhaust_the_hugepages() {
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     loopback::raise_fd_limit();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
@@ -623,7 +621,7 @@ fn a_flood_of_idle_connections_cannot_exhaust_the_hugepages() {
 #[test]
 fn a_host_resetting_right_after_a_bad_header_does_not_crash_the_target() {
     use std::io::Write;
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let (mut t, port) = small_target(dir.path());
     for round in 0..300 {
@@ -673,7 +671,7 @@ fn a_host_resetting_right_after_a_bad_header_does_not_crash_the_target() {
 /// as an NVMe error status, not as data; the blocks around it read fine.
 #[test]
 fn an_unreadable_pmem_block_reaches_the_host_as_an_error_status() {
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let path = dir.path().join("bad.pool");
     {
@@ -747,7 +745,7 @@ fn bdev_nvme_as(dir: &Path, port: u16, subnqn: &str, hostnqn: &str) -> bool {
 /// 2018 construct_nvmf_subsystem's `hosts` list is enforced the same way.
 #[test]
 fn only_listed_hosts_are_admitted() {
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     let dir = shm_dir();
     let port = test_port();
     let mut t = Target::start(&fuzz_target(), &[]);
@@ -827,7 +825,7 @@ fn only_listed_hosts_are_admitted() {
 #[test]
 fn the_rpc_socket_is_for_its_owner_only() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let _shared = LOAD.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = beside_others();
     for umask in [0o022, 0o002, 0o000] {
         let mut t = Target::start_with_umask(&fuzz_target(), &[], umask);
         let sock = t.sock.clone();

@@ -17,7 +17,7 @@
 //!   beside a busy neighbour, and as idle alone. (How much the neighbour
 //!   keeps is measured in scripts/bench.sh, not asserted here.) Those
 //!   tests measure how busy a reactor is, so they run alone: the others
-//!   here would load the same two CPUs (`MEASURING`).
+//!   here would load the same two CPUs (`common::alone`).
 
 mod common;
 #[allow(dead_code)]
@@ -27,28 +27,12 @@ use common::*;
 use nvme_tcp::{host, wire};
 use spdk_pmem::pmem::Pool;
 use std::path::Path;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const NQN: &str = "nqn.2016-06.io.spdk:modules";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:c0ff1c75-0000-4000-8000-000000000002";
 /// NVMe status (SCT << 8 | SC) of a read of a block libpmemblk cannot read.
 const MEDIA_ERROR: u16 = 0x281;
 const INTERNAL_ERROR: u16 = 0x006;
-
-/// Held for reading by the tests that may run side by side, for writing by
-/// the one whose verdict depends on how busy its reactor is. Beside the
-/// others (their targets' reactors share core 0, their perf runs core 1),
-/// the disk namespace's reactor, alone in its own target, looked busy for
-/// hundreds of I/O under `--asan` (CI, 2026-11-29: 638 of 17,377 waited).
-static MEASURING: RwLock<()> = RwLock::new(());
-
-fn side_by_side() -> RwLockReadGuard<'static, ()> {
-    MEASURING.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn alone() -> RwLockWriteGuard<'static, ()> {
-    MEASURING.write().unwrap_or_else(|e| e.into_inner())
-}
 
 fn serve(module: &str, pool: &Path, extra: &[&str]) -> (Target, u16) {
     let mut flags = vec!["--pmem-module", module];
@@ -84,7 +68,7 @@ fn pmem_info(t: &Target) -> serde_json::Value {
 
 #[test]
 fn a_pool_written_through_one_module_reads_back_through_the_other() {
-    let _turn = side_by_side();
+    let _turn = beside_others();
     let dir = shm_dir();
     let pool = dir.path().join("shared.pool");
     with_pool(&pool, 4096, 2048, |_| ());
@@ -115,7 +99,7 @@ fn a_pool_written_through_one_module_reads_back_through_the_other() {
 
 #[test]
 fn the_rust_module_reports_a_bad_block_as_a_media_error_and_supports_flush() {
-    let _turn = side_by_side();
+    let _turn = beside_others();
     let dir = shm_dir();
     for (module, expected, flush) in [("rust", MEDIA_ERROR, true), ("c", INTERNAL_ERROR, false)] {
         let pool = dir.path().join(format!("{module}.pool"));
@@ -147,7 +131,7 @@ fn the_rust_module_reports_a_bad_block_as_a_media_error_and_supports_flush() {
 
 #[test]
 fn pools_on_disk_get_worker_threads_and_pools_in_memory_are_served_inline() {
-    let _turn = side_by_side();
+    let _turn = beside_others();
     let shm = shm_dir();
     let disk = tempfile::tempdir_in("/var/tmp").unwrap();
     // libpmemblk's BTT lanes: two per online CPU; more workers would wait.
@@ -461,7 +445,7 @@ fn a_reactor_the_workers_starve_still_counts_as_busy() {
 
 #[test]
 fn the_c_module_stays_selectable_and_names_no_module() {
-    let _turn = side_by_side();
+    let _turn = beside_others();
     let dir = shm_dir();
     let pool = dir.path().join("c.pool");
     with_pool(&pool, 4096, 1024, |_| ());

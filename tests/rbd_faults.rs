@@ -52,14 +52,6 @@ fn refused(t: &Target, args: &[String]) -> (String, Duration) {
     (output_text(&out), took)
 }
 
-/// The tests here run one at a time: one measures IOPS, the other starts
-/// a cluster (ceph-osd's mkfs takes a CPU for seconds).
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn bad_rbd_input_is_refused_by_name_and_leaves_nothing_behind() {
     let _turn = alone();

@@ -20,6 +20,24 @@ use std::time::{Duration, Instant};
 
 pub const SPDK_ROOT: &str = spdk_pmem::SPDK_ROOT;
 
+/// The one way tests of a binary keep out of each other's way: a test that
+/// measures, loads both CPUs or starts a Ceph cluster takes [`alone`] and
+/// runs with no other test of its binary that takes either; tests that may
+/// overlap each other but not such a one take [`beside_others`]. Tests
+/// that take neither run whenever the harness starts them.
+static SERIAL: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// See [`SERIAL`]: no other test that takes [`alone`] or [`beside_others`]
+/// runs while this is held.
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SERIAL.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// See [`SERIAL`]: held by several tests at once, never beside [`alone`].
+pub fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    SERIAL.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Held while this test process has a libpmemblk pool open and while it
 /// spawns a target. libpmemblk opens pool files without O_CLOEXEC: a target
 /// forked by a parallel test in that window inherits the descriptor and
