@@ -480,23 +480,13 @@ fn typed_result<R: Serialize>(method: &str, reply: R) -> RpcResult {
 /// How requests for methods the target does not have are counted.
 pub const UNKNOWN_METHOD: &str = "(unknown)";
 
-thread_local! {
-    /// Requests by method, counted on the RPC thread (the application
-    /// thread) as they arrive, once a filter is set ([`set_filter`]).
-    static REQUESTS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> =
-        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
-}
-
-fn count_request(method: &str) {
-    REQUESTS.with(|r| *r.borrow_mut().entry(method.to_string()).or_default() += 1);
-}
-
 /// The requests the RPC server has received, by method (those for methods
 /// it does not have under [`UNKNOWN_METHOD`]); read on the application
-/// thread. Counted once a filter is set, as nvmf_tgt does.
+/// thread. Counted once a filter is set, as nvmf_tgt does, where they are
+/// dispatched, in the same tally as their answers.
 pub fn requests_by_method(app: AppThread) -> Result<Vec<(String, u64)>> {
     app.check()?;
-    Ok(REQUESTS.with(|r| r.borrow().iter().map(|(m, n)| (m.clone(), *n)).collect()))
+    Ok(tally().requests())
 }
 
 /// Sets the filter applied to every request for a C method (replacing any
@@ -521,7 +511,6 @@ extern "C" fn dispatch_hook(
         let known = unsafe { sys::spdk_rpc_is_method_allowed(method, sys::spdk_rpc_get_state()) }
             != -libc::ENOENT;
         let counted_as = if known { &name } else { UNKNOWN_METHOD };
-        count_request(counted_as);
         tally().dispatched(request as usize, counted_as);
         if crate::sync::lock(registry()).contains_key(&name) {
             CURRENT_METHOD.with(|m| *m.borrow_mut() = Some(name));

@@ -49,6 +49,7 @@ impl Default for RpcTally {
 struct Tally {
     /// Method of each request dispatched and not yet answered.
     pending: HashMap<usize, String>,
+    requested: BTreeMap<String, u64>,
     answered: BTreeMap<(String, Outcome), u64>,
 }
 
@@ -57,9 +58,16 @@ impl RpcTally {
     /// or refused by the server before dispatch.
     pub const UNMATCHED: &'static str = "(invalid request)";
 
-    /// `request` (an identity, valid until its response) is for `method`.
+    /// `request` (an identity, valid until its response) is for `method`:
+    /// counted as a request of that method.
     pub fn dispatched(&self, request: usize, method: &str) {
         let mut t = lock(&self.state);
+        match t.requested.get_mut(method) {
+            Some(n) => *n += 1,
+            None => {
+                t.requested.insert(method.to_string(), 1);
+            }
+        }
         if t.pending.len() < MAX_PENDING || t.pending.contains_key(&request) {
             t.pending.insert(request, method.to_string());
         }
@@ -73,6 +81,15 @@ impl RpcTally {
             .remove(&request)
             .unwrap_or_else(|| Self::UNMATCHED.to_string());
         *t.answered.entry((method, outcome)).or_default() += 1;
+    }
+
+    /// Every (method, requests) so far, by method.
+    pub fn requests(&self) -> Vec<(String, u64)> {
+        lock(&self.state)
+            .requested
+            .iter()
+            .map(|(m, n)| (m.clone(), *n))
+            .collect()
     }
 
     /// Every (method, result, count) so far, by method.
@@ -102,6 +119,13 @@ mod tests {
         tally.dispatched(1, "nvmf_create_subsystem");
         tally.answered(1, Outcome::Error);
         tally.answered(9, Outcome::Error);
+        assert_eq!(
+            tally.requests(),
+            vec![
+                ("bdev_get_bdevs".to_string(), 2),
+                ("nvmf_create_subsystem".to_string(), 2),
+            ]
+        );
         assert_eq!(
             tally.counts(),
             vec![
