@@ -420,6 +420,80 @@ fn a_second_connect_on_a_queue_before_the_first_completes_is_refused() {
     assert!(t.stop().success(), "{}", t.log_text());
 }
 
+/// vendor/patches/0032: commands sent right behind the admin queue's
+/// Connect, before its response. 20.07 points the queue at its new
+/// controller at once but gives the controller its admin queue only two
+/// thread messages later, so a Property Set enabled it and an Identify
+/// read `ctrlr->admin_qpair->transport` through NULL: the target died
+/// (SIGSEGV; under UBSan "member access within null pointer"; found by
+/// the fuzzer in CI). Now a command on a queue whose Connect has not
+/// completed is refused as out of sequence, and the target keeps serving.
+#[test]
+fn commands_sent_before_their_connect_completes_are_refused_not_a_crash() {
+    use nvme_tcp::wire;
+    use std::io::{Read, Write};
+    let _shared = beside_others();
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let no_digests = wire::Digests::default();
+    for round in 0..3 {
+        let mut s = negotiated(port);
+        let (connect, data) = wire::connect(1, 0, 31, 0, 0xFFFF, FUZZ_NQN, FUZZ_HOST);
+        let mut all = wire::capsule(&connect.0, data, no_digests, 0).encode();
+        for sqe in [
+            wire::property_set(2, wire::CC_OFFSET, wire::CC_ENABLE),
+            wire::identify(3, 1, 0),
+            wire::identify(4, 0, 1),
+        ] {
+            all.extend(wire::capsule(&sqe.0, vec![], no_digests, 0).encode());
+        }
+        // One write: the target reads all four in one socket callback,
+        // before the Connect's messages to the subsystem's thread run.
+        s.write_all(&all).unwrap();
+        let mut statuses = std::collections::BTreeMap::new();
+        let mut buf = Vec::new();
+        while statuses.len() < 4 {
+            while let Some(p) = wire::take_pdu(&mut buf).unwrap() {
+                if p.ty == wire::CAPSULE_RESP {
+                    let (cid, status) = p.cqe();
+                    statuses.insert(cid, status);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) if statuses.len() < 4 => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let state = match t.child.as_mut().unwrap().try_wait().unwrap() {
+                        Some(status) => format!("the target died ({status})"),
+                        None => "the target is alive".to_string(),
+                    };
+                    panic!(
+                        "round {round}: the connection ended after {statuses:?}; {state}; its log:\n{}",
+                        t.log_excerpt(40)
+                    );
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+        assert_eq!(
+            statuses.get(&1),
+            Some(&0),
+            "round {round}: Connect: {statuses:?}"
+        );
+        for cid in [2, 3, 4] {
+            let status = statuses[&cid];
+            assert!(
+                status == 0 || status == 0x000C,
+                "round {round}: command {cid}: status {status:#x}, neither done nor out of sequence"
+            );
+        }
+        eprintln!("round {round}: {statuses:?}");
+    }
+    assert_still_serving(&mut t, port, "after commands sent behind their Connect");
+    assert!(t.stop().success(), "{}", t.log_text());
+}
+
 /// vendor/patches/0020: with header digests on, the header of a capsule
 /// was read up to its PDO, which the host sends: a PDO of 255 (or one inside
 /// the header, wrapping the padding) made that read overrun the PDU's header
