@@ -489,7 +489,7 @@ mod tests {
     #[test]
     fn a_reactor_the_workers_starve_still_counts_as_busy() {
         let start = at(0, 0, 0, 0);
-        // Issue 19's example: on the CPU 3 ms of a 10 ms window, 8 ms of
+        // A starved reactor: on the CPU 3 ms of a 10 ms window, 8 ms of
         // it in busy polls, the workers on its CPU the other 7 (scored 0.33
         // when all time off the CPU came out of busy time).
         let share = busy_share(&start, &at(8_000, 2_000, 3_000, 7_000), 1e9);
