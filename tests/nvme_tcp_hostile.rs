@@ -494,6 +494,77 @@ fn commands_sent_before_their_connect_completes_are_refused_not_a_crash() {
     assert!(t.stop().success(), "{}", t.log_text());
 }
 
+/// vendor/patches/0033: a Get Log Page of the discovery log with an offset
+/// at or past the log's end. 20.07 copied `log size - offset` bytes, which
+/// wraps, so the host got the heap after the log (ASan: heap-buffer-overflow
+/// in nvmf_get_discovery_log_page). Any host may ask the discovery service.
+/// Now such an offset is refused with Invalid Field, as upstream 4201dfaff3
+/// does, and an offset inside the log still reads it.
+#[test]
+fn a_discovery_log_read_past_its_end_is_refused() {
+    use nvme_tcp::wire;
+    use std::io::{Read, Write};
+    const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+    let _shared = beside_others();
+    let dir = shm_dir();
+    let (mut t, port) = small_target(dir.path());
+    let (mut admin, _) = enabled_controller(port, DISCOVERY_NQN, FUZZ_HOST);
+    // Get Log Page, LID 0x70 (discovery), 4 KiB from `offset`.
+    let get_log = |cid: u16, offset: u64| {
+        wire::Sqe::new(wire::OPC_GET_LOG_PAGE, cid)
+            .sgl(0, 4096, wire::SGL_TRANSPORT)
+            .cdw(10, 0x70 | ((4096 / 4 - 1) << 16))
+            .cdw(12, offset as u32)
+            .cdw(13, (offset >> 32) as u32)
+    };
+    let mut read_log = |cid: u16, offset: u64| -> (u16, Vec<u8>) {
+        let sqe = get_log(cid, offset);
+        admin
+            .write_all(&wire::capsule(&sqe.0, vec![], Default::default(), 0).encode())
+            .expect("Get Log Page sent");
+        let mut data = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            while let Some(p) = wire::take_pdu(&mut buf).unwrap() {
+                match p.ty {
+                    wire::C2H_DATA => {
+                        data.extend_from_slice(p.data(Default::default()));
+                        // The last data PDU may carry the success itself.
+                        if p.flags & wire::FLAG_SUCCESS != 0 {
+                            return (0, data);
+                        }
+                    }
+                    wire::CAPSULE_RESP => return (p.cqe().1, data),
+                    _ => {}
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = admin
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("the answer to a Get Log Page from {offset}: {e}"));
+            assert!(n > 0, "the target closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let (status, log) = read_log(10, 0);
+    assert_eq!(status, 0, "the discovery log from its start");
+    // The header's record count (numrec, bytes 8..16): one record a KiB.
+    let numrec = u64::from_le_bytes(log[8..16].try_into().unwrap());
+    let size = 1024 * (1 + numrec);
+    for offset in [size, size + 4096, 1 << 40] {
+        let (status, data) = read_log(11, offset);
+        assert_eq!(
+            status,
+            0x0002,
+            "offset {offset} of a {size}-byte log: not refused as an invalid field ({} bytes came)",
+            data.len()
+        );
+    }
+    drop(admin);
+    assert_still_serving(&mut t, port, "after discovery log reads past its end");
+    assert!(t.stop().success(), "{}", t.log_text());
+}
+
 /// vendor/patches/0020: with header digests on, the header of a capsule
 /// was read up to its PDO, which the host sends: a PDO of 255 (or one inside
 /// the header, wrapping the padding) made that read overrun the PDU's header

@@ -37,6 +37,7 @@ pub const FCTYPE_PROPERTY_SET: u8 = 0x00;
 pub const FCTYPE_CONNECT: u8 = 0x01;
 pub const FCTYPE_PROPERTY_GET: u8 = 0x04;
 pub const OPC_IDENTIFY: u8 = 0x06;
+pub const OPC_GET_LOG_PAGE: u8 = 0x02;
 pub const OPC_WRITE: u8 = 0x01;
 pub const OPC_READ: u8 = 0x02;
 pub const OPC_FLUSH: u8 = 0x00;
