@@ -11,7 +11,7 @@ mod nvme_tcp;
 use common::rng::Rng;
 use common::*;
 use nvme_tcp::fuzz::{self, Bounds, Setup, Stats};
-use nvme_tcp::host::{connect_as, enabled_controller, negotiated};
+use nvme_tcp::host::{command_reading, connect_as, enabled_controller, negotiated};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -503,7 +503,6 @@ fn commands_sent_before_their_connect_completes_are_refused_not_a_crash() {
 #[test]
 fn a_discovery_log_read_past_its_end_is_refused() {
     use nvme_tcp::wire;
-    use std::io::{Read, Write};
     const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
     let _shared = beside_others();
     let dir = shm_dir();
@@ -517,35 +516,7 @@ fn a_discovery_log_read_past_its_end_is_refused() {
             .cdw(12, offset as u32)
             .cdw(13, (offset >> 32) as u32)
     };
-    let mut read_log = |cid: u16, offset: u64| -> (u16, Vec<u8>) {
-        let sqe = get_log(cid, offset);
-        admin
-            .write_all(&wire::capsule(&sqe.0, vec![], Default::default(), 0).encode())
-            .expect("Get Log Page sent");
-        let mut data = Vec::new();
-        let mut buf = Vec::new();
-        loop {
-            while let Some(p) = wire::take_pdu(&mut buf).unwrap() {
-                match p.ty {
-                    wire::C2H_DATA => {
-                        data.extend_from_slice(p.data(Default::default()));
-                        // The last data PDU may carry the success itself.
-                        if p.flags & wire::FLAG_SUCCESS != 0 {
-                            return (0, data);
-                        }
-                    }
-                    wire::CAPSULE_RESP => return (p.cqe().1, data),
-                    _ => {}
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = admin
-                .read(&mut chunk)
-                .unwrap_or_else(|e| panic!("the answer to a Get Log Page from {offset}: {e}"));
-            assert!(n > 0, "the target closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
+    let mut read_log = |cid: u16, offset: u64| command_reading(&mut admin, get_log(cid, offset));
     let (status, log) = read_log(10, 0);
     assert_eq!(status, 0, "the discovery log from its start");
     // The header's record count (numrec, bytes 8..16): one record a KiB.

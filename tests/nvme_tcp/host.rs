@@ -110,6 +110,13 @@ pub fn read_blocks(
         len,
         wire::SGL_TRANSPORT,
     );
+    command_reading(s, sqe)
+}
+
+/// Sends one capsule whose data comes back to the host (C2HData) and
+/// returns its status (0: success) and the data that came; the last data
+/// PDU may carry the success itself, without a capsule response.
+pub fn command_reading(s: &mut TcpStream, sqe: Sqe) -> (u16, Vec<u8>) {
     s.write_all(&wire::capsule(&sqe.0, vec![], Default::default(), 0).encode())
         .unwrap();
     let mut data = Vec::new();
