@@ -33,6 +33,10 @@ case "${1:-}" in
   *) echo "test: unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
 
+# The suite runs tests side by side, each with up to three targets of about
+# 210 hugepages each (the TCP transport's shared buffers are most of it):
+# 1024 were too few when two Linux-host tests overlapped on CI.
+export SPDK_PMEM_HUGEPAGES=${SPDK_PMEM_HUGEPAGES:-2048}
 bash scripts/setup.sh "${features[@]}"
 if [ -z "${1:-}" ]; then
   echo "== cargo fmt --check"

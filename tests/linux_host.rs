@@ -542,7 +542,8 @@ fn many_namespaces_subsystems_and_connect_rounds() {
         add_tcp_listener(&t, nqn, port);
         for i in 0..namespaces {
             let name = format!("{}m{i}", nqn.rsplit(':').next().unwrap());
-            t.rpc_ok(&["bdev_malloc_create", "-b", &name, "8", "4096"]);
+            // 1 MiB each: 34 of them beside the other tests' targets.
+            t.rpc_ok(&["bdev_malloc_create", "-b", &name, "1", "4096"]);
             t.rpc_ok(&["nvmf_subsystem_add_ns", nqn, &name]);
         }
     }
