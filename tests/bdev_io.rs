@@ -11,6 +11,9 @@
 //!   descriptor by itself, and the unregistration then completes;
 //! - a hot-remove while an I/O count (`io_stat`) walks the bdev's channels
 //!   waits for the walk: the unregistration completes (review F6);
+//! - the framework finds a module's devices by name and type, lists them,
+//!   reports their figures and identity, and refuses to delete another
+//!   module's bdev;
 //! - after deleting the pmem bdevs, their pools open again (closed).
 
 mod common;
@@ -175,6 +178,22 @@ struct TestDisk {
     destructed: Arc<AtomicBool>,
 }
 
+/// A device type no bdev has, for a lookup by the wrong type.
+struct NotATestDisk;
+
+impl BlockDevice for NotATestDisk {
+    type Channel = ();
+    fn io_type_supported(&self, _: IoType) -> bool {
+        false
+    }
+    fn create_channel(&self) -> spdk_pmem::Result<()> {
+        Ok(())
+    }
+    fn submit(&self, _: &(), io: BdevIo) {
+        io.complete(IoStatus::Failed)
+    }
+}
+
 const PANIC_BLOCK: u64 = 13;
 const SLOW_BLOCK: u64 = 20;
 
@@ -217,6 +236,18 @@ impl BlockDevice for TestDisk {
     fn destruct(&mut self) {
         self.destructed.store(true, Ordering::SeqCst);
     }
+
+    fn figures(&self) -> Option<module::Figures> {
+        let bytes = self.data.lock().unwrap().len();
+        Some(module::Figures {
+            labels: vec![("kind", "ram".into())],
+            values: vec![module::Figure::gauge("test_bytes", "Bytes of RAM", bytes).in_bytes()],
+        })
+    }
+
+    fn identity(&self) -> Option<String> {
+        Some(format!("ram of {} bytes", self.data.lock().unwrap().len()))
+    }
 }
 
 /// A 64-block TestDisk registered as `name`; the flag turns true when SPDK
@@ -252,6 +283,64 @@ async fn rpc_elsewhere(sock: PathBuf, args: Vec<&'static str>) -> Result<String,
     done.await.map_err(|e| e.to_string())?
 }
 
+/// What the framework knows of a module's devices: the device by name and
+/// type, every device of a type, its figures and identity, and a delete
+/// that refuses another module's bdev (ram0 is the test module's, pm_*
+/// the pmem module's).
+async fn framework_owns_the_devices(app: AppThread, module: &Module, pmem: &Module) -> Outcome {
+    let fail = |what: &str, e: &dyn std::fmt::Debug| format!("framework: {what}: {e:?}");
+    match module.with_device(app, "ram0", |d: &TestDisk| d.data.lock().unwrap().len()) {
+        Ok(n) if n == 64 * BS => {}
+        other => return Err(fail("with_device", &other)),
+    }
+    let mut listed = Vec::new();
+    module
+        .with_devices(app, |name, _: &TestDisk| listed.push(name.to_string()))
+        .map_err(|e| fail("with_devices", &e))?;
+    if listed != ["ram0"] {
+        return Err(fail("with_devices", &listed));
+    }
+    // Another module's bdev, and one of this module's as the wrong type.
+    match module.with_device(app, "pm_inline", |_: &TestDisk| ()) {
+        Err(Error::InvalidArgument(m)) if m.contains("module pmem_rs") => {}
+        other => return Err(fail("another module's bdev", &other)),
+    }
+    match module.with_device(app, "ram0", |_: &NotATestDisk| ()) {
+        Err(Error::InvalidArgument(m)) if m.contains("NotATestDisk") => {}
+        other => return Err(fail("a device of another type", &other)),
+    }
+    match module.with_device(app, "nothing", |_: &TestDisk| ()) {
+        Err(Error::NotFound(_)) => {}
+        other => return Err(fail("no such bdev", &other)),
+    }
+    match pmem.delete(app, "ram0").await {
+        Err(Error::InvalidArgument(m)) if m.contains("module test_disk") => {}
+        other => return Err(fail("deleting another module's bdev", &other)),
+    }
+    if spdk_pmem::bdev::Bdev::by_name(app, "ram0").is_none() {
+        return Err(fail("refused delete", &"ram0 is gone"));
+    }
+    let all = module::all_figures(app).map_err(|e| fail("all_figures", &e))?;
+    let ram = all.iter().find(|f| f.bdev == "ram0");
+    match ram {
+        Some(f)
+            if f.module == "test_disk"
+                && f.figures.values[0].value == module::FigureValue::Gauge(64 * BS as i64) => {}
+        other => return Err(fail("ram0's figures", &other)),
+    }
+    if !all
+        .iter()
+        .any(|f| f.bdev.starts_with("pm_") && f.module == "pmem_rs")
+    {
+        return Err(fail("the pmem bdevs' figures", &all));
+    }
+    match module::identity(app, "ram0") {
+        Some(id) if id == format!("ram of {} bytes", 64 * BS) => {}
+        other => return Err(fail("identity", &other)),
+    }
+    Ok(())
+}
+
 async fn exercise_module(app: AppThread, sock: PathBuf) -> Outcome {
     let spdk = app.spdk();
     let fail = |what: &str, e: &dyn std::fmt::Debug| format!("test module: {what}: {e:?}");
@@ -262,9 +351,11 @@ async fn exercise_module(app: AppThread, sock: PathBuf) -> Outcome {
     }
     let (bdev, destructed) =
         register_test_disk(module, app, "ram0").map_err(|e| fail("register", &e))?;
-    if !module.owns(&bdev) || pmem_bdev::is_rust_pmem(&bdev) {
+    let pmem_module = pmem_bdev::module().map_err(|e| fail("pmem module", &e))?;
+    if !module.owns(&bdev) || pmem_module.owns(&bdev) {
         return Err(fail("ownership", &bdev.name()));
     }
+    framework_owns_the_devices(app, module, pmem_module).await?;
     let shown = rpc_elsewhere(sock.clone(), vec!["bdev_get_bdevs", "-b", "ram0"]).await?;
     if !shown.contains("\"test_disk\"") || !shown.contains("\"bytes\": 262144") {
         return Err(fail("dump_info_json in bdev_get_bdevs", &shown));
@@ -451,7 +542,10 @@ async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
     hot_remove_during_an_io_count(app).await?;
     for (name, pool) in pools {
         let bdev = spdk_pmem::bdev::Bdev::by_name(app, name).ok_or("bdev gone")?;
-        pmem_bdev::delete(bdev)
+        let _ = bdev;
+        pmem_bdev::module()
+            .map_err(|e| e.to_string())?
+            .delete(app, name)
             .await
             .map_err(|e| format!("delete {name}: {e}"))?;
         // Closed: libpmemblk's lock is free again.

@@ -539,11 +539,16 @@ fn cache_prefix_torture(
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         t.rpc_ok(&create);
         let pool = shm.path().join(format!("cache{cycle}.pool"));
+        if out_of_order {
+            t.jsonrpc_ok(
+                "test_pmem_cache_destage_out_of_order",
+                Some(serde_json::json!({"pool": pool.to_str().unwrap()})),
+            );
+        }
         t.jsonrpc_ok(
             "bdev_pmem_cache_create",
             Some(serde_json::json!({"name": "wb0", "base_bdev": "rbd0",
-                "pool": pool.to_str().unwrap(), "slots": 4096,
-                "test_destage_out_of_order": out_of_order})),
+                "pool": pool.to_str().unwrap(), "slots": 4096})),
         );
         t.rpc_ok(&["nvmf_create_transport", "-t", "TCP"]);
         t.rpc_ok(&["nvmf_create_subsystem", NQN, "-a", "-s", "SPDK-TORTURE"]);

@@ -5,7 +5,8 @@
 use std::ffi::c_void;
 use std::path::Path;
 
-use super::{lookup, Bdev};
+use super::module::{DeviceFigures, Figure, Figures};
+use super::Bdev;
 use crate::cstr::to_c;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -15,12 +16,7 @@ use crate::thread::{completion, AppThread, Completer, Completion};
 /// module (`create_pmem_disk`), as `bdev_pmem_create` does. Call on the app thread.
 pub fn create_pmem_bdev(app: AppThread, pool: &Path, name: &str) -> Result<Bdev> {
     let app = app.check()?;
-    if lookup(name).is_some() {
-        return Err(Error::spdk(
-            format!("creating bdev {name:?}: a bdev of that name exists"),
-            -libc::EEXIST,
-        ));
-    }
+    super::name_free(app, name)?;
     if pool.is_dir() {
         return Err(Error::InvalidArgument(format!(
             "pool path {} is a directory",
@@ -53,6 +49,47 @@ pub fn create_pmem_bdev(app: AppThread, pool: &Path, name: &str) -> Result<Bdev>
     })
 }
 
+/// The C module's name in SPDK (`bdev_pmem.c`).
+const C_MODULE_NAME: &str = "pmem";
+
+/// Whether `bdev` is one of SPDK's C pmem module's.
+pub fn is_c_pmem(bdev: &Bdev) -> bool {
+    bdev.module_name().is_ok_and(|m| m == C_MODULE_NAME)
+}
+
+/// The figures of a pmem bdev's pool, of either module.
+pub(crate) fn pool_figures(blocks: u64, block_size: u64) -> Vec<Figure> {
+    vec![
+        Figure::gauge(
+            "pmem_pool_blocks",
+            "Blocks of each pmem bdev's libpmemblk pool",
+            blocks,
+        ),
+        Figure::gauge(
+            "pmem_block_size",
+            "Block size of each pmem bdev's pool",
+            block_size,
+        )
+        .in_bytes(),
+    ]
+}
+
+/// The pools of SPDK's C pmem module's bdevs (all that module shows).
+pub fn c_pmem_figures(app: AppThread) -> Result<Vec<DeviceFigures>> {
+    let mut all = Vec::new();
+    for bdev in Bdev::all(app)?.iter().filter(|b| is_c_pmem(b)) {
+        all.push(DeviceFigures {
+            bdev: bdev.name().to_string(),
+            module: C_MODULE_NAME,
+            figures: Figures {
+                labels: vec![("module", C_MODULE_NAME.to_string())],
+                values: pool_figures(bdev.block_count()?, u64::from(bdev.block_size()?)),
+            },
+        });
+    }
+    Ok(all)
+}
+
 extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
     crate::app::catch_panic(|| {
         // SAFETY: `arg` is the Completer that delete_pmem_bdev handed to C.
@@ -61,12 +98,12 @@ extern "C" fn delete_done(arg: *mut c_void, bdeverrno: i32) {
 }
 
 /// Deletes a pmem bdev of SPDK's C module (`delete_pmem_disk`; the Rust
-/// module's are deleted with `crate::pmem_bdev::delete`); the pool file
+/// module's are deleted with `crate::pmem_bdev::module()` and `Module::delete`); the pool file
 /// stays. Resolves when SPDK has unregistered it.
 pub fn delete_pmem_bdev(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
     let started = (|| {
         let raw = bdev.as_ptr()?;
-        if bdev.product_name()? != "pmemblk disk" {
+        if !is_c_pmem(&bdev) {
             return Err(Error::InvalidArgument(format!(
                 "bdev {:?} is not a pmem bdev",
                 bdev.name()

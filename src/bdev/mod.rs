@@ -10,7 +10,8 @@ pub mod io;
 pub mod module;
 mod status;
 
-pub use c_pmem::{create_pmem_bdev, delete_pmem_bdev};
+pub(crate) use c_pmem::pool_figures;
+pub use c_pmem::{c_pmem_figures, create_pmem_bdev, delete_pmem_bdev, is_c_pmem};
 
 use std::ffi::CString;
 use std::ptr::NonNull;
@@ -87,6 +88,14 @@ impl Bdev {
         // SAFETY: just looked up on the application thread, which is where
         // bdevs are unregistered, so registered for this call.
         Ok(unsafe { from_c(sys::spdk_bdev_get_product_name(bdev)) })
+    }
+
+    /// The name of the bdev module it belongs to (`malloc`, `pmem`, `pmem_rs` …).
+    pub fn module_name(&self) -> Result<String> {
+        let bdev = self.as_ptr()?;
+        // SAFETY: as for product_name; a registered bdev's module is a
+        // registered module, which lives for the process.
+        Ok(unsafe { from_c((*(*bdev).module).name) })
     }
 
     /// What its module says of it (`bdev_get_bdevs`' `driver_specific`):
@@ -168,4 +177,16 @@ fn lookup(name: &str) -> Option<NonNull<sys::spdk_bdev>> {
     // SAFETY: `c` is a valid C string; SPDK only reads it. Callers are on an
     // application thread (checked through the token), where the list changes.
     NonNull::new(unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) })
+}
+
+/// Refuses `name` if a bdev of that name exists (of any module), as SPDK's
+/// C modules do: a module checks before it opens what a new bdev would hold.
+pub fn name_free(app: AppThread, name: &str) -> Result<()> {
+    match Bdev::by_name(app, name) {
+        Some(_) => Err(Error::spdk(
+            format!("creating bdev {name:?}: a bdev of that name exists"),
+            -libc::EEXIST,
+        )),
+        None => Ok(()),
+    }
 }

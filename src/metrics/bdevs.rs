@@ -1,213 +1,135 @@
-//! The figures of bdev modules of this crate: the Rust pmem module's pools
-//! and workers, SPDK's C pmem module's pools, the Rust RBD module's images
-//! and whether Ceph answers them, and the pmem write-back caches.
+//! The figures bdevs report: each Rust module's devices say what they
+//! count ([`crate::bdev::module::BlockDevice::figures`]), and SPDK's C pmem
+//! module's bdevs their pools. A family per figure name, a sample per
+//! bdev, labelled with its name and the labels its device gives.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::BTreeMap;
+
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::fields::{counters, gauges, Field};
-use crate::bdev::Bdev;
+use crate::bdev::module::{self, DeviceFigures, FigureValue};
 use crate::thread::AppThread;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PmemLabels {
-    bdev: String,
-    /// `pmem_rs` (this crate's) or `pmem` (SPDK's C module).
-    module: String,
+type Labels = Vec<(String, String)>;
+
+/// A family of one figure name, made when a bdev first reports it.
+enum Metric {
+    Gauge(Family<Labels, Gauge>),
+    Counter(Family<Labels, Counter>),
 }
 
-/// A pmem bdev's figures; the C module has only its size.
-struct Pmem {
-    labels: PmemLabels,
-    blocks: u64,
-    block_size: u64,
-    rust: Option<crate::pmem_bdev::PmemFigures>,
+/// Every bdev's figures, registered in `registry`.
+pub(super) fn bdev_metrics(app: AppThread, registry: &mut Registry) {
+    let mut all = module::all_figures(app).unwrap_or_default();
+    all.extend(crate::bdev::c_pmem_figures(app).unwrap_or_default());
+    register(registry, &all);
 }
 
-/// The pmem bdevs of both modules.
-fn pmem_bdevs(app: AppThread) -> Vec<Pmem> {
-    let rust = crate::pmem_bdev::figures(app).unwrap_or_default();
-    let mut all: Vec<Pmem> = rust
-        .into_iter()
-        .map(|f| Pmem {
-            labels: PmemLabels {
-                bdev: f.name.clone(),
-                module: crate::pmem_bdev::MODULE_NAME.into(),
-            },
-            blocks: f.blocks,
-            block_size: f.block_size as u64,
-            rust: Some(f),
-        })
-        .collect();
-    for bdev in Bdev::all(app).unwrap_or_default() {
-        let c_pmem = bdev.product_name().is_ok_and(|p| p == "pmemblk disk")
-            && !crate::pmem_bdev::is_rust_pmem(&bdev);
-        if let (true, Ok(blocks), Ok(block_size)) = (c_pmem, bdev.block_count(), bdev.block_size())
-        {
-            all.push(Pmem {
-                labels: PmemLabels {
-                    bdev: bdev.name().to_string(),
-                    module: "pmem".into(),
-                },
-                blocks,
-                block_size: u64::from(block_size),
-                rust: None,
+fn register(registry: &mut Registry, all: &[DeviceFigures]) {
+    let mut families: BTreeMap<&'static str, Metric> = BTreeMap::new();
+    for device in all {
+        let mut labels: Labels = vec![("bdev".into(), device.bdev.clone())];
+        labels.extend((device.figures.labels.iter()).map(|(k, v)| (k.to_string(), v.clone())));
+        for f in &device.figures.values {
+            let metric = families.entry(f.name).or_insert_with(|| {
+                let unit = f.bytes.then_some(Unit::Bytes);
+                match f.value {
+                    FigureValue::Gauge(_) => {
+                        let family = Family::<Labels, Gauge>::default();
+                        register_one(registry, f.name, f.help, unit, family.clone());
+                        Metric::Gauge(family)
+                    }
+                    FigureValue::Counter(_) => {
+                        let family = Family::<Labels, Counter>::default();
+                        register_one(registry, f.name, f.help, unit, family.clone());
+                        Metric::Counter(family)
+                    }
+                }
             });
+            match (metric, f.value) {
+                (Metric::Gauge(family), FigureValue::Gauge(v)) => {
+                    family.get_or_create(&labels).set(v);
+                }
+                (Metric::Counter(family), FigureValue::Counter(v)) => {
+                    family.get_or_create(&labels).inc_by(v);
+                }
+                // One name, two kinds: a module's mistake; the first stays.
+                _ => crate::log::error(&format!(
+                    "metrics: bdev {} reports {} as another kind than an earlier bdev",
+                    device.bdev, f.name
+                )),
+            }
         }
     }
-    all
 }
 
-/// Each pmem bdev's pool, and the Rust module's workers.
-pub(super) fn pmem_metrics(app: AppThread, registry: &mut Registry) {
-    let bdevs = pmem_bdevs(app);
-    let pool_blocks = Family::<PmemLabels, Gauge>::default();
-    registry.register(
-        "pmem_pool_blocks",
-        "Blocks of each pmem bdev's libpmemblk pool",
-        pool_blocks.clone(),
-    );
-    let block_size = Family::<PmemLabels, Gauge>::default();
-    registry.register_with_unit(
-        "pmem_block_size",
-        "Block size of each pmem bdev's pool",
-        Unit::Bytes,
-        block_size.clone(),
-    );
-    for b in &bdevs {
-        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        pool_blocks.get_or_create(&b.labels).set(clamp(b.blocks));
-        block_size.get_or_create(&b.labels).set(clamp(b.block_size));
+fn register_one(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric),
+        None => registry.register(name, help, metric),
     }
-    use crate::pmem_bdev::PmemFigures;
-    let gauge_fields: [Field<PmemFigures, i64>; 2] = [
-        (
-            "pmem_io_threads",
-            "Worker threads doing the pool I/O of each pmem_rs bdev (0: on the reactor)",
-            |f| f.io_threads as i64,
-        ),
-        (
-            "pmem_queued_ios",
-            "I/O queued for or running on each pmem_rs bdev's workers",
-            |f| f.queued_ios as i64,
-        ),
-    ];
-    let counter_fields: [Field<PmemFigures, u64>; 2] = [
-        (
-            "pmem_budget_waits",
-            "I/O of each pmem_rs bdev that waited for the workers' CPU budget",
-            |f| f.budget_waits,
-        ),
-        (
-            "pmem_media_errors",
-            "Reads of each pmem_rs bdev failed by a block in error (pmemblk_set_error or a media error)",
-            |f| f.media_errors,
-        ),
-    ];
-    let rust: Vec<PmemFigures> = bdevs.into_iter().filter_map(|b| b.rust).collect();
-    let labels = |f: &PmemFigures| PmemLabels {
-        bdev: f.name.clone(),
-        module: crate::pmem_bdev::MODULE_NAME.into(),
-    };
-    gauges(registry, &gauge_fields, &rust, labels);
-    counters(registry, &counter_fields, &rust, labels);
 }
 
-#[cfg(feature = "rbd")]
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RbdLabels {
-    bdev: String,
-    /// `rbd POOL/NAME (cluster FSID, image id ID)`.
-    image: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bdev::module::{Figure, Figures};
 
-/// Each RBD bdev of the Rust module: whether Ceph answers its image.
-#[cfg(feature = "rbd")]
-pub(super) fn rbd_metrics(app: AppThread, registry: &mut Registry) {
-    use crate::rbd::bdev::RbdFigures;
-    let Ok(images) = crate::rbd::bdev::figures(app) else {
-        return;
-    };
-    let reachable = Family::<RbdLabels, Gauge>::default();
-    registry.register(
-        "rbd_reachable",
-        "1 unless the image's last completed operation failed (Ceph or the image did not answer it)",
-        reachable.clone(),
-    );
-    let counter_fields: [Field<RbdFigures, u64>; 2] = [
-        (
-            "rbd_completed_operations",
-            "Operations librbd completed on the image (failed ones too)",
-            |f| f.completed_ops,
-        ),
-        (
-            "rbd_failed_operations",
-            "Operations librbd failed on the image",
-            |f| f.failed_ops,
-        ),
-    ];
-    let labels = |f: &RbdFigures| RbdLabels {
-        bdev: f.name.clone(),
-        image: f.image.clone(),
-    };
-    for f in &images {
-        reachable
-            .get_or_create(&labels(f))
-            .set(i64::from(f.reachable));
+    fn device(
+        bdev: &str,
+        labels: Vec<(&'static str, String)>,
+        values: Vec<Figure>,
+    ) -> DeviceFigures {
+        DeviceFigures {
+            bdev: bdev.into(),
+            module: "m",
+            figures: Figures { labels, values },
+        }
     }
-    counters(registry, &counter_fields, &images, labels);
-}
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CacheLabels {
-    bdev: String,
-    base_bdev: String,
-}
-
-/// Each pmem write-back cache's state (`bdev_pmem_cache_create`).
-pub(super) fn cache_metrics(app: AppThread, registry: &mut Registry) {
-    use crate::writeback::bdev::CacheFigures;
-    let Ok(caches) = crate::writeback::bdev::figures(app) else {
-        return;
-    };
-    let gauge_fields: [Field<CacheFigures, i64>; 4] = [
-        ("cache_slots", "Blocks the cache's log can hold", |c| {
-            c.slots as i64
-        }),
-        (
-            "cache_dirty_blocks",
-            "Blocks written to the cache and not yet in the backing bdev",
-            |c| c.dirty_blocks as i64,
-        ),
-        (
-            "cache_waiting_writes",
-            "Writes waiting for room in a full cache",
-            |c| c.waiting_writes as i64,
-        ),
-        (
-            "cache_base_reachable",
-            "1 while destaging to the backing bdev (Ceph) works, 0 while it fails",
-            |c| i64::from(c.base_reachable),
-        ),
-    ];
-    let counter_fields: [Field<CacheFigures, u64>; 2] = [
-        (
-            "cache_destaged_writes",
-            "Writes destaged to the backing bdev (rate() of it is the destage rate)",
-            |c| c.destaged_writes,
-        ),
-        (
-            "cache_destage_failures",
-            "Destage attempts the backing bdev failed",
-            |c| c.destage_failures,
-        ),
-    ];
-    let labels = |c: &CacheFigures| CacheLabels {
-        bdev: c.name.clone(),
-        base_bdev: c.base.clone(),
-    };
-    gauges(registry, &gauge_fields, &caches, labels);
-    counters(registry, &counter_fields, &caches, labels);
+    #[test]
+    fn each_figure_is_a_family_with_a_sample_per_bdev() {
+        let all = [
+            device(
+                "a",
+                vec![("module", "x".into())],
+                vec![
+                    Figure::gauge("pool_blocks", "blocks", 7u64),
+                    Figure::gauge("block_size", "size", 512u64).in_bytes(),
+                    Figure::counter("errors", "errors", 3),
+                ],
+            ),
+            device(
+                "b",
+                vec![],
+                vec![Figure::gauge("pool_blocks", "blocks", 9u64)],
+            ),
+        ];
+        let mut registry = Registry::with_prefix("p");
+        register(&mut registry, &all);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "p_pool_blocks{bdev=\"a\",module=\"x\"} 7",
+            "p_pool_blocks{bdev=\"b\"} 9",
+            "p_block_size_bytes{bdev=\"a\",module=\"x\"} 512",
+            "p_errors_total{bdev=\"a\",module=\"x\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(
+            text.matches("# TYPE p_pool_blocks gauge").count(),
+            1,
+            "{text}"
+        );
+    }
 }

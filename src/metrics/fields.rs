@@ -1,9 +1,7 @@
 //! Families of metrics read off a list of figures: a name, a help text and
-//! a reader per field, one sample per item. Shared by [`super::gather`] and
-//! [`super::bdevs`].
+//! a reader per field, one sample per item.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -25,24 +23,6 @@ pub(super) fn gauges<T, L>(
         registry.register(*name, *help, family.clone());
         for item in items {
             family.get_or_create(&labels(item)).set(value(item));
-        }
-    }
-}
-
-/// Registers a counter per field, as [`gauges`] does gauges.
-pub(super) fn counters<T, L>(
-    registry: &mut Registry,
-    fields: &[Field<T, u64>],
-    items: &[T],
-    labels: impl Fn(&T) -> L,
-) where
-    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
-{
-    for (name, help, value) in fields {
-        let family = Family::<L, Counter>::default();
-        registry.register(*name, *help, family.clone());
-        for item in items {
-            family.get_or_create(&labels(item)).inc_by(value(item));
         }
     }
 }

@@ -74,10 +74,7 @@ pub async fn scrape(app: AppThread) -> Result<String> {
     let (subsystems, namespaces) = nvmf_state(app)?;
     subsystem_metrics(&mut registry, &subsystems);
     namespace_metrics(app, &mut registry, &namespaces).await;
-    super::bdevs::pmem_metrics(app, &mut registry);
-    #[cfg(feature = "rbd")]
-    super::bdevs::rbd_metrics(app, &mut registry);
-    super::bdevs::cache_metrics(app, &mut registry);
+    super::bdevs::bdev_metrics(app, &mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .map_err(|e| Error::InvalidArgument(format!("encoding the metrics: {e}")))?;

@@ -49,7 +49,6 @@ use figures::Counts;
 pub mod cpu_budget;
 mod figures;
 pub mod placement;
-pub use figures::{figures, PmemFigures};
 
 /// The bdev module's name (SPDK's C one is `pmem`).
 pub const MODULE_NAME: &str = "pmem_rs";
@@ -120,7 +119,9 @@ fn on_memory(path: &Path) -> bool {
     matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
-fn module() -> Result<&'static Module> {
+/// The module (registered on first use): what deletes, finds and lists
+/// its bdevs.
+pub fn module() -> Result<&'static Module> {
     Module::get_or_register(MODULE_NAME)
 }
 
@@ -130,12 +131,7 @@ fn module() -> Result<&'static Module> {
 pub fn create(app: AppThread, pool_path: &Path, name: &str, io_threads: IoThreads) -> Result<Bdev> {
     let app = app.check()?;
     let module = module()?;
-    if Bdev::by_name(app, name).is_some() {
-        return Err(Error::spdk(
-            format!("creating bdev {name:?}: a bdev of that name exists"),
-            -libc::EEXIST,
-        ));
-    }
+    crate::bdev::name_free(app, name)?;
     if !Pool::check(pool_path, None)? {
         return Err(Error::Pmem {
             op: "pmemblk_check",
@@ -164,49 +160,19 @@ pub fn create(app: AppThread, pool_path: &Path, name: &str, io_threads: IoThread
     let workers = (threads > 0)
         .then(|| Workers::start(name, &pool, threads, &counts))
         .transpose()?;
-    let source = figures::Source {
-        blocks: pool.block_count(),
-        block_size: pool.block_size(),
-        io_threads: threads,
-        counts: counts.clone(),
-        in_flight: workers.as_ref().map(|w| w.in_flight.clone()),
-    };
     let disk = PmemDisk {
-        name: name.to_string(),
         pool,
         path: pool_path.to_path_buf(),
         workers,
         windows: Arc::new(cpu_budget::BusyWindows::default()),
         counts,
     };
-    let bdev = module.register_bdev(app, props, disk)?;
-    figures::registered(name, source);
-    Ok(bdev)
+    module.register_bdev(app, props, disk)
 }
 
-/// Whether `bdev` is one of this module's.
-pub fn is_rust_pmem(bdev: &Bdev) -> bool {
-    module().is_ok_and(|m| m.owns(bdev))
-}
-
-/// Deletes a pmem bdev of this module (started at once); the pool file
-/// stays. Resolves once SPDK has unregistered it and the pool is closed.
-pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
-    let started = bdev.as_ptr().and_then(|_| {
-        if is_rust_pmem(&bdev) {
-            Ok(module::unregister(bdev))
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "bdev {:?} is not a pmem bdev of the Rust module",
-                bdev.name()
-            )))
-        }
-    });
-    async move { started?.await }
-}
-
+/// A pmem bdev of this module; its pool closes when it is deleted
+/// ([`Module::delete`]), and the pool file stays.
 struct PmemDisk {
-    name: String,
     pool: Arc<Pool>,
     path: PathBuf,
     workers: Option<Workers>,
@@ -286,8 +252,17 @@ impl BlockDevice for PmemDisk {
         }))
     }
 
+    fn figures(&self) -> Option<module::Figures> {
+        Some(figures::figures(
+            self.pool.block_count(),
+            self.pool.block_size(),
+            self.workers.as_ref().map_or(0, |w| w.threads.len()),
+            self.workers.as_ref().map_or(0, |w| w.in_flight.count()),
+            &self.counts,
+        ))
+    }
+
     fn destruct(&mut self) {
-        figures::destructed(&self.name);
         if let Some(w) = self.workers.take() {
             w.stop();
         }
@@ -565,8 +540,9 @@ async fn rpc_delete(method: &str, params: Option<Value>) -> rpc::RpcResult {
             message: std::io::Error::from_raw_os_error(libc::ENODEV).to_string(),
         });
     };
-    let outcome = if is_rust_pmem(&bdev) {
-        delete(bdev).await
+    let rust = module()?;
+    let outcome = if rust.owns(&bdev) {
+        rust.delete(app, &p.name).await
     } else {
         crate::bdev::delete_pmem_bdev(bdev).await
     };

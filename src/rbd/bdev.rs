@@ -15,7 +15,9 @@ use serde_json::{json, Map, Value};
 
 use super::cluster::{Cluster, ClusterConfig};
 use super::image::{Image, Op};
-use crate::bdev::module::{BdevIo, BdevProps, BlockDevice, IoStatus, IoType, Module};
+use crate::bdev::module::{
+    BdevIo, BdevProps, BlockDevice, Figure, Figures, IoStatus, IoType, Module,
+};
 use crate::bdev::Bdev;
 use crate::error::{Error, Result};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -44,7 +46,9 @@ pub struct RbdParams {
     pub block_size: u32,
 }
 
-fn module() -> Result<&'static Module> {
+/// The module (registered on first use): what deletes, finds and lists
+/// its bdevs.
+pub fn module() -> Result<&'static Module> {
     Module::get_or_register(MODULE_NAME)
 }
 
@@ -84,7 +88,7 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
             "block_size {bs}: give a power of two from 512 to 65536, like 4096"
         )));
     }
-    name_free(app, &params.name)?;
+    crate::bdev::name_free(app, &params.name)?;
     let (completer, opened) =
         crate::thread::completion::<Result<(String, Image)>>("opening the RBD image");
     let (config, pool, image) = (
@@ -116,26 +120,19 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
             image.size()
         )));
     }
-    name_free(app, &params.name)?;
+    crate::bdev::name_free(app, &params.name)?;
     let mut props = BdevProps::new(&params.name, PRODUCT_NAME, bs, blocks);
     // With librbd's cache on, a write is acknowledged from memory: hosts
     // must be told to flush (NVMe's volatile write cache).
     props.write_cache = params.cluster.rbd_cache();
-    let name = params.name.clone();
-    let health = Arc::new(Health::default());
     let disk = RbdDisk {
         image,
+        identity: served_as,
         params,
-        health: health.clone(),
+        health: Arc::default(),
         in_flight: Arc::default(),
     };
-    let bdev = module.register_bdev(app, props, disk)?;
-    let served_now = Served {
-        identity: served_as,
-        health,
-    };
-    crate::sync::lock(served()).insert(name, served_now);
-    Ok(bdev)
+    module.register_bdev(app, props, disk)
 }
 
 /// What tells `image` of `pool` apart from every other image (as
@@ -184,16 +181,6 @@ fn unpin_from_the_reactor() {
             "librbd's threads stay on the reactor's CPUs: sched_setaffinity: {}",
             std::io::Error::last_os_error()
         ));
-    }
-}
-
-fn name_free(app: AppThread, name: &str) -> Result<()> {
-    match Bdev::by_name(app, name) {
-        Some(_) => Err(Error::spdk(
-            format!("creating bdev {name:?}: a bdev of that name exists"),
-            -libc::EEXIST,
-        )),
-        None => Ok(()),
     }
 }
 
@@ -251,82 +238,11 @@ impl Health {
     }
 }
 
-/// What a bdev of this module serves.
-struct Served {
-    /// For a cache in front of it to tell images apart ([`identity`]).
-    identity: String,
-    health: Arc<Health>,
-}
-
-fn served() -> &'static Mutex<HashMap<String, Served>> {
-    static SERVED: std::sync::OnceLock<Mutex<HashMap<String, Served>>> = std::sync::OnceLock::new();
-    SERVED.get_or_init(Mutex::default)
-}
-
-/// The image an RBD bdev of this module serves, as
-/// [`Image::identity`] gives it.
-pub fn identity(bdev_name: &str) -> Option<String> {
-    crate::sync::lock(served())
-        .get(bdev_name)
-        .map(|s| s.identity.clone())
-}
-
-/// One RBD bdev of this module, now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RbdFigures {
-    /// The bdev's name.
-    pub name: String,
-    /// `rbd POOL/NAME (cluster FSID, image id ID)`.
-    pub image: String,
-    /// False while the image's last completed operation failed: Ceph (or
-    /// the image) did not answer it. True again once one succeeds.
-    pub reachable: bool,
-    /// Operations librbd completed on the image, failed ones too.
-    pub completed_ops: u64,
-    /// Operations librbd failed.
-    pub failed_ops: u64,
-}
-
-/// Every RBD bdev of this module, by name.
-pub fn figures(app: AppThread) -> Result<Vec<RbdFigures>> {
-    app.check()?;
-    let served = crate::sync::lock(served());
-    let mut all: Vec<RbdFigures> = served
-        .iter()
-        .map(|(name, s)| RbdFigures {
-            name: name.clone(),
-            image: s.identity.clone(),
-            reachable: !s.health.failing.load(Ordering::Relaxed),
-            completed_ops: s.health.completed_ops.load(Ordering::Relaxed),
-            failed_ops: s.health.failed_ops.load(Ordering::Relaxed),
-        })
-        .collect();
-    all.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(all)
-}
-
-/// Whether `bdev` is one of this module's.
-pub fn is_rust_rbd(bdev: &Bdev) -> bool {
-    module().is_ok_and(|m| m.owns(bdev))
-}
-
-/// Deletes an RBD bdev of this module; the image stays in the cluster.
-pub fn delete(bdev: Bdev) -> impl std::future::Future<Output = Result<()>> {
-    let started = bdev.as_ptr().and_then(|_| {
-        if is_rust_rbd(&bdev) {
-            Ok(crate::bdev::module::unregister(bdev))
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "bdev {:?} is not an RBD bdev of the Rust module",
-                bdev.name()
-            )))
-        }
-    });
-    async move { started?.await }
-}
-
 struct RbdDisk {
     image: ImageHandle,
+    /// `rbd POOL/NAME (cluster FSID, image id ID)`, as [`Image::identity`]
+    /// gives it: for a cache in front of it to tell images apart.
+    identity: String,
     params: RbdParams,
     health: Arc<Health>,
     /// Operations librbd has not completed yet, on every thread: a reset
@@ -512,8 +428,32 @@ impl BlockDevice for RbdDisk {
         Some(json!({"method": "bdev_rbd_create", "params": params}))
     }
 
-    fn destruct(&mut self) {
-        crate::sync::lock(served()).remove(&self.params.name);
+    fn figures(&self) -> Option<Figures> {
+        let h = &self.health;
+        Some(Figures {
+            labels: vec![("image", self.identity.clone())],
+            values: vec![
+                Figure::gauge(
+                    "rbd_reachable",
+                    "1 unless the image's last completed operation failed (Ceph or the image did not answer it)",
+                    i64::from(!h.failing.load(Ordering::Relaxed)),
+                ),
+                Figure::counter(
+                    "rbd_completed_operations",
+                    "Operations librbd completed on the image (failed ones too)",
+                    h.completed_ops.load(Ordering::Relaxed),
+                ),
+                Figure::counter(
+                    "rbd_failed_operations",
+                    "Operations librbd failed on the image",
+                    h.failed_ops.load(Ordering::Relaxed),
+                ),
+            ],
+        })
+    }
+
+    fn identity(&self) -> Option<String> {
+        Some(self.identity.clone())
     }
 }
 
@@ -585,9 +525,10 @@ async fn rpc_delete(method: &'static str, params: Option<Value>) -> crate::rpc::
         });
     };
     // SPDK 20.07 answers false for a bdev that is not an RBD one.
-    if !is_rust_rbd(&bdev) {
+    let module = module()?;
+    if !module.owns(&bdev) {
         return Ok(Value::Bool(false));
     }
-    delete(bdev).await?;
+    module.delete(app, &p.name).await?;
     Ok(Value::Bool(true))
 }

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use super::bdev::{self, CacheParams};
 use super::log::Damage;
-use crate::bdev::Bdev;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rpc::{register_typed_async_method, RpcStates};
 use crate::thread::AppThread;
 
@@ -25,10 +24,6 @@ struct CreateRpc {
     /// How long a host's FLUSH or a write waiting for room in a full log
     /// waits before it fails (0: as long as it takes).
     wait_timeout_ms: Option<u64>,
-    /// Tests' control only: breaks the ordering promise.
-    #[cfg(feature = "test-hooks")]
-    #[serde(default)]
-    test_destage_out_of_order: bool,
 }
 
 /// The parameters of the methods that name one cache.
@@ -64,8 +59,6 @@ pub fn serve_rpcs() -> Result<()> {
                 } else {
                     Damage::Refuse
                 },
-                #[cfg(feature = "test-hooks")]
-                destage_out_of_order: p.test_destage_out_of_order,
             };
             let bdev = bdev::create(app, params).await?;
             Ok(bdev.name().to_string())
@@ -76,9 +69,7 @@ pub fn serve_rpcs() -> Result<()> {
         RpcStates::Runtime,
         |p: NameRpc| async move {
             let app = AppThread::here()?;
-            let bdev = Bdev::by_name(app, &p.name)
-                .ok_or_else(|| Error::NotFound(format!("bdev {:?}", p.name)))?;
-            bdev::delete(bdev).await?;
+            bdev::module()?.delete(app, &p.name).await?;
             Ok(true)
         },
     )?;
