@@ -92,11 +92,11 @@ pub mod views {
     }
 }
 
-type Checked = Result<(), serde_path_to_error::Error<serde_json::Error>>;
+type Checked = Result<(), serde_path_to_error::Error<rpc::ParamError>>;
 
 /// Whether `params` fit the typed view `V`.
 fn fits<V: DeserializeOwned>(params: &Value) -> Checked {
-    serde_path_to_error::deserialize::<_, V>(params).map(drop)
+    rpc::params::deserialize::<V>(params).map(drop)
 }
 
 /// The methods a typed view checks, and the newer fields whose non-`false`
@@ -189,13 +189,7 @@ fn check_view(method: &str, params: &mut Value, view: &View) -> Result<bool, Rpc
             Ok(()) => return Ok(dropped),
             Err(e) => e,
         };
-        let unknown = e
-            .inner()
-            .to_string()
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_string);
-        let Some(key) = unknown else {
+        let rpc::ParamError::Unknown { field: key } = e.inner().clone() else {
             return Err(rpc::params_error(method, params, &e, &|_| None));
         };
         let path = e.path().to_string();
