@@ -260,50 +260,21 @@ fn nvmf_state(app: AppThread) -> Result<(Vec<Subsystem>, Vec<Namespace>)> {
     let Ok(target) = crate::nvmf::Target::default_target(app) else {
         return Ok((Vec::new(), Vec::new()));
     };
-    let tgt = target.as_ptr()?;
     let (mut subsystems, mut namespaces) = (Vec::new(), Vec::new());
-    // SAFETY: the target's subsystem, namespace, listener and host lists
-    // change only on this thread, the application thread, and nothing here
-    // yields while walking them; every pointer read comes from them.
-    unsafe {
-        let mut s = sys::spdk_nvmf_subsystem_get_first(tgt);
-        while !s.is_null() {
-            if sys::spdk_nvmf_subsystem_get_type(s) == sys::SPDK_NVMF_SUBTYPE_NVME {
-                let nqn = c_text(sys::spdk_nvmf_subsystem_get_nqn(s));
-                let mut count = 0;
-                let mut ns = sys::spdk_nvmf_subsystem_get_first_ns(s);
-                while !ns.is_null() {
-                    count += 1;
-                    let bdev = sys::spdk_nvmf_ns_get_bdev(ns);
-                    namespaces.push(Namespace {
-                        subsystem: nqn.clone(),
-                        nsid: sys::spdk_nvmf_ns_get_id(ns),
-                        bdev: c_text(sys::spdk_bdev_get_name(bdev)),
-                    });
-                    ns = sys::spdk_nvmf_subsystem_get_next_ns(s, ns);
-                }
-                let mut listeners = 0;
-                let mut l = sys::spdk_nvmf_subsystem_get_first_listener(s);
-                while !l.is_null() {
-                    listeners += 1;
-                    l = sys::spdk_nvmf_subsystem_get_next_listener(s, l);
-                }
-                let mut hosts = 0;
-                let mut h = sys::spdk_nvmf_subsystem_get_first_host(s);
-                while !h.is_null() {
-                    hosts += 1;
-                    h = sys::spdk_nvmf_subsystem_get_next_host(s, h);
-                }
-                subsystems.push(Subsystem {
-                    nqn,
-                    namespaces: count,
-                    listeners,
-                    allowed_hosts: hosts,
-                    connected: i64::from(sys::spdk_pmem_nvmf_subsystem_ctrlr_count(s)),
-                });
-            }
-            s = sys::spdk_nvmf_subsystem_get_next(s);
-        }
+    for s in target.subsystems()? {
+        let listed = s.namespaces()?;
+        subsystems.push(Subsystem {
+            nqn: s.nqn().to_string(),
+            namespaces: listed.len() as i64,
+            listeners: s.listener_count()? as i64,
+            allowed_hosts: s.allowed_hosts()?.len() as i64,
+            connected: i64::from(s.connected_controllers()?),
+        });
+        namespaces.extend(listed.into_iter().map(|ns| Namespace {
+            subsystem: s.nqn().to_string(),
+            nsid: ns.nsid,
+            bdev: ns.bdev,
+        }));
     }
     Ok((subsystems, namespaces))
 }

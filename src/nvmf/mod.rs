@@ -67,9 +67,11 @@ use crate::error::{check_rc, Error, Result};
 use crate::sys;
 use crate::thread::{completion, AppThread, Completer, Spdk};
 
+mod listing;
 mod subsystem;
 mod transport;
 
+pub use listing::NamespaceInfo;
 pub use subsystem::{Subsystem, SubsystemConfig};
 pub use transport::{ListenAddress, TransportKind};
 
