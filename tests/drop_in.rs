@@ -69,7 +69,7 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
             "bdev_pmem_cache_create",
             "bdev_pmem_cache_delete",
             "bdev_pmem_cache_flush",
-            spdk_pmem::legacy::CONSTRUCT_NVMF_SUBSYSTEM
+            spdk_pmem::construct_subsystem::CONSTRUCT_NVMF_SUBSYSTEM
         ]
     );
     assert_eq!(subsystems, c_subsystems);

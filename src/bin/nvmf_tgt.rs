@@ -66,7 +66,7 @@ fn run(args: &Args) -> Result<i32, Exit> {
     spdk_pmem::writeback::rpc::serve_rpcs().map_err(failed)?;
     #[cfg(feature = "test-hooks")]
     spdk_pmem::test_hooks::serve_rpcs().map_err(failed)?;
-    spdk_pmem::legacy::register().map_err(failed)?;
+    spdk_pmem::construct_subsystem::register().map_err(failed)?;
     // The C nvmf_tgt's start callback does nothing: the nvmf subsystem and the
     // RPC server, both started by spdk_app_start, do the work. Ours starts
     // the reactors' naps (--idle-nap-us) and the metrics endpoint
@@ -75,7 +75,7 @@ fn run(args: &Args) -> Result<i32, Exit> {
     let metrics = args.metrics.clone();
     options
         .run(|| {
-            if let Err(e) = spdk_pmem::idle_nap::start(nap) {
+            if let Err(e) = spdk_pmem::reactor_sleep::start(nap) {
                 eprintln!("nvmf_tgt: starting the reactors' idle naps: {e}");
                 let _ = spdk_pmem::app::stop(1);
             }

@@ -44,10 +44,10 @@ use crate::pmem::{Pool, MIN_BLOCK_SIZE};
 use crate::rpc::{self, RpcError};
 use crate::sync::{Arc, InFlight, InFlightGuard, WorkQueue};
 use crate::thread::AppThread;
-use figures::Counts;
+use counts::Counts;
 
+mod counts;
 pub mod cpu_budget;
-mod figures;
 pub mod placement;
 
 /// The bdev module's name (SPDK's C one is `pmem`).
@@ -253,7 +253,7 @@ impl BlockDevice for PmemDisk {
     }
 
     fn figures(&self) -> Option<module::Figures> {
-        Some(figures::figures(
+        Some(counts::figures(
             self.pool.block_count(),
             self.pool.block_size(),
             self.workers.as_ref().map_or(0, |w| w.threads.len()),

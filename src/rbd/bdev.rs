@@ -129,7 +129,7 @@ pub async fn create(app: AppThread, params: RbdParams) -> Result<Bdev> {
         image,
         identity: served_as,
         params,
-        health: Arc::default(),
+        operations: Arc::default(),
         in_flight: Arc::default(),
     };
     module.register_bdev(app, props, disk)
@@ -221,14 +221,14 @@ impl Drop for ImageHandle {
 /// How an image's operations have been going: librbd's completions (on
 /// its own threads) write, a scrape or `bdev_get_bdevs` reads.
 #[derive(Default)]
-struct Health {
+struct OperationCounts {
     /// Whether the last operation to complete failed.
     failing: AtomicBool,
     failed_ops: AtomicU64,
     completed_ops: AtomicU64,
 }
 
-impl Health {
+impl OperationCounts {
     fn completed(&self, ok: bool) {
         self.completed_ops.fetch_add(1, Ordering::Relaxed);
         if !ok {
@@ -244,7 +244,7 @@ struct RbdDisk {
     /// gives it: for a cache in front of it to tell images apart.
     identity: String,
     params: RbdParams,
-    health: Arc<Health>,
+    operations: Arc<OperationCounts>,
     /// Operations librbd has not completed yet, on every thread: a reset
     /// completes once they have.
     in_flight: Arc<AtomicU64>,
@@ -380,7 +380,7 @@ impl BlockDevice for RbdDisk {
         };
         // The image stays open until its last operation completed.
         let image = self.image.clone();
-        let health = self.health.clone();
+        let operations = self.operations.clone();
         // librbd clips a read at the image's end (an image shrunk under the
         // bdev) and returns fewer bytes: the rest of the buffer would be
         // whatever it held before, so such a read fails, as in SPDK's C
@@ -391,7 +391,7 @@ impl BlockDevice for RbdDisk {
         let done = Box::new(move |rc: isize| {
             let _counted = counted;
             drop(image);
-            health.completed(rc >= 0);
+            operations.completed(rc >= 0);
             let short = read_len.filter(|len| rc >= 0 && rc as u64 != *len);
             if let Some(len) = short {
                 crate::log::error(&format!(
@@ -416,8 +416,8 @@ impl BlockDevice for RbdDisk {
     fn dump_info_json(&self) -> Option<Value> {
         let mut rbd = self.config_json();
         rbd["module"] = MODULE_NAME.into();
-        rbd["reachable"] = (!self.health.failing.load(Ordering::Relaxed)).into();
-        rbd["failed_ops"] = self.health.failed_ops.load(Ordering::Relaxed).into();
+        rbd["reachable"] = (!self.operations.failing.load(Ordering::Relaxed)).into();
+        rbd["failed_ops"] = self.operations.failed_ops.load(Ordering::Relaxed).into();
         Some(json!({ "rbd": rbd }))
     }
 
@@ -429,7 +429,7 @@ impl BlockDevice for RbdDisk {
     }
 
     fn figures(&self) -> Option<Figures> {
-        let h = &self.health;
+        let h = &self.operations;
         Some(Figures {
             labels: vec![("image", self.identity.clone())],
             values: vec![

@@ -176,7 +176,7 @@ where
 }
 
 /// Registers a JSON-RPC method whose reply comes from a future, run on the
-/// RPC thread (see [`thread::spawn_local`]): for methods that wait on SPDK.
+/// RPC thread (see [`crate::thread::spawn_local`]): for methods that wait on SPDK.
 pub fn register_async_method<F, Fut>(name: &str, states: RpcStates, handler: F) -> Result<()>
 where
     F: Fn(Option<Value>) -> Fut + Send + Sync + 'static,
