@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::metrics::{get, sample};
+use common::writeback::pmem_base;
 use common::*;
 use spdk_pmem::metrics::http::OPEN_CLIENTS;
 
@@ -403,13 +404,7 @@ fn a_write_back_cache_shows_its_state() {
     let addr = format!("127.0.0.1:{metrics}");
     let t = Target::start(&our_nvmf_tgt(), &["--metrics", &addr]);
     let base = shm.path().join("base.pool");
-    t.rpc_ok(&[
-        "bdev_pmem_create_pool",
-        base.to_str().unwrap(),
-        "32",
-        "4096",
-    ]);
-    t.rpc_ok(&["bdev_pmem_create", "-n", "base0", base.to_str().unwrap()]);
+    pmem_base(&t, &base, "base0");
     let cache = shm.path().join("cache.pool");
     t.rpc_ok(&[
         "--plugin",

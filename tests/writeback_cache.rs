@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::background::Background;
-use common::writeback::{cache_info, pattern};
+use common::writeback::{cache_info, pattern, pmem_base};
 use common::*;
 use serde_json::json;
 use spdk_pmem::pmem::Pool;
@@ -24,15 +24,7 @@ const BLOCK: usize = 4096;
 /// A target with bdev `base0` on `base` and cache `wb0` on `cache` (created
 /// with `slots` slots if missing), exported as `NQN` on `port`.
 fn serve_cache(t: &Target, base: &Path, cache: &Path, slots: u64, port: u16) {
-    if !base.exists() {
-        t.rpc_ok(&[
-            "bdev_pmem_create_pool",
-            base.to_str().unwrap(),
-            "32",
-            "4096",
-        ]);
-    }
-    t.rpc_ok(&["bdev_pmem_create", "-n", "base0", base.to_str().unwrap()]);
+    pmem_base(t, base, "base0");
     t.jsonrpc_ok(
         "bdev_pmem_cache_create",
         Some(json!({"name": "wb0", "base_bdev": "base0",
@@ -164,31 +156,9 @@ fn writes_read_back_and_reach_the_backing_bdev() {
     let input = dir.path().join("pattern");
     std::fs::write(&input, &data).unwrap();
     let config = nvme_bdev_config(dir.path(), NQN, port);
-    spdk_dd_ok(
-        &config,
-        &[
-            "--if",
-            input.to_str().unwrap(),
-            "--ob",
-            "Nvme0n1",
-            "--seek",
-            "100",
-        ],
-    );
+    dd_to_namespace(&config, &input, 100);
     let back = dir.path().join("back");
-    spdk_dd_ok(
-        &config,
-        &[
-            "--ib",
-            "Nvme0n1",
-            "--of",
-            back.to_str().unwrap(),
-            "--skip",
-            "100",
-            "--count",
-            "64",
-        ],
-    );
+    dd_from_namespace(&config, &back, 100, 64);
     assert!(std::fs::read(&back).unwrap() == data, "read back differs");
     wait_clean(&t);
     let info = cache_info(&t);
@@ -213,17 +183,7 @@ fn writes_not_yet_destaged_when_the_target_dies_are_replayed() {
     {
         let mut t = Target::start(&our_nvmf_tgt(), &[]);
         serve_cache(&t, &base, &cache, 1024, port);
-        spdk_dd_ok(
-            &config,
-            &[
-                "--if",
-                input.to_str().unwrap(),
-                "--ob",
-                "Nvme0n1",
-                "--seek",
-                "8",
-            ],
-        );
+        dd_to_namespace(&config, &input, 8);
         let child = t.child.as_mut().unwrap();
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -350,17 +310,7 @@ fn a_flush_completes_once_the_writes_are_in_ceph() {
     let input = dir.path().join("more");
     std::fs::write(&input, &more).unwrap();
     let config = nvme_bdev_config(dir.path(), NQN, port);
-    spdk_dd_ok(
-        &config,
-        &[
-            "--if",
-            input.to_str().unwrap(),
-            "--ob",
-            "Nvme0n1",
-            "--seek",
-            "512",
-        ],
-    );
+    dd_to_namespace(&config, &input, 512);
     let dirty_before = cache_info(&t)["dirty_blocks"].clone();
     t.rpc_ok(&["--plugin", "rpc_pmem_cache", "bdev_pmem_cache_flush", "wb0"]);
     let info = cache_info(&t);
@@ -611,17 +561,7 @@ fn a_pmem_namespace_beside_the_cache_keeps_serving_through_a_ceph_outage() {
     let data = pattern(256, 0xbe5);
     let written = dir.path().join("near-written");
     std::fs::write(&written, &data).unwrap();
-    spdk_dd_ok(
-        &config,
-        &[
-            "--if",
-            written.to_str().unwrap(),
-            "--ob",
-            "Nvme0n1",
-            "--seek",
-            "64",
-        ],
-    );
+    dd_to_namespace(&config, &written, 64);
     assert!(
         read_back(dir.path(), &config, 64, 256) == data,
         "the pmem namespace read back otherwise during the outage"
@@ -717,13 +657,7 @@ fn a_large_pool_is_made_and_opened_while_the_target_keeps_answering() {
     let base = dir.path().join("base.pool");
     let cache = dir.path().join("large.pool");
     let t = Target::start(&our_nvmf_tgt(), &[]);
-    t.rpc_ok(&[
-        "bdev_pmem_create_pool",
-        base.to_str().unwrap(),
-        "32",
-        "4096",
-    ]);
-    t.rpc_ok(&["bdev_pmem_create", "-n", "base0", base.to_str().unwrap()]);
+    pmem_base(&t, &base, "base0");
     let create = json!({"name": "wb0", "base_bdev": "base0",
                         "pool": cache.to_str().unwrap(), "slots": 262_144});
     let (t, create) = (&t, &create);
@@ -813,17 +747,7 @@ fn a_base_with_a_volatile_cache_is_flushed_before_slots_are_freed() {
     let input = dir.path().join("pattern");
     std::fs::write(&input, &data).unwrap();
     let config = nvme_bdev_config(dir.path(), NQN, port);
-    spdk_dd_ok(
-        &config,
-        &[
-            "--if",
-            input.to_str().unwrap(),
-            "--ob",
-            "Nvme0n1",
-            "--seek",
-            "16",
-        ],
-    );
+    dd_to_namespace(&config, &input, 16);
     wait_clean(&t);
     kill(&mut t);
     let exported = dir.path().join("volatile.img");
@@ -858,17 +782,7 @@ fn save_config_brings_the_cache_back_with_its_data() {
     {
         let mut t = Target::start(&our_nvmf_tgt(), &[]);
         serve_cache(&t, &base, &cache, 256, port);
-        spdk_dd_ok(
-            &config,
-            &[
-                "--if",
-                input.to_str().unwrap(),
-                "--ob",
-                "Nvme0n1",
-                "--seek",
-                "3",
-            ],
-        );
+        dd_to_namespace(&config, &input, 3);
         std::fs::write(&saved, t.rpc_ok(&["save_config"])).unwrap();
         assert!(t.stop().success(), "{}", t.log_text());
     }
@@ -933,13 +847,7 @@ fn a_cache_deleted_and_made_again_under_its_name_at_once_serves_io() {
     // The new cache on another base and pool: the old one holds its own
     // until it is gone.
     let base1 = dir.path().join("base1.pool");
-    t.rpc_ok(&[
-        "bdev_pmem_create_pool",
-        base1.to_str().unwrap(),
-        "32",
-        "4096",
-    ]);
-    t.rpc_ok(&["bdev_pmem_create", "-n", "base1", base1.to_str().unwrap()]);
+    pmem_base(&t, &base1, "base1");
     let second = dir.path().join("second.pool");
     let mut stream = std::os::unix::net::UnixStream::connect(&t.sock).unwrap();
     stream

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::background::Background;
-use common::writeback::{cache_info, pattern};
+use common::writeback::{cache_info, pattern, pmem_base};
 use common::*;
 use serde_json::json;
 use spdk_pmem::pmem::Pool;
@@ -61,15 +61,7 @@ fn serve_slow_cache_waiting(
 /// over it taking `write_us` per write.
 fn slow_base(t: &Target, dir: &Path, write_us: u64) {
     let base = dir.join("base.pool");
-    if !base.exists() {
-        t.rpc_ok(&[
-            "bdev_pmem_create_pool",
-            base.to_str().unwrap(),
-            "32",
-            "4096",
-        ]);
-    }
-    t.rpc_ok(&["bdev_pmem_create", "-n", "base0", base.to_str().unwrap()]);
+    pmem_base(t, &base, "base0");
     let us = write_us.to_string();
     t.rpc_ok(&[
         "bdev_delay_create",

@@ -445,6 +445,29 @@ pub fn spdk_dd_command(config: &Path, args: &[&str]) -> Command {
 }
 
 /// [`spdk_dd`] that must succeed.
+/// Writes the file `input` to the namespace Nvme0n1 of `config` from block
+/// `seek` on, with spdk_dd.
+pub fn dd_to_namespace(config: &Path, input: &Path, seek: u64) {
+    let (input, seek) = (input.to_str().unwrap(), seek.to_string());
+    spdk_dd_ok(config, &["--if", input, "--ob", "Nvme0n1", "--seek", &seek]);
+}
+
+/// Reads `count` blocks from block `skip` of the namespace Nvme0n1 of
+/// `config` into the file `output`, with spdk_dd.
+pub fn dd_from_namespace(config: &Path, output: &Path, skip: u64, count: u64) {
+    let (output, skip, count) = (
+        output.to_str().unwrap(),
+        skip.to_string(),
+        count.to_string(),
+    );
+    spdk_dd_ok(
+        config,
+        &[
+            "--ib", "Nvme0n1", "--of", output, "--skip", &skip, "--count", &count,
+        ],
+    );
+}
+
 pub fn spdk_dd_ok(config: &Path, args: &[&str]) {
     let out = spdk_dd(config, args);
     assert!(

@@ -1,4 +1,5 @@
-//! What the write-back cache's tests share: its figures and test data.
+//! What the write-back cache's tests share: a pmem base to put it in
+//! front of, its figures and test data.
 
 use super::Target;
 
@@ -22,4 +23,14 @@ pub fn pattern(blocks: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The pmem bdev `name` on the pool `pool` (32 MiB of 4 KiB blocks, made
+/// if missing): a backing bdev for a cache.
+pub fn pmem_base(t: &Target, pool: &std::path::Path, name: &str) {
+    let path = pool.to_str().unwrap();
+    if !pool.exists() {
+        t.rpc_ok(&["bdev_pmem_create_pool", path, "32", "4096"]);
+    }
+    t.rpc_ok(&["bdev_pmem_create", "-n", name, path]);
 }
