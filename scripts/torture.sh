@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Long crash-torture runs (scripts/test.sh runs 50 cycles per pool): SPDK's
+# Long crash-torture runs (scripts/test.sh runs 30 cycles per pool): SPDK's
 # NVMe-oF initiator (examples/stamped_writer.rs) writes stamped 4 KiB units
 # over NVMe/TCP, the target is killed with SIGKILL
 # at a random moment, pmempool checks the pool and every unit is read back:
