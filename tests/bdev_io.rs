@@ -541,8 +541,6 @@ async fn exercise(dir: PathBuf, sock: PathBuf) -> Outcome {
     exercise_module(app, sock).await?;
     hot_remove_during_an_io_count(app).await?;
     for (name, pool) in pools {
-        let bdev = spdk_pmem::bdev::Bdev::by_name(app, name).ok_or("bdev gone")?;
-        let _ = bdev;
         pmem_bdev::module()
             .map_err(|e| e.to_string())?
             .delete(app, name)

@@ -23,16 +23,19 @@
 //! - `dispatch`: the hooks SPDK calls for each request and response, and a
 //!   handler's reply on its way back;
 //! - `c_json`: params between SPDK's parsed JSON and serde_json, answers;
-//! - [`params`]: typed params and their errors (`value_de`: the reader
-//!   that reports them as data).
+//! - [`params`]: typed params and their errors, in the words every
+//!   method uses; [`ParamError`]: why params did not fit, as data;
+//!   `value_de`: the reader that reports it.
 
 mod c_json;
 mod dispatch;
+mod param_error;
 pub mod params;
 mod value_de;
 
+pub use param_error::ParamError;
 use params::typed_result;
-pub use params::{params_error, type_name, typed_params, typed_params_with, ParamError};
+pub use params::{params_error, type_name, typed_params, typed_params_with};
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -7,7 +7,7 @@ use serde::de::value::{MapDeserializer, SeqDeserializer, StrDeserializer};
 use serde::de::{self, IntoDeserializer, Visitor};
 use serde_json::Value;
 
-use super::params::ParamError;
+use super::param_error::ParamError;
 
 /// `value`, to deserialize from.
 #[derive(Clone, Copy)]

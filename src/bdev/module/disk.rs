@@ -8,6 +8,7 @@ use std::ffi::{c_void, CString};
 
 use serde_json::Value;
 
+use super::channel::{channel_ctx, ChannelCtx};
 use super::figures::Figures;
 use super::request::BdevIo;
 use super::{BdevProps, BlockDevice, IoStatus, IoType};
@@ -348,25 +349,6 @@ fn submit_now<T: BlockDevice>(ch: *mut sys::spdk_io_channel, io: BdevIo) {
         || format!("submit to bdev {} ({io_type:?})", disk.bdev_name()),
         || disk.device.submit(channel, io),
     );
-}
-
-/// What a Rust module's channel context points to: the framework's part
-/// first (`repr(C)`), so code that does not know the module's channel type
-/// reaches it through the same pointer.
-#[repr(C)]
-struct ChannelCtx<C> {
-    completions: ChannelCompletions,
-    channel: C,
-}
-
-/// `spdk_io_channel_get_ctx`, a static inline in thread.h: the context
-/// buffer follows the channel struct.
-///
-/// # Safety
-/// `ch` is a live channel.
-pub(super) unsafe fn channel_ctx(ch: *mut sys::spdk_io_channel) -> *mut c_void {
-    // SAFETY: per the function's contract, as thread.h computes it.
-    unsafe { (ch as *mut u8).add(std::mem::size_of::<sys::spdk_io_channel>()) as *mut c_void }
 }
 
 extern "C" fn dump_info_json<T: BlockDevice>(

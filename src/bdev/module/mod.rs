@@ -58,6 +58,7 @@ use crate::sys;
 use crate::thread::{AppThread, Thread};
 
 mod app_only;
+mod channel;
 mod disk;
 mod figures;
 mod request;

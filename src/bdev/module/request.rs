@@ -5,7 +5,7 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use super::disk::channel_ctx;
+use super::channel::channel_ctx;
 use super::{IoStatus, IoType};
 use crate::bdev::completions::{ChannelCompletions, CompletionQueue};
 use crate::bdev::status::complete_raw;
