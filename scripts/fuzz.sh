@@ -34,14 +34,14 @@ bash scripts/setup.sh >/dev/null
 export SPDK_PMEM_FUZZ_TARGET=$target
 echo "fuzz: target $target, seed $seed, $seconds s per part"
 
-run() { # label, test binary, test name filter, then env assignments
-  local label=$1 bin=$2 filter=$3 log rc
-  shift 3
+run() { # label, test path in the integration binary, then env assignments
+  local label=$1 filter=$2 log rc
+  shift 2
   [ -n "$only" ] && [ "$only" != "$label" ] && return 0
   echo "== $label"
   log=$(mktemp)
   set +e
-  env "$@" cargo test --locked --test "$bin" "$filter" -- --nocapture --test-threads 1 >"$log" 2>&1
+  env "$@" cargo test --locked --test integration "$filter" -- --nocapture --test-threads 1 >"$log" 2>&1
   rc=$?
   set -e
   grep -aE '^(NVMe/TCP|JSON-RPC|nvme_fuzz|fuzzed|test |methods that)|panicked' "$log" || true
@@ -54,10 +54,10 @@ run() { # label, test binary, test name filter, then env assignments
 }
 
 status=0
-run tcp nvme_tcp_hostile fuzzed \
+run tcp nvme_tcp_hostile::fuzzing::fuzzed \
   SPDK_PMEM_FUZZ_SEED="$seed" SPDK_PMEM_FUZZ_SECONDS="$seconds" SPDK_PMEM_FUZZ_SESSIONS=1000000000 || status=1
-run rpc rpc_fuzz invalid_rpc \
+run rpc rpc_fuzz::invalid_rpc \
   SPDK_PMEM_RPC_FUZZ_SEED="$seed" SPDK_PMEM_RPC_FUZZ_ROUNDS=$(( seconds / 2 > 8 ? seconds / 2 : 8 )) || status=1
-run nvme nvme_fuzz nvme_command \
+run nvme nvme_fuzz:: \
   SPDK_PMEM_NVME_FUZZ_SECONDS="$seconds" || status=1
 exit $status

@@ -63,7 +63,7 @@ kdir="$vm_root/$kernel"
 
 need_packages() {
   local missing=() p
-  # The tests' guest tools too: SPDK's own scripts (tests/spdk_nvmf_scripts.rs)
+  # The tests' guest tools too: SPDK's own scripts (tests/integration/spdk_nvmf_scripts.rs)
   # partition with parted, make ext4, btrfs and xfs, and parse with jq.
   for p in qemu-system-x86 busybox-static nvme-cli fio socat kmod cpio xz-utils e2fsprogs \
     parted xfsprogs btrfs-progs jq util-linux; do

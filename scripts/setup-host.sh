@@ -17,8 +17,8 @@ fi
 # Build: SPDK 20.07 + DPDK 20.05 (meson, ninja, nasm), PMDK's pmem bdev, bindgen (libclang).
 # Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in.
 # Tests: pmdk-tools' pmempool checks pools after the crash torture; tmux
-# holds spdk_top's screen for tests/spdk_tools.rs; prometheus (and its
-# promtool) scrapes and checks the metrics endpoint in tests/metrics.rs.
+# holds spdk_top's screen for tests/integration/spdk_tools.rs; prometheus (and its
+# promtool) scrapes and checks the metrics endpoint in tests/integration/metrics/.
 # Ceph: librbd/librados for SPDK's RBD bdev; a monitor, an OSD and the ceph
 # and rbd tools for scripts/ceph-dev.sh's one-node cluster.
 PACKAGES=(

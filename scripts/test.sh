@@ -61,7 +61,7 @@ if [ -z "${1:-}" ]; then
     SPDK_PMEM_BUILD_DIR="$top/target/spdk" cargo test --locked --lib loom_tests
 fi
 if [ -z "${1:-}" ]; then
-  # The Linux host's guest (tests/linux_host.rs; the plain suite only):
+  # The Linux host's guest (tests/integration/linux_host/; the plain suite only):
   # QEMU, the kernel from Debian's .deb, the initramfs.
   echo "== the Linux host's VM"
   bash scripts/linux-host-vm.sh prepare

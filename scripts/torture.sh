@@ -23,7 +23,7 @@ bash scripts/setup.sh >/dev/null
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-SPDK_PMEM_TORTURE_CYCLES=$cycles cargo test --locked --test crash_torture -- --nocapture --test-threads 1 >"$log" 2>&1
+SPDK_PMEM_TORTURE_CYCLES=$cycles cargo test --locked --test integration crash_torture:: -- --nocapture --test-threads 1 >"$log" 2>&1
 rc=$?
 set -e
 grep -aE '^(crash torture|  e\.g\.|test )|panicked|torn:|lost:' "$log" || true

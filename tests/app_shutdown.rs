@@ -4,7 +4,7 @@
 //! still pending when SIGINT arrives resolves during the shutdown without
 //! answering into the RPC server SPDK has already freed: the app exits 0.
 
-mod common;
+pub mod common;
 use common::*;
 
 use std::io::{Read, Write};

@@ -7,7 +7,7 @@
 //! `AppThread::here()` is an error naming where to go. (Before the token,
 //! `Bdev::by_name` took `Spdk` and walked the list from those threads.)
 
-mod common;
+pub mod common;
 use common::*;
 
 use std::ffi::c_void;

@@ -16,8 +16,11 @@
 //!   module's bdev;
 //! - after deleting the pmem bdevs, their pools open again (closed).
 
-mod common;
+pub mod common;
+#[path = "common/ram_disk.rs"]
+mod ram_disk;
 use common::*;
+use ram_disk::ram_transfer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,7 @@
 //! default target destroyed, an active subsystem destroyed, a listener of an
 //! active subsystem removed (then nvmf_get_subsystems read).
 
-mod common;
+pub mod common;
 use common::*;
 
 use std::sync::{Arc, Mutex};

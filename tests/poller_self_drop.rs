@@ -9,7 +9,7 @@
 //! `spdk_app_stop` ignored the failed message, the stop was lost and the
 //! application ran on (seen in a run of the suite that never ended).
 
-mod common;
+pub mod common;
 use common::*;
 
 use std::cell::RefCell;

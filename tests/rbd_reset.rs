@@ -4,7 +4,7 @@
 //! buffers it lent. It used to complete at once, with librbd still
 //! writing from them (SPDK's C module waits a fixed 1 s instead).
 
-mod common;
+pub mod common;
 use common::*;
 
 use std::future::Future;

@@ -13,8 +13,11 @@
 //! verifies every block over NVMe/TCP, and the module must have been
 //! re-entered with nothing lost (clean under `scripts/test.sh --asan`).
 
-mod common;
+pub mod common;
+#[path = "common/ram_disk.rs"]
+mod ram_disk;
 use common::*;
+use ram_disk::ram_transfer;
 
 use std::cell::{Cell, RefCell};
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! honoured, the methods listed by rpc_get_methods, and typed params whose
 //! errors name the field's path.
 
-mod common;
+pub mod common;
 use common::*;
 
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 //! `run` resumes the panic in the caller. The I/O is still delivered: the
 //! waker wakes its task before it panics, and the task finds it complete.
 
-mod common;
+pub mod common;
 use common::*;
 
 use std::future::Future;

@@ -28,6 +28,7 @@ impl Background {
         }
     }
 
+    /// Whether the command still runs.
     pub fn running(&mut self) -> bool {
         if self.status.is_none() {
             self.status = self.child.try_wait().unwrap();
@@ -35,6 +36,7 @@ impl Background {
         self.status.is_none()
     }
 
+    /// Waits for the command to exit; fails the test after `within`.
     pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         while self.running() {
@@ -48,6 +50,7 @@ impl Background {
         self.status.unwrap()
     }
 
+    /// What the command printed so far (stdout and stderr).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use super::{output_text, test_port};
 
+/// One cluster: its directory, monitor, admin key and RBD pool.
 pub struct Ceph {
     dir: tempfile::TempDir,
     /// The cluster's ceph.conf, for `rbd -c`.

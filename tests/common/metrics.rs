@@ -30,11 +30,6 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// One scrape's value of `name` (see [`sample`]) from 127.0.0.1:`port`.
-pub fn scrape(port: u16, name: &str) -> Option<f64> {
-    sample(&get(port, "/metrics", "*/*").1, name)
-}
-
 /// The PromQL of every panel of scripts/grafana-dashboard.json (checked to
 /// be valid JSON with titled panels), `$subsystem` as `.*`.
 pub fn dashboard_queries() -> Vec<String> {

@@ -8,6 +8,7 @@
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator that gives the same numbers for the same `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
@@ -18,6 +19,7 @@ impl Rng {
         Rng(seed ^ index.wrapping_mul(0xA24B_AED4_963E_E407)).next_u64()
     }
 
+    /// The next number (splitmix64).
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -37,14 +39,17 @@ impl Rng {
         lo + self.below(hi - lo + 1)
     }
 
+    /// True `percent` times in a hundred.
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 
+    /// One of `items` (not empty).
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
 
+    /// `n` random bytes.
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next_u64() as u8).collect()
     }

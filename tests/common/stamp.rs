@@ -1,12 +1,13 @@
 //! The crash torture's stamped unit: 4 KiB holding its unit number, a
 //! generation and a CRC-32C of the rest, filled with a pattern of that unit
 //! and generation, so a unit made of pieces of two writes is told from either.
-//! Shared by the torture's checker (tests/crash_torture.rs) and its writer
+//! Shared by the torture's checker (tests/integration/crash_torture/) and its writer
 //! (examples/stamped_writer.rs).
 
 use super::crc32c::crc32c;
 use super::rng::Rng;
 
+/// The bytes of one stamped unit: a 4 KiB block.
 pub const UNIT: usize = 4096;
 
 /// Unit `unit`'s contents for generation `gen`: unit, generation, pattern,

@@ -17,7 +17,9 @@ fn script() -> PathBuf {
 
 /// What the guest's script printed, and its exit status.
 pub struct GuestRun {
+    /// The script's exit status (the guest's harness reports it).
     pub status: i32,
+    /// Everything the script printed.
     pub output: String,
 }
 

@@ -6,7 +6,7 @@
 # second, and a script makes dozens of calls.
 #
 # The request: "rpc" and each argument hex-encoded after an "x" (so an
-# empty one survives). The answer (tests/spdk_nvmf_scripts.rs): the exit
+# empty one survives). The answer (tests/integration/spdk_nvmf_scripts.rs): the exit
 # status, a line; stdout's length in bytes, a line; stdout; stderr; ".".
 set -u
 export LC_ALL=C
