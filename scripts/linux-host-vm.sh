@@ -13,7 +13,7 @@
 # usage: scripts/linux-host-vm.sh prepare [--kernel 6.1|6.12]
 #        scripts/linux-host-vm.sh run [--kernel 6.1|6.12] [--forward PORT]...
 #                                     [--file PATH]... [--timeout SECONDS]
-#                                     [--cpus N] SCRIPT
+#                                     [--cpus N] [--memory MIB] SCRIPT
 #   prepare: installs what it needs (qemu-system-x86, busybox-static, nvme-cli,
 #            fio, socat, kmod, cpio; parted, xfsprogs, btrfs-progs, jq for
 #            the tests' guests), fetches the kernel and builds the
@@ -29,6 +29,8 @@
 #            /job/files/NAME: the guest's /tmp is a tmpfs of its own, so
 #            what lies under this machine's /tmp (a clone there, a test's
 #            temporary directory) is not seen through the shared root.
+#            --memory sets the guest's RAM (default 1024 MiB; a target in
+#            the guest needs more, for its hugepages).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 say() { echo "linux-host-vm: $*" >&2; }
@@ -36,7 +38,7 @@ die() { say "$*"; exit 125; }
 
 cmd=${1:-}
 [ -n "$cmd" ] && shift
-kernel=6.1 timeout=300 cpus=1 script= forwards=() files=()
+kernel=6.1 timeout=300 cpus=1 memory=1024 script= forwards=() files=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernel) kernel=$2; shift 2 ;;
@@ -44,11 +46,13 @@ while [ $# -gt 0 ]; do
     --file) files+=("$2"); shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --memory) memory=$2; shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) script=$1; shift ;;
   esac
 done
+case "$memory" in ''|*[!0-9]*) die "--memory takes MiB, a whole number, not '$memory'" ;; esac
 case "$kernel" in
   6.1) suite=bookworm ;;
   6.12) suite=trixie ;;
@@ -182,7 +186,7 @@ qemu_args() {
   [ "$accel" = kvm ] && cpu=host
   local accel_opt="tcg,thread=multi"
   [ "$accel" = kvm ] && accel_opt=kvm
-  printf '%s\0' qemu-system-x86_64 -accel "$accel_opt" -cpu "$cpu" -m 1024 -smp "$cpus" \
+  printf '%s\0' qemu-system-x86_64 -accel "$accel_opt" -cpu "$cpu" -m "$memory" -smp "$cpus" \
     -kernel "$kdir/vmlinuz" -initrd "$kdir/initramfs.cpio.gz" \
     -append "console=ttyS0 panic=-1 quiet" \
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
@@ -220,6 +224,9 @@ write_guest_side() {
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root'
     echo "mkdir -p /lib/modules; mount --bind '$(cat "$kdir/modules")' /lib/modules"
     echo 'mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run'
+    # SPDK apps in the guest keep their trace buffer and DPDK its runtime
+    # files in /dev/shm, which devtmpfs does not make.
+    echo 'mkdir -p /dev/shm; mount -t tmpfs tmpfs /dev/shm'
     # What udev or systemd makes on a real host: bash's process
     # substitution (`< <(nvme list)` in SPDK's scripts) needs /dev/fd.
     echo 'ln -s /proc/self/fd /dev/fd; ln -s /proc/self/fd/0 /dev/stdin'

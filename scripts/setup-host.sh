@@ -15,7 +15,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Build: SPDK 20.07 + DPDK 20.05 (meson, ninja, nasm), PMDK's pmem bdev, bindgen (libclang).
-# Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in.
+# Run: SPDK's scripts/rpc.py needs python3; RDMA libraries let the article's transport be built in;
+# ibverbs-providers (librxe: Soft-RoCE) and iproute2's `rdma` carry it in the test guest.
 # Tests: pmdk-tools' pmempool checks pools after the crash torture; tmux
 # holds spdk_top's screen for tests/integration/spdk_tools.rs; prometheus (and its
 # promtool) scrapes and checks the metrics endpoint in tests/integration/metrics/.
@@ -25,7 +26,7 @@ PACKAGES=(
   build-essential pkg-config python3 python3-venv meson ninja-build nasm
   libclang-dev clang
   libpmemblk-dev libpmem-dev libaio-dev libnuma-dev uuid-dev libssl-dev libncurses-dev libcunit1-dev
-  libibverbs-dev librdmacm-dev
+  libibverbs-dev librdmacm-dev ibverbs-providers iproute2
   xz-utils patch ca-certificates debian-archive-keyring procps util-linux
   pmdk-tools tmux prometheus
   librbd-dev librados-dev ceph-mon ceph-osd ceph-common

@@ -19,11 +19,18 @@ pub fn features() -> Vec<&'static str> {
         ("rdma", cfg!(feature = "rdma")),
         ("rbd", cfg!(feature = "rbd")),
         ("asan", cfg!(feature = "asan")),
+        ("portable", cfg!(feature = "portable")),
     ]
     .iter()
     .filter(|(_, on)| *on)
     .map(|(name, _)| *name)
     .collect()
+}
+
+/// The CPU SPDK and DPDK were compiled for (configure's `--target-arch`):
+/// `native`, this build machine's, or `x86-64-v2` (the `portable` feature).
+pub fn target_arch() -> &'static str {
+    crate::sys::TARGET_ARCH
 }
 
 /// The numbers of the vendor patches applied to SPDK (`0001`, ...); none
@@ -46,6 +53,16 @@ mod tests {
     #[test]
     fn the_version_is_spdks() {
         assert_eq!(spdk_version(), "SPDK v20.07");
+    }
+
+    #[test]
+    fn the_target_arch_follows_the_portable_feature() {
+        let want = if cfg!(feature = "portable") {
+            "x86-64-v2"
+        } else {
+            "native"
+        };
+        assert_eq!(target_arch(), want);
     }
 
     #[test]

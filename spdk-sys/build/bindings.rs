@@ -20,15 +20,24 @@ pub(crate) fn write_build_info(
             .lines()
             .any(|l| l.trim_start().starts_with(&format!("{name}?=y")))
     };
+    // `CONFIG_ARCH?=native`, or the architecture configure was given.
+    let arch = config
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("CONFIG_ARCH?="))
+        .unwrap_or("native")
+        .trim();
     let info = format!(
         "/// SPDK was configured with `--enable-debug`.\npub const DEBUG_BUILD: bool = {};\n\
          /// SPDK was configured with `--with-rdma`.\npub const RDMA_BUILD: bool = {};\n\
          /// SPDK was configured with `--with-rbd`.\npub const RBD_BUILD: bool = {};\n\
+         /// The CPU SPDK and DPDK were compiled for (`--target-arch`).\n\
+         pub const TARGET_ARCH: &str = {:?};\n\
          /// The vendor patches applied to SPDK (none known for `SPDK_DIR`).\n\
          pub const PATCHES: &[&str] = &{:?};\n",
         enabled("CONFIG_DEBUG"),
         enabled("CONFIG_RDMA"),
         enabled("CONFIG_RBD"),
+        arch,
         patches,
     );
     fs::write(out_dir.join("build_info.rs"), info)

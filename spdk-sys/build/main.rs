@@ -9,7 +9,9 @@
 //! - `SPDK_PMEM_JOBS`: parallel make jobs (default: cargo's jobserver).
 //!
 //! Cargo features choose SPDK's optional parts: `rdma` (default) builds the
-//! RDMA transport, the article's; `rbd` (default) the Ceph RBD bdev module.
+//! RDMA transport, the article's; `rbd` (default) the Ceph RBD bdev module;
+//! `portable` compiles SPDK and DPDK for a baseline x86-64 CPU (x86-64-v2)
+//! instead of this machine's; `asan` adds AddressSanitizer and UBSan.
 //!
 //! One module per job: `source` (the source tree, its cache key and the
 //! cache of builds), `patches` (the vendored patches), `make` (configure,

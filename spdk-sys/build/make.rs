@@ -35,6 +35,16 @@ const OPTIONAL_PARTS: &[OptionalPart] = &[
             ("/usr/include/rados/librados.h", "librados-dev"),
         ],
     },
+    // SPDK and DPDK for a baseline x86-64 CPU (SSE4.2 and POPCNT, which
+    // DPDK requires) instead of this machine's (configure's default,
+    // `native`): a build that runs on another machine, or under QEMU's TCG,
+    // whose CPU lacks what the build machine has (AVX-512 here). SPDK passes
+    // the architecture on as DPDK's `machine`.
+    OptionalPart {
+        feature: "portable",
+        flags: &["--target-arch=x86-64-v2"],
+        needs: &[],
+    },
     // AddressSanitizer and UndefinedBehaviorSanitizer in SPDK's C code (its
     // own build options); emit_link_line adds their runtimes.
     OptionalPart {
