@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Processes that may run tests side by side, and ids each one hands out
-/// before it reuses one: the integration binary's hundred tests start a few
-/// hundred targets between them, and the crash torture restarts one per
-/// kill cycle; 512 are never all in use at once.
+/// before it reuses one: the integration binary's process starts every
+/// target of its tests, the crash torture one per kill cycle, so it wraps
+/// around, but never while an id it handed out that long ago is in use.
 const PROCESS_SLOTS: u32 = 24;
 const IDS_PER_PROCESS: u32 = 512;
 
