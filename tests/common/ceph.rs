@@ -4,7 +4,7 @@
 //! fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use super::{output_text, test_port};
 
@@ -59,7 +59,7 @@ impl Ceph {
     /// Runs `scripts/ceph-dev.sh CMD --dir DIR ...`; its output.
     pub fn script(&self, args: &[&str]) -> String {
         let (cmd, rest) = args.split_first().expect("a command");
-        let out = Command::new("bash")
+        let out = super::command("bash")
             .arg(script())
             .arg(cmd)
             .arg("--dir")
@@ -75,7 +75,7 @@ impl Ceph {
 
     /// Runs Ceph's own `rbd` against the cluster (bounded: 60 s); its output.
     pub fn rbd(&self, args: &[&str]) -> String {
-        let out = Command::new("timeout")
+        let out = super::command("timeout")
             .arg("60")
             .arg("rbd")
             .arg("-c")
@@ -124,7 +124,7 @@ impl Ceph {
 
 impl Drop for Ceph {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
+        let _ = super::command("bash")
             .arg(script())
             .arg("destroy")
             .arg("--dir")

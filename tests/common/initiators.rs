@@ -22,7 +22,7 @@ pub fn spdk_dd(config: &Path, args: &[&str]) -> Output {
 /// The command [`spdk_dd`] runs, for callers that start it in the
 /// background.
 pub fn spdk_dd_command(config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(spdk_tool("build/bin/spdk_dd"));
+    let mut cmd = super::command(spdk_tool("build/bin/spdk_dd"));
     cmd.args([
         "--json",
         config.to_str().unwrap(),
@@ -71,7 +71,7 @@ pub fn spdk_dd_ok(config: &Path, args: &[&str]) {
 
 /// Runs one of SPDK's programs to completion; panics with its output if it fails.
 pub fn run_tool(rel: &str, args: &[&str]) -> String {
-    let out = Command::new(spdk_tool(rel))
+    let out = super::command(spdk_tool(rel))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -176,7 +176,7 @@ pub fn bdevperf_verify(
     io_size: u32,
 ) -> (std::process::ExitStatus, String) {
     let config = nvme_bdev_config(dir, nqn, port);
-    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+    let out = super::command(spdk_tool("test/bdev/bdevperf/bdevperf"))
         .args(["--json", config.to_str().unwrap()])
         .args(["-q", "8", "-o", &io_size.to_string(), "-w", "verify"])
         .args(["-t", "1", "-m", "0x2"])

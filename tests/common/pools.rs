@@ -2,15 +2,8 @@
 
 use std::path::Path;
 
-/// Held while this test process has a libpmemblk pool open and while it
-/// spawns a target. libpmemblk opens pool files without O_CLOEXEC: a target
-/// forked by a parallel test in that window inherits the descriptor and
-/// holds the pool's flock for its whole life (another target's
-/// bdev_pmem_create then fails: "Resource temporarily unavailable").
-pub static POOL_FD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Runs `f` on the pool at `path` (created with `blocks` blocks of
-/// `block_size` if missing), closing it before any target can be spawned.
+/// `block_size` if missing), then closes it.
 pub fn with_pool<R>(
     path: &Path,
     block_size: usize,
@@ -18,7 +11,6 @@ pub fn with_pool<R>(
     f: impl FnOnce(&spdk_pmem::pmem::Pool) -> R,
 ) -> R {
     use spdk_pmem::pmem::Pool;
-    let _held = POOL_FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let pool = if path.exists() {
         Pool::open(path, Some(block_size))
     } else {

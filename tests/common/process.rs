@@ -1,8 +1,55 @@
 //! What tests read of a finished command or a running process: output,
 //! environment knobs, file descriptors and memory, log excerpts.
 
-use std::process::Output;
+use std::ffi::OsStr;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// A command for a child that inherits no descriptor of this process but
+/// the three it is given (stdin, stdout, stderr): every test process and
+/// helper starts through this. The C libraries in this process open files
+/// without `O_CLOEXEC` (libpmemblk holds a pool's `flock` on such a
+/// descriptor while it opens the pool), and the tests run side by side: a
+/// target spawned by one test in that window kept another test's pool
+/// locked for its whole life, and that test's `bdev_pmem_create` failed
+/// with "Resource temporarily unavailable".
+pub fn command(program: impl AsRef<OsStr>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    // SAFETY: the hook makes only async-signal-safe system calls
+    // (close_range, fcntl) and allocates nothing, as a hook between fork and
+    // exec must.
+    unsafe { cmd.pre_exec(mark_inherited_descriptors_close_on_exec) };
+    cmd
+}
+
+fn mark_inherited_descriptors_close_on_exec() -> std::io::Result<()> {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // this (child) process's descriptors from 3 up.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack the flag: mark each descriptor in turn.
+    for fd in 3..65536 {
+        // SAFETY: F_GETFD/F_SETFD touch only the descriptor's flags; an fd
+        // that is not open fails with EBADF and is skipped.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
 
 /// A whole number from the environment (decimal or 0x hex), or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
@@ -119,5 +166,38 @@ mod log_excerpt_tests {
     fn without_one_the_tail_is_shown() {
         let log: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
         assert_eq!(log_excerpt(&log.join("\n"), 2), "line 48\nline 49");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// Whether a child started by `cmd` still has `fd` open.
+    fn child_has(mut cmd: Command, fd: i32) -> bool {
+        let out = cmd
+            .arg("-c")
+            .arg(format!("test -e /proc/self/fd/{fd}"))
+            .status()
+            .unwrap();
+        out.success()
+    }
+
+    #[test]
+    fn a_child_inherits_no_descriptor_opened_without_cloexec() {
+        let file = tempfile::tempfile().unwrap();
+        let fd = file.as_raw_fd();
+        // SAFETY: F_GETFD/F_SETFD on a descriptor this test owns, clearing
+        // FD_CLOEXEC as a C library's plain open(2) leaves it.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC), 0);
+        }
+        assert!(
+            child_has(Command::new("sh"), fd),
+            "std's Command passes it on"
+        );
+        assert!(!child_has(command("sh"), fd), "command() does not");
     }
 }

@@ -2,7 +2,7 @@
 //! C target, tools and rpc.py from the same build, today's spdk-rpc.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// The SPDK build the library was linked with (its tools and rpc.py).
 pub const SPDK_ROOT: &str = spdk_pmem::SPDK_ROOT;
@@ -28,7 +28,7 @@ pub fn example_binary(name: &str) -> PathBuf {
 
 /// Runs SPDK's rpc.py against the RPC socket `sock`.
 pub fn rpc_py(sock: &Path, args: &[&str]) -> Output {
-    Command::new("python3")
+    super::command("python3")
         // Where `--plugin rpc_pmem_cache` finds our methods.
         .env(
             "PYTHONPATH",

@@ -2,10 +2,10 @@
 //! shared-memory id, driven by rpc.py or raw JSON-RPC, stopped on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{log_excerpt, output_text, rpc_py, spdk_rpc_26, unique_ids, POOL_FD_LOCK};
+use super::{log_excerpt, output_text, rpc_py, spdk_rpc_26, unique_ids};
 
 /// A target process with its own RPC socket; killed and cleaned up on drop.
 pub struct Target {
@@ -47,7 +47,7 @@ impl Target {
         let sock = dir.path().join("rpc.sock");
         let log = dir.path().join("target.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(binary);
+        let mut cmd = super::command(binary);
         if let Some(mask) = umask {
             use std::os::unix::process::CommandExt;
             // SAFETY: umask(2) is async-signal-safe and touches nothing but
@@ -59,7 +59,6 @@ impl Target {
                 });
             }
         }
-        let held = POOL_FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let child = cmd
             .arg("-m")
             .arg("0x1")
@@ -76,7 +75,6 @@ impl Target {
             .stderr(logf)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
-        drop(held);
         Target {
             child: Some(child),
             sock,
@@ -268,7 +266,7 @@ impl Target {
             "{} missing: run scripts/setup.sh",
             client.display()
         );
-        Command::new(client)
+        super::command(client)
             .arg("-s")
             .arg(&self.sock)
             .args(args)

@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn script() -> PathBuf {
@@ -111,7 +111,7 @@ pub fn run_with_files(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("guest.sh");
     std::fs::write(&file, format!("STEP_PORT={step_port}\n{PRELUDE}\n{body}\n")).unwrap();
-    let mut cmd = Command::new("bash");
+    let mut cmd = super::command("bash");
     cmd.arg(script())
         .arg("run")
         .arg("--kernel")

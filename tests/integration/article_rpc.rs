@@ -4,11 +4,10 @@
 
 use crate::common;
 use common::*;
-use std::process::Command;
 
 fn run_script(t: &Target, pool: &std::path::Path, nqn: &str, port: u16) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/article-rpc.sh");
-    let out = Command::new("bash")
+    let out = crate::common::command("bash")
         .arg(script)
         .env("SPDK_RPC_PY", spdk_tool("scripts/rpc.py"))
         .args([

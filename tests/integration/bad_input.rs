@@ -4,11 +4,13 @@
 
 use crate::common;
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
 fn run_ours(args: &[&str]) -> (i32, String) {
-    let out = Command::new(our_nvmf_tgt()).args(args).output().unwrap();
+    let out = crate::common::command(our_nvmf_tgt())
+        .args(args)
+        .output()
+        .unwrap();
     let text = output_text(&out);
     (out.status.code().unwrap_or(-1), text)
 }

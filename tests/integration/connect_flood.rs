@@ -22,7 +22,7 @@ use nvme_tcp::{host, wire};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -179,7 +179,7 @@ fn flood(port: u16, per_second: u64, during: Duration, seed: u64) -> (Vec<TcpStr
 /// yet".)
 fn verified_io(dir: &Path, port: u16, i: u32) -> Result<(), String> {
     let config = nvme_bdev_config(dir, NQN, port);
-    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+    let out = crate::common::command(spdk_tool("test/bdev/bdevperf/bdevperf"))
         .args(["--json", config.to_str().unwrap()])
         .args([
             "-q", "8", "-o", "4096", "-w", "verify", "-t", "1", "-m", "0x2",
@@ -193,7 +193,7 @@ fn verified_io(dir: &Path, port: u16, i: u32) -> Result<(), String> {
 
 /// SPDK's identify from 127.0.0.1; the serial number must come back.
 fn identified(port: u16, i: u32) -> Result<(), String> {
-    let out = Command::new(spdk_tool("build/examples/identify"))
+    let out = crate::common::command(spdk_tool("build/examples/identify"))
         .args(["-r", &trid(NQN, port), "-p", "1"])
         .stdin(Stdio::null())
         .output()

@@ -6,7 +6,6 @@
 use crate::common;
 use common::*;
 use serde_json::Value;
-use std::process::Command;
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 
@@ -172,7 +171,7 @@ fn io_checks_fail_a_target_whose_io_fails() {
 
     // perf itself exits 0 here; the check must not.
     let text = output_text(
-        &Command::new(spdk_tool("build/examples/perf"))
+        &crate::common::command(spdk_tool("build/examples/perf"))
             .args([
                 "-r",
                 &trid(nqn, port),

@@ -3,7 +3,7 @@
 
 use crate::common;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -14,7 +14,7 @@ fn the_embedded_example_serves_a_namespace_to_spdk_identify() {
     let log = dir.path().join("example.log");
     let (shm_id, port) = unique_ids();
     let nqn = "nqn.2016-06.io.spdk:embedded";
-    let mut child = Command::new(example_binary("embedded_target"))
+    let mut child = crate::common::command(example_binary("embedded_target"))
         .args([
             "--pool",
             pool.to_str().unwrap(),

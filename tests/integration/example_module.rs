@@ -5,7 +5,7 @@
 
 use crate::common;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -16,7 +16,7 @@ fn a_bdev_module_in_rust_serves_bdevperf_and_records_its_config() {
     let sock = dir.path().join("rpc.sock");
     let (shm_id, port) = unique_ids();
     let nqn = "nqn.2016-06.io.spdk:ram";
-    let mut child = Command::new(example_binary("ram_bdev"))
+    let mut child = crate::common::command(example_binary("ram_bdev"))
         .args(["--port", &port.to_string(), "--shm-id", &shm_id.to_string()])
         .args(["--nqn", nqn, "--blocks", "2048"])
         .args(["--rpc-socket", sock.to_str().unwrap()])

@@ -8,7 +8,7 @@
 use crate::common::beside_others;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -23,7 +23,7 @@ struct Fixture {
 const POOL: &str = "pool/main/p/pkg";
 
 fn sh(cmd: &str, dir: &Path) {
-    let out = Command::new("bash")
+    let out = crate::common::command("bash")
         .args(["-c", cmd])
         .current_dir(dir)
         .output()
@@ -68,7 +68,7 @@ fn fixture() -> Fixture {
         root,
     );
     let tree_hash = String::from_utf8(
-        Command::new("bash")
+        crate::common::command("bash")
             .arg(vendor.join("tree-hash.sh"))
             .arg(work.join("pkg-1/src/spdk"))
             .output()
@@ -89,7 +89,7 @@ fn fixture() -> Fixture {
             root,
         );
         let size = fs::metadata(&file).unwrap().len();
-        let sha = String::from_utf8(Command::new("sha256sum").arg(&file).output().unwrap().stdout)
+        let sha = String::from_utf8(crate::common::command("sha256sum").arg(&file).output().unwrap().stdout)
             .unwrap()[..64]
             .to_string();
         let patch = if n == 2 { "sources/2-to-1.patch" } else { "" };
@@ -126,7 +126,7 @@ impl Fixture {
     }
 
     fn fetch(&self, args: &[&str], local: Option<&Path>) -> Output {
-        let mut cmd = Command::new("bash");
+        let mut cmd = crate::common::command("bash");
         cmd.arg(self.vendor.join("fetch-spdk.sh"))
             .args(args)
             .env(
@@ -159,7 +159,7 @@ impl Fixture {
             "int a;\n"
         );
         assert!(!self.tree().join("CONFIG.extra").exists());
-        let out = Command::new("bash")
+        let out = crate::common::command("bash")
             .arg(self.vendor.join("tree-hash.sh"))
             .arg(self.tree())
             .output()

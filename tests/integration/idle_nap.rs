@@ -82,7 +82,7 @@ fn a_napping_target_serves_io_and_stops_cleanly() {
 #[test]
 fn a_nap_too_long_is_refused_by_name() {
     let _turn = beside_others();
-    let out = std::process::Command::new(our_nvmf_tgt())
+    let out = crate::common::command(our_nvmf_tgt())
         .args(["--idle-nap-us", "200000"])
         .output()
         .unwrap();

@@ -60,8 +60,11 @@ fn every_test_takes_a_turn() {
             }
         }
     }
-    // This one only reads files: no turn needed.
-    missing.retain(|m| !m.contains(": every_test_takes_a_turn:"));
+    // These only read files: no turn needed.
+    missing.retain(|m| {
+        !m.contains(": every_test_takes_a_turn:")
+            && !m.contains(": every_child_starts_through_common_command:")
+    });
     assert!(
         checked > 90,
         "found only {checked} tests under {}",
@@ -71,6 +74,32 @@ fn every_test_takes_a_turn() {
         missing.is_empty(),
         "tests that take no turn (common::serial):\n{}",
         missing.join("\n")
+    );
+}
+
+/// Children start through [`common::command`], so that none inherits a
+/// descriptor a C library in this process opened without `O_CLOEXEC`.
+#[test]
+fn every_child_starts_through_common_command() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut direct = Vec::new();
+    for dir in ["integration", "common"] {
+        for file in rust_files(&root.join(dir)) {
+            if file.ends_with("common/process.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.contains(concat!("Command", "::new(")) {
+                    direct.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        direct.is_empty(),
+        "children started without common::command:\n{}",
+        direct.join("\n")
     );
 }
 

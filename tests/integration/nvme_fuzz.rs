@@ -11,7 +11,7 @@ use crate::common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
@@ -23,7 +23,7 @@ const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 /// be killed.
 fn nvme_fuzz(dir: &Path, args: &[&str], limit: Duration) -> Option<String> {
     let log = dir.join("nvme_fuzz.log");
-    let mut child = Command::new(spdk_tool("test/app/fuzz/nvme_fuzz/nvme_fuzz"))
+    let mut child = crate::common::command(spdk_tool("test/app/fuzz/nvme_fuzz/nvme_fuzz"))
         .args(["-m", "0x2", "-U", "-r"])
         .arg(dir.join("nvme_fuzz.sock"))
         .args(args)

@@ -92,7 +92,6 @@ fn a_pool_written_through_one_module_reads_back_through_the_other() {
         drop((_admin, io));
         t.stop();
     }
-    let _held = POOL_FD_LOCK.lock().unwrap();
     assert!(Pool::check(&pool, Some(4096)).unwrap(), "pool consistent");
 }
 
@@ -220,7 +219,7 @@ impl Perf {
         for trid in &trids {
             args.extend(["-r", trid.as_str()]);
         }
-        let child = std::process::Command::new(spdk_tool("build/examples/perf"))
+        let child = crate::common::command(spdk_tool("build/examples/perf"))
             .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

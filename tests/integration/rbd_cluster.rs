@@ -126,7 +126,7 @@ struct SmallFilesystem(tempfile::TempDir);
 impl SmallFilesystem {
     fn mount(mib: u32) -> SmallFilesystem {
         let dir = tempfile::tempdir_in("/var/tmp").expect("a mount point");
-        let status = std::process::Command::new("mount")
+        let status = crate::common::command("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
             .arg(dir.path())
             .status()
@@ -138,14 +138,12 @@ impl SmallFilesystem {
 
 impl Drop for SmallFilesystem {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
+        let _ = crate::common::command("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ceph-dev.sh"))
             .args(["destroy", "--dir"])
             .arg(self.0.path().join("cluster"))
             .output();
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
+        let _ = crate::common::command("umount").arg(self.0.path()).status();
     }
 }
 
@@ -157,7 +155,7 @@ fn ceph_dev_refuses_a_filesystem_without_room_and_says_what_to_do() {
     let _turn = beside_others();
     let small = SmallFilesystem::mount(64);
     let dir = small.0.path().join("cluster");
-    let out = std::process::Command::new("bash")
+    let out = crate::common::command("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ceph-dev.sh"))
         .args(["start", "--port", &test_port().to_string(), "--dir"])
         .arg(&dir)

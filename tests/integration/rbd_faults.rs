@@ -131,7 +131,7 @@ fn bad_rbd_input_is_refused_by_name_and_leaves_nothing_behind() {
 /// it could not connect or do I/O (a reactor that does not answer).
 fn neighbour_iops(port: u16, seconds: u32) -> f64 {
     let (trid, t) = (trid(NQN, port), seconds.to_string());
-    let out = std::process::Command::new(spdk_tool("build/examples/perf"))
+    let out = crate::common::command(spdk_tool("build/examples/perf"))
         .args([
             "-r", &trid, "-q", "32", "-o", "4096", "-w", "randrw", "-M", "50",
         ])

@@ -142,7 +142,7 @@ fn via_spdk_rpc_26(table: &mut Table) -> (Value, String) {
             "from spdk.rpc.client import JSONRPCClient; import json, sys; \
              print(json.dumps(JSONRPCClient(sys.argv[1]).call({method:?}, json.loads(sys.argv[2]))))"
         );
-        std::process::Command::new(&python)
+        crate::common::command(&python)
             .args(["-c", &script, t.sock.to_str().unwrap(), &params.to_string()])
             .output()
             .unwrap()

@@ -14,7 +14,7 @@ fn defaults_26(methods: &Value) -> serde_json::Map<String, Value> {
     let python = spdk_rpc_26().with_file_name("python3");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/tools/spdk26_default_params.py");
-    let out = std::process::Command::new(python)
+    let out = crate::common::command(python)
         .arg(script)
         .arg(methods.to_string())
         .output()

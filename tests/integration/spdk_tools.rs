@@ -6,7 +6,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,7 +18,7 @@ struct Tmux(String);
 impl Tmux {
     fn start(command: &str) -> Tmux {
         let name = format!("spdk-pmem-top-{}", std::process::id());
-        let ok = Command::new("tmux")
+        let ok = crate::common::command("tmux")
             .args([
                 "new-session",
                 "-d",
@@ -38,7 +37,7 @@ impl Tmux {
     }
 
     fn keys(&self, keys: &str) {
-        let ok = Command::new("tmux")
+        let ok = crate::common::command("tmux")
             .args(["send-keys", "-t", &self.0, keys])
             .status()
             .unwrap();
@@ -46,7 +45,7 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = crate::common::command("tmux")
             .args(["capture-pane", "-p", "-t", &self.0])
             .output()
             .unwrap();
@@ -79,7 +78,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
+        let _ = crate::common::command("tmux")
             .args(["kill-session", "-t", &self.0])
             .status();
     }
@@ -150,7 +149,7 @@ fn log_flags_are_taken_as_the_c_nvmf_tgt_takes_them() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("rpc.sock");
     let run = |binary: std::path::PathBuf| {
-        let out = Command::new("timeout")
+        let out = crate::common::command("timeout")
             .arg("30")
             .arg(binary)
             .args(["-L", "nvmf", "-r"])

@@ -310,7 +310,7 @@ fn flushes_and_writes_waiting_on_a_stuck_base_fail_after_the_timeout() {
 
     let (shm_id, _) = unique_ids();
     let started = Instant::now();
-    let out = std::process::Command::new(example_binary("stamped_writer"))
+    let out = crate::common::command(example_binary("stamped_writer"))
         .args(["--port", &port.to_string(), "--subnqn", NQN])
         .args(["--shm-id", &shm_id.to_string(), "--core-mask", "0x2"])
         .args(["--units", "64", "--queue-depth", "4"])

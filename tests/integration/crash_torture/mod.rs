@@ -139,7 +139,7 @@ fn write_until_stopped(
     let (shm_id, _) = unique_ids();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let stderr = tempfile::NamedTempFile::new().unwrap();
-    let mut writer = std::process::Command::new(example_binary("stamped_writer"))
+    let mut writer = crate::common::command(example_binary("stamped_writer"))
         .args(["--port", &port.to_string(), "--subnqn", NQN])
         .args(["--shm-id", &shm_id.to_string()])
         // The target runs on core 0.
@@ -275,7 +275,7 @@ fn serve_pool(pool: &Path, extra: &[&str]) -> (Target, u16) {
 /// `pmempool check` on the pool, then every unit read with libpmemblk and
 /// checked against the history; returns the units' contents.
 fn check_pool(pool: &Path, block_size: usize, h: &History, verdict: &mut Verdict) -> Vec<Vec<u8>> {
-    let check = std::process::Command::new("pmempool")
+    let check = crate::common::command("pmempool")
         .args(["check", "-v"])
         .arg(pool)
         .output()

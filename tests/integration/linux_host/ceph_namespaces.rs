@@ -81,8 +81,10 @@ nvme disconnect -n {NQN} >/dev/null
         exported.to_str().unwrap(),
     ]);
     let ceph_sum = {
-        use std::process::Command;
-        let out = Command::new("sha256sum").arg(&exported).output().unwrap();
+        let out = crate::common::command("sha256sum")
+            .arg(&exported)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout)
             .split(' ')
             .next()

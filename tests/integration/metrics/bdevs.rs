@@ -87,7 +87,7 @@ fn dashboard_names_only_what_is_served(text: &str) {
         format!("groups:\n  - name: dashboard\n    rules:\n{body}"),
     )
     .unwrap();
-    let out = Command::new("promtool")
+    let out = crate::common::command("promtool")
         .args(["check", "rules"])
         .arg(&rules)
         .output()

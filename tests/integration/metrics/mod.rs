@@ -10,7 +10,7 @@ use crate::nvme_tcp;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::metrics::{get, sample};
@@ -65,7 +65,7 @@ impl Prometheus {
         .unwrap();
         let port = test_port();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
+        let child = crate::common::command("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -193,7 +193,7 @@ fn prometheus_scrapes_counters_that_move_by_what_perf_did() {
     // The exposition is valid by Prometheus's own checker.
     let (status, classic) = get(metrics, "/metrics", "*/*");
     assert!(status.contains("200 OK"), "{status}");
-    let mut promtool = Command::new("promtool")
+    let mut promtool = crate::common::command("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

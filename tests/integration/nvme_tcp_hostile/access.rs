@@ -20,7 +20,7 @@ fn bdev_nvme_as(dir: &Path, port: u16, subnqn: &str, hostnqn: &str) -> bool {
                    "trsvcid": port.to_string(), "subnqn": subnqn, "hostnqn": hostnqn}}]}]});
     let path = dir.join("initiator-host.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let out = Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+    let out = crate::common::command(spdk_tool("test/bdev/bdevperf/bdevperf"))
         .args(["--json", path.to_str().unwrap()])
         .args([
             "-q", "8", "-o", "4096", "-w", "verify", "-t", "1", "-m", "0x2",
@@ -143,7 +143,7 @@ fn the_rpc_socket_is_for_its_owner_only() {
         assert_eq!(meta.uid(), unsafe { libc::geteuid() });
         // SAFETY: as above.
         if unsafe { libc::geteuid() } == 0 {
-            let other = Command::new("python3")
+            let other = crate::common::command("python3")
                 .args(["-c", "import os, socket, sys\nos.setgid(65534); os.setuid(65534)\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect(sys.argv[1]); print('connected')\nexcept PermissionError:\n    print('refused')"])
                 .arg(&sock)
                 .output()

@@ -23,7 +23,7 @@ fn configure(t: &Target, dir: &Path, port: u16) {
 fn start_bdevperf(dir: &Path, port: u16, seconds: u64) -> Child {
     let config = nvme_bdev_config(dir, VERIFY_NQN, port);
     let log = std::fs::File::create(dir.join("bdevperf.log")).unwrap();
-    Command::new(spdk_tool("test/bdev/bdevperf/bdevperf"))
+    crate::common::command(spdk_tool("test/bdev/bdevperf/bdevperf"))
         .args([
             "--json",
             config.to_str().unwrap(),

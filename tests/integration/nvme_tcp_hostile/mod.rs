@@ -13,7 +13,7 @@ use common::*;
 use nvme_tcp::fuzz::{self, Bounds, Setup, Stats};
 use nvme_tcp::host::{command_reading, connect_as, enabled_controller, negotiated};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

@@ -24,7 +24,7 @@ fn a_flush_completes_once_the_writes_are_in_ceph() {
     let t = serve_cached_rbd(&ceph, "flushed", &cache, port);
 
     let (shm_id, _) = unique_ids();
-    let out = std::process::Command::new(example_binary("stamped_writer"))
+    let out = crate::common::command(example_binary("stamped_writer"))
         .args(["--port", &port.to_string(), "--subnqn", NQN])
         .args(["--shm-id", &shm_id.to_string(), "--core-mask", "0x2"])
         .args(["--units", &UNITS.to_string(), "--queue-depth", "16"])
@@ -300,7 +300,7 @@ fn a_pmem_namespace_beside_the_cache_keeps_serving_through_a_ceph_outage() {
             "-q", "512", "-P", "4", "-o", "65536", "-w", "randrw", "-M", "50", "-t", seconds, "-c",
             "0x2", "-r", &cached, "-r", &beside,
         ];
-        let out = std::process::Command::new(spdk_tool("build/examples/perf"))
+        let out = crate::common::command(spdk_tool("build/examples/perf"))
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
