@@ -75,12 +75,12 @@ class Target:
     # "nap": ours with reactors that sleep after this many idle microseconds.
     nap_us = 50
 
-    def __init__(self, config, work, shm_id):
+    def __init__(self, config, work, shm_id, binary=None):
         b = binaries()
         self.rpc_py = b["rpc"]
         self.sock = os.path.join(work, "rpc.sock")
         self.log = os.path.join(work, "target.log")
-        binary = b["theirs"] if config == "spdk" else b["ours"]
+        binary = binary or (b["theirs"] if config == "spdk" else b["ours"])
         args = [binary, "-m", "0x1", "-r", self.sock, "-i", str(shm_id)]
         if config == "cmod":
             args += ["--pmem-module", "c"]

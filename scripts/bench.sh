@@ -20,6 +20,10 @@
 #        scripts/bench.sh --metrics [--rounds N] [--seconds S]
 #   What scraping --metrics every second costs, in paired runs
 #   (scripts/bench_metrics.py; target/bench/metrics.md).
+#        scripts/bench.sh --portable [--rounds N] [--seconds S]
+#   The portable build (cargo feature `portable`: SPDK and DPDK for x86-64-v2,
+#   in target/portable) against the native one, paired, QD 1 and 32
+#   (scripts/bench_portable.py; target/bench/portable.md).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -32,6 +36,12 @@ fi
 if [ "${1:-}" = --metrics ]; then
   shift
   exec python3 scripts/bench_metrics.py "$@"
+fi
+if [ "${1:-}" = --portable ]; then
+  shift
+  CARGO_TARGET_DIR="$top/target/portable" cargo build --release --locked --features portable \
+    --bin nvmf_tgt 2>&1 | tail -n 1
+  exec python3 scripts/bench_portable.py "$@"
 fi
 if [ "${1:-}" = --cache ]; then
   shift
