@@ -31,7 +31,8 @@ usage: scripts/article.sh [options]
   --block-size N      block size in bytes (default 4096)
   --nqn NQN           subsystem NQN (default nqn.2016-06.io.spdk:cnode1)
   --serial S          serial number (default SPDK0001)
-  --transport T       tcp or rdma (default: rdma when an RDMA device exists, else tcp)
+  --transport T       tcp or rdma (default: rdma when an RDMA device exists, else tcp; rdma
+                      without one runs in a QEMU guest over Soft-RoCE, scripts/article-rdma-vm.sh)
   --addr A            listener address (default 127.0.0.1)
   --port P            listener port (default 4420)
   --io-seconds N      length of the perf run (default 5)
@@ -98,6 +99,18 @@ case "$trtype" in TCP|RDMA) ;; *) echo "article: transport must be tcp or rdma" 
 if [ $(( blocks * bsize % 1048576 )) -ne 0 ]; then
   echo "article: blocks x block size must be a whole number of MiB (rpc.py takes the pool size in MiB)" >&2
   exit 2
+fi
+
+if [ "$transport" = rdma ] && ! ls /sys/class/infiniband/* >/dev/null 2>&1; then
+  # No RDMA device here: the article's transport over Soft-RoCE in a guest.
+  if [ "$backend" != pmem ]; then
+    echo "article: --transport rdma on a machine without an RDMA device runs in a QEMU guest," >&2
+    echo "article: with the article's own backend only (--backend pmem)" >&2
+    exit 2
+  fi
+  echo "article: no RDMA device on this machine: the workflow runs in a QEMU guest over Soft-RoCE"
+  exec bash "$top/scripts/article-rdma-vm.sh" --blocks "$blocks" --block-size "$bsize" --nqn "$nqn" \
+    --serial "$serial" --port "$port" --io-seconds "$io_seconds"
 fi
 
 work=$(mktemp -d /tmp/spdk-pmem-article.XXXXXX)

@@ -65,6 +65,11 @@ if [ -z "${1:-}" ]; then
   # QEMU, the kernel from Debian's .deb, the initramfs.
   echo "== the Linux host's VM"
   bash scripts/linux-host-vm.sh prepare
+  # The guest's own target (tests/integration/rdma_host/: RDMA over
+  # Soft-RoCE in the VM): SPDK, DPDK and our nvmf_tgt for a baseline CPU,
+  # which QEMU's TCG has; its own target directory, SPDK built once there.
+  echo "== the portable build, for the guest"
+  CARGO_TARGET_DIR="$top/target/portable" cargo build --locked --features portable --bin nvmf_tgt
 fi
 echo "== cargo test ${features[*]}"
 cargo test --locked --workspace "${features[@]}"

@@ -103,6 +103,38 @@ pub fn run_with_files(
     forward: &[u16],
     files: &[&Path],
     timeout: Duration,
+    steps: impl FnMut(&str) -> String,
+) -> GuestRun {
+    run_sized(body, forward, files, Size::default(), timeout, steps)
+}
+
+/// The guest's CPUs and RAM: one and 1024 MiB unless a test asks for more
+/// (a target in the guest wants a core beside its initiator, and RAM for
+/// its hugepages).
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    /// vCPUs.
+    pub cpus: u32,
+    /// RAM, MiB.
+    pub memory_mib: u32,
+}
+
+impl Default for Size {
+    fn default() -> Size {
+        Size {
+            cpus: 1,
+            memory_mib: 1024,
+        }
+    }
+}
+
+/// [`run_with_files`] on a guest of `size`.
+pub fn run_sized(
+    body: &str,
+    forward: &[u16],
+    files: &[&Path],
+    size: Size,
+    timeout: Duration,
     mut steps: impl FnMut(&str) -> String,
 ) -> GuestRun {
     let control = TcpListener::bind("127.0.0.1:0").expect("a step port");
@@ -118,6 +150,10 @@ pub fn run_with_files(
         .arg(kernel())
         .arg("--timeout")
         .arg(timeout.as_secs().to_string())
+        .arg("--cpus")
+        .arg(size.cpus.to_string())
+        .arg("--memory")
+        .arg(size.memory_mib.to_string())
         .arg("--forward")
         .arg(step_port.to_string());
     for port in forward {

@@ -32,6 +32,7 @@ mod pmem_modules;
 mod rbd_cluster;
 mod rbd_faults;
 mod rbd_namespace;
+mod rdma_host;
 mod rpc_bad_input;
 mod rpc_fuzz;
 mod rpc_methods;
