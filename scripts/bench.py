@@ -250,6 +250,22 @@ def spread(values):
     return f"{min(values):.2f}-{max(values):.2f}"
 
 
+def paired_ratio(base, other, key="iops"):
+    """The per-round ratios other/base of paired runs, as a table cell:
+    their median in bold and their range."""
+    ratios = [o[key] / b[key] for b, o in zip(base, other)]
+    return f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f})"
+
+
+def write_report(out, name, text, runs):
+    """Prints the report and keeps it as out/NAME.md, the runs as out/NAME.json."""
+    print("\n" + text)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(runs, f, indent=1)
+
+
 def summarise(runs, neighbours):
     """Medians per case and config, and per-round ratios."""
     rows = []

@@ -12,7 +12,6 @@ Output: target/bench/metrics.md and metrics.json.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -116,18 +115,12 @@ def main():
     for workload in ("randread", "randwrite"):
         quiet = [r for r in runs if r["workload"] == workload and not r["scraped"]]
         loud = [r for r in runs if r["workload"] == workload and r["scraped"]]
-        ratios = [l["iops"] / q["iops"] for q, l in zip(quiet, loud)]
         med = lambda rs, k: statistics.median(r[k] for r in rs)
         lines.append(f"| {workload} | {med(quiet, 'iops'):,.0f} | {med(loud, 'iops'):,.0f} | "
-                     f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
+                     f"{bench.paired_ratio(quiet, loud)} | "
                      f"{med(quiet, 'busy_share'):.3f} | {med(loud, 'busy_share'):.3f} | "
                      f"{max(r['scrape_s'] for r in loud) * 1000:.1f} ms |")
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    with open(os.path.join(a.out, "metrics.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(a.out, "metrics.json"), "w") as f:
-        json.dump(runs, f, indent=1)
+    bench.write_report(a.out, "metrics", "\n".join(lines) + "\n", runs)
     return 0
 
 

@@ -13,7 +13,6 @@ Output: target/bench/portable.md and portable.json.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -101,17 +100,11 @@ def main():
         mine = [r for r in runs if (r["workload"], r["qd"]) == (workload, qd)]
         native = sorted((r for r in mine if r["build"] == "native"), key=lambda r: r["round"])
         portable = sorted((r for r in mine if r["build"] == "portable"), key=lambda r: r["round"])
-        ratios = [p["iops"] / n["iops"] for n, p in zip(native, portable)]
         med = lambda rs, k: statistics.median(r[k] for r in rs)
         lines.append(f"| {workload} | {qd} | {med(native, 'iops'):,.0f} | {med(portable, 'iops'):,.0f} | "
-                     f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
+                     f"{bench.paired_ratio(native, portable)} | "
                      f"{med(native, 'p99_us'):.1f} us | {med(portable, 'p99_us'):.1f} us |")
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    with open(os.path.join(a.out, "portable.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(a.out, "portable.json"), "w") as f:
-        json.dump(runs, f, indent=1)
+    bench.write_report(a.out, "portable", "\n".join(lines) + "\n", runs)
     return 0
 
 
