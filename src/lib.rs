@@ -13,6 +13,8 @@
 //! - [`bdev`]: bdev lookups, SPDK's C pmem bdev, bdev I/O and bdev modules in Rust;
 //! - [`pmem_bdev`]: the pmem bdev in Rust, behind SPDK's pmem RPCs;
 //! - [`nvmf`]: NVMe-oF target, transports, subsystems, listeners, namespaces;
+//! - [`auth`]: who may connect: DH-HMAC-CHAP in-band authentication;
+//! - [`keyring`]: named keys from files (upstream SPDK's keyring RPCs);
 //! - [`tcp_admission`]: limits on NVMe/TCP connections not yet connected;
 //! - [`rpc`]: JSON-RPC methods in Rust and a filter in front of SPDK's dispatch;
 //! - [`rpc_compat`]: newer SPDK clients' fields against 20.07's methods;
@@ -45,12 +47,14 @@
 //!   module's code fails the I/O it was handling and the target serves on.
 
 pub mod app;
+pub mod auth;
 pub mod bdev;
 pub mod build;
 pub mod cli;
 pub mod construct_subsystem;
 mod cstr;
 pub mod error;
+pub mod keyring;
 mod log;
 mod log_limit;
 pub mod metrics;

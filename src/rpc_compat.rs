@@ -316,6 +316,26 @@ fn filter_by_names(method: &str, mut params: Value, known: &[String], renamed: b
 /// The filter for [`crate::rpc::set_filter`]: adapts and checks the params
 /// of every method 20.07's decoders describe; leaves the rest to SPDK.
 pub fn filter(method: &str, params: Option<&Value>) -> Filtered {
+    // Upstream's authentication fields first: 20.07 has none of them.
+    match crate::auth::rpcs::take_fields(method, params) {
+        Err(e) => Filtered::Refused(e),
+        Ok(None) => filter_2007(method, params),
+        Ok(Some((rest, commit))) => match filter_2007(method, Some(&rest)) {
+            Filtered::Refused(e) => Filtered::Refused(e),
+            Filtered::Unchanged => {
+                commit();
+                Filtered::Rewritten(rest)
+            }
+            rewritten => {
+                commit();
+                rewritten
+            }
+        },
+    }
+}
+
+/// [`filter`] for 20.07's own fields.
+fn filter_2007(method: &str, params: Option<&Value>) -> Filtered {
     let view = VIEWS.iter().find(|v| v.methods.contains(&method));
     let Some(view) = view else {
         return match (params, params_2007().get(method)) {

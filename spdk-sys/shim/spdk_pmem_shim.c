@@ -135,3 +135,51 @@ spdk_pmem_log_emit(int level, const char *file, int line, const char *func, cons
 		}
 	}
 }
+
+/* The keyring (Rust's src/keyring.rs) as an SPDK subsystem of its own, so
+ * save_config writes its keys ahead of the nvmf subsystem that uses them, as
+ * upstream SPDK's "keyring" subsystem does. */
+static void (*g_keyring_write_config)(struct spdk_json_write_ctx *w);
+
+static void
+keyring_subsystem_init(void)
+{
+	spdk_subsystem_init_next(0);
+}
+
+static void
+keyring_subsystem_fini(void)
+{
+	spdk_subsystem_fini_next();
+}
+
+static void
+keyring_subsystem_write_config_json(struct spdk_json_write_ctx *w)
+{
+	g_keyring_write_config(w);
+}
+
+static struct spdk_subsystem g_keyring_subsystem = {
+	.name = "keyring",
+	.init = keyring_subsystem_init,
+	.fini = keyring_subsystem_fini,
+	.write_config_json = keyring_subsystem_write_config_json,
+};
+
+static struct spdk_subsystem_depend g_nvmf_depends_on_keyring = {
+	.name = "nvmf",
+	.depends_on = "keyring",
+};
+
+void
+spdk_pmem_register_keyring_subsystem(void (*write_config)(struct spdk_json_write_ctx *w))
+{
+	static bool registered;
+
+	g_keyring_write_config = write_config;
+	if (!registered) {
+		registered = true;
+		spdk_add_subsystem(&g_keyring_subsystem);
+		spdk_add_subsystem_depend(&g_nvmf_depends_on_keyring);
+	}
+}

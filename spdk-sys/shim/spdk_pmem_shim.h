@@ -43,4 +43,10 @@ void spdk_pmem_log_func(int level, const char *file, const int line, const char 
 void spdk_pmem_log_emit(int level, const char *file, int line, const char *func,
 			const char *msg);
 
+/* Registers the "keyring" subsystem (its save_config entries come from
+ * `write_config`), which the nvmf subsystem depends on; call before
+ * spdk_app_start. */
+struct spdk_json_write_ctx;
+void spdk_pmem_register_keyring_subsystem(void (*write_config)(struct spdk_json_write_ctx *w));
+
 #endif

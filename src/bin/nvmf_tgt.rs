@@ -67,6 +67,7 @@ fn run(args: &Args) -> Result<i32, Exit> {
     #[cfg(feature = "test-hooks")]
     spdk_pmem::test_hooks::serve_rpcs().map_err(failed)?;
     spdk_pmem::construct_subsystem::register().map_err(failed)?;
+    spdk_pmem::auth::serve().map_err(failed)?;
     // The C nvmf_tgt's start callback does nothing: the nvmf subsystem and the
     // RPC server, both started by spdk_app_start, do the work. Ours starts
     // the reactors' naps (--idle-nap-us) and the metrics endpoint

@@ -129,3 +129,33 @@ pub(super) unsafe fn respond(request: *mut sys::spdk_jsonrpc_request, outcome: R
         }
     }
 }
+
+/// Writes `value` where SPDK's JSON writer `w` expects a value.
+///
+/// # Safety
+/// `w` is a live SPDK JSON writer positioned where a value may go.
+pub(crate) unsafe fn write_json_value(w: *mut sys::spdk_json_write_ctx, value: &Value) {
+    let text = value.to_string();
+    // SAFETY: per the function's contract; `text` is one complete JSON
+    // value and outlives the call.
+    unsafe { sys::spdk_json_write_val_raw(w, text.as_ptr() as *const c_void, text.len()) };
+}
+
+/// Writes the member `name: value` into the object SPDK's writer `w` is in.
+///
+/// # Safety
+/// `w` is a live SPDK JSON writer positioned inside an object.
+pub(crate) unsafe fn write_named_json_value(
+    w: *mut sys::spdk_json_write_ctx,
+    name: &str,
+    value: &Value,
+) {
+    let Ok(c_name) = CString::new(name) else {
+        return;
+    };
+    // SAFETY: per the function's contract; the name outlives the call.
+    unsafe {
+        sys::spdk_json_write_name(w, c_name.as_ptr());
+        write_json_value(w, value);
+    }
+}

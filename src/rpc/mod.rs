@@ -33,6 +33,7 @@ mod param_error;
 pub mod params;
 mod value_de;
 
+pub(crate) use c_json::{write_json_value, write_named_json_value};
 pub use param_error::ParamError;
 use params::typed_result;
 pub use params::{params_error, type_name, typed_params, typed_params_with};
