@@ -590,7 +590,7 @@ extern "C" {
 }
 
 /// A fresh key pair in the group of OpenSSL identifier `nid`.
-pub(crate) fn generate_key(nid: i32) -> Result<Dh<Private>, String> {
+pub fn generate_key(nid: i32) -> Result<Dh<Private>, String> {
     // SAFETY: DH_new_by_nid returns a new DH object (owned by the caller)
     // or NULL.
     let raw = unsafe { DH_new_by_nid(nid) };

@@ -89,6 +89,10 @@ struct QpairAuth {
     /// Whether this transaction's refusal was logged.
     logged: bool,
     kato_ms: u32,
+    /// The subsystem's and the host's NQN, for the log.
+    names: Option<(String, String)>,
+    /// Whether the host sent any authentication command.
+    attempted: bool,
     /// False once the queue pair is gone: its timer's closure may still run
     /// once before the unregistering reaches it.
     alive: Rc<Cell<bool>>,
@@ -112,6 +116,8 @@ impl QpairAuth {
             admitted: false,
             logged: false,
             kato_ms,
+            names: None,
+            attempted: false,
             alive: Rc::new(Cell::new(true)),
             timer: None,
         })
@@ -249,6 +255,7 @@ impl QpairAuth {
 
     /// One AUTHENTICATION_SEND or _RECV; returns the completion's status.
     fn exec(&mut self, req: &sys::spdk_nvmf_auth_request, recv_length: &mut u32) -> (u16, bool) {
+        self.attempted = true;
         // SAFETY: SPDK passes NUL-terminated NQNs of the live controller.
         let (hostnqn, subnqn) = unsafe {
             (
@@ -354,6 +361,8 @@ extern "C" fn required(subnqn: *const c_char, hostnqn: *const c_char) -> bool {
 extern "C" fn qpair_init(
     qpair: *mut sys::spdk_nvmf_qpair,
     ctx: *mut *mut c_void,
+    subnqn: *const c_char,
+    hostnqn: *const c_char,
     kato_ms: u32,
 ) -> c_int {
     crate::panics::catch(|| {
@@ -365,6 +374,13 @@ extern "C" fn qpair_init(
         // SAFETY: just set, or set by an earlier call; this thread owns it.
         let auth = unsafe { &mut *(*slot as *mut QpairAuth) };
         auth.kato_ms = kato_ms;
+        // SAFETY: SPDK passes the controller's NUL-terminated NQNs.
+        auth.names = unsafe {
+            Some((
+                CStr::from_ptr(subnqn).to_string_lossy().into_owned(),
+                CStr::from_ptr(hostnqn).to_string_lossy().into_owned(),
+            ))
+        };
         auth.arm_timeout();
         0
     })
@@ -414,6 +430,18 @@ extern "C" fn qpair_fini(ctx: *mut c_void) {
         // SAFETY: the context qpair_init or exec made; SPDK calls this once.
         let auth = unsafe { Box::from_raw(ctx as *mut QpairAuth) };
         auth.alive.set(false);
+        if !auth.admitted && !auth.attempted {
+            // A host without a key gives up at once: the one trace of it.
+            let (sub, host) = auth.names.clone().unwrap_or_default();
+            log(
+                sys::SPDK_LOG_ERROR,
+                line!(),
+                &format!(
+                    "DH-HMAC-CHAP: host {host} ({}) closed queue pair of {sub} without authenticating (the subsystem requires it: has the host a key?)",
+                    auth.peer()
+                ),
+            );
+        }
         drop(auth);
     });
 }

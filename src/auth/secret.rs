@@ -151,7 +151,7 @@ impl DhGroup {
     }
 
     /// OpenSSL's identifier of the group (`NID_ffdhe2048`...), none for null.
-    pub(crate) fn openssl_nid(self) -> Option<i32> {
+    pub fn openssl_nid(self) -> Option<i32> {
         match self {
             DhGroup::Null => None,
             DhGroup::Ffdhe2048 => Some(1126),

@@ -117,6 +117,9 @@ pub struct Size {
     pub cpus: u32,
     /// RAM, MiB.
     pub memory_mib: u32,
+    /// The kernel, when a test needs one ("6.12": host authentication);
+    /// else [`kernel`]'s.
+    pub kernel: Option<&'static str>,
 }
 
 impl Default for Size {
@@ -124,6 +127,7 @@ impl Default for Size {
         Size {
             cpus: 1,
             memory_mib: 1024,
+            kernel: None,
         }
     }
 }
@@ -147,7 +151,7 @@ pub fn run_sized(
     cmd.arg(script())
         .arg("run")
         .arg("--kernel")
-        .arg(kernel())
+        .arg(size.kernel.map_or_else(kernel, str::to_string))
         .arg("--timeout")
         .arg(timeout.as_secs().to_string())
         .arg("--cpus")

@@ -13,10 +13,12 @@ mod common;
 mod nvme_tcp;
 
 mod article_rpc;
+mod auth_host;
 mod bad_input;
 mod conflicts;
 mod connect_flood;
 mod crash_torture;
+mod dhchap;
 mod drop_in;
 mod embedded_example;
 mod example_module;

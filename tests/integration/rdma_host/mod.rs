@@ -160,6 +160,7 @@ fn the_article_over_rdma_to_the_linux_host_and_spdks_initiators() {
     let size = Size {
         cpus: 2,
         memory_mib: 3072,
+        kernel: None,
     };
     let run = vm::run_sized(
         &script,
