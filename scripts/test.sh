@@ -65,6 +65,9 @@ if [ -z "${1:-}" ]; then
   # QEMU, the kernel from Debian's .deb, the initramfs.
   echo "== the Linux host's VM"
   bash scripts/linux-host-vm.sh prepare
+  # Debian 13's 6.12 kernel too: in-band authentication (tests/integration/
+  # auth_host/); Debian 12's 6.1 host has none.
+  bash scripts/linux-host-vm.sh prepare --kernel 6.12
   # The guest's own target (tests/integration/rdma_host/: RDMA over
   # Soft-RoCE in the VM): SPDK, DPDK and our nvmf_tgt for a baseline CPU,
   # which QEMU's TCG has; its own target directory, SPDK built once there.

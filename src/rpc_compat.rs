@@ -1,7 +1,7 @@
 //! Newer SPDK clients against a 20.07 target: the PyPI package `spdk` 26.x
 //! (`spdk-rpc`) sends fields 20.07 does not know, with their default values
 //! (`ana_reporting: false`, `secure_channel: false`,
-//! `namespace.no_auto_visible: false`, `md_interleave: false`, ...), and
+//! `namespace.md_interleave: false`, ...), and
 //! 20.07's decoders refuse the whole request as "Invalid parameters".
 //!
 //! [`filter`] checks every request against the parameter names 20.07's own
@@ -13,7 +13,7 @@
 //! (nvmf, pmem, framework) typed views of 20.07's parameters (serde structs)
 //! also name a field of the wrong type, a missing required field or an
 //! unknown field, where 20.07 would say only "Invalid parameters"; they cover
-//! nested objects (`namespace.no_auto_visible`).
+//! nested objects (`namespace.md_interleave`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -68,9 +68,9 @@ pub mod views {
         /// The params of `nvmf_subsystem_add_listener` and `_remove_listener`.
         Listener { nqn: String, listen_address: ListenAddress, tgt_name: Text }
         /// A namespace of `nvmf_subsystem_add_ns`.
-        Namespace { nsid: Num, bdev_name: String, ptpl_file: Text, nguid: Text, eui64: Text, uuid: Text }
+        Namespace { nsid: Num, bdev_name: String, ptpl_file: Text, nguid: Text, eui64: Text, uuid: Text, no_auto_visible: Flag }
         /// The params of `nvmf_subsystem_add_ns`.
-        AddNamespace { nqn: String, namespace: Namespace, tgt_name: Text }
+        AddNamespace { nqn: String, namespace: Namespace, tgt_name: Text, no_auto_visible: Flag }
         /// The params of `nvmf_subsystem_remove_ns`.
         RemoveNamespace { nqn: String, nsid: Number, tgt_name: Text }
         /// The params of `nvmf_subsystem_add_host` and `_remove_host`.
@@ -415,11 +415,20 @@ mod tests {
             ),
             _ => panic!("expected a rewrite"),
         }
-        let ns = json!({"nqn": "n", "namespace": {"bdev_name": "pmdk0", "no_auto_visible": false}});
+        let ns = json!({"nqn": "n", "namespace": {"bdev_name": "pmdk0", "ptpl_file": "/p", "md_interleave": false}});
         match filter("nvmf_subsystem_add_ns", Some(&ns)) {
-            Filtered::Rewritten(v) => assert_eq!(v["namespace"], json!({"bdev_name": "pmdk0"})),
+            Filtered::Rewritten(v) => assert_eq!(
+                v["namespace"],
+                json!({"bdev_name": "pmdk0", "ptpl_file": "/p"})
+            ),
             _ => panic!("expected a rewrite"),
         }
+        // Vendor patch 0035 taught 20.07 this one: it goes through.
+        let ns = json!({"nqn": "n", "namespace": {"bdev_name": "pmdk0", "no_auto_visible": true}});
+        assert!(matches!(
+            filter("nvmf_subsystem_add_ns", Some(&ns)),
+            Filtered::Unchanged
+        ));
     }
 
     #[test]

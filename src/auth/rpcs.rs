@@ -223,9 +223,53 @@ fn set_keys(p: SetKeys) -> Result<bool, RpcError> {
     Ok(true)
 }
 
-/// Registers `nvmf_subsystem_set_keys`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceHost {
+    nqn: String,
+    nsid: u32,
+    host: String,
+    tgt_name: Option<String>,
+}
+
+/// `nvmf_ns_add_host` / `nvmf_ns_remove_host`: the subsystem is paused
+/// around the change, as for 20.07's other host and namespace changes.
+async fn namespace_host(
+    method: &'static str,
+    p: NamespaceHost,
+    visible: bool,
+) -> Result<bool, RpcError> {
+    let failed = |e: crate::Error| RpcError::invalid_params(format!("{method}: {e}"));
+    let app = AppThread::here().map_err(|e| RpcError::internal(e.to_string()))?;
+    let target = match &p.tgt_name {
+        Some(name) => Target::by_name(app, name),
+        None => Target::default_target(app),
+    }
+    .map_err(failed)?;
+    let subsystem = target
+        .find_subsystem(&p.nqn)
+        .ok_or_else(|| RpcError::invalid_params(format!("{method}: no subsystem {}", p.nqn)))?;
+    let paused = !subsystem.is_inactive().map_err(failed)?;
+    if paused {
+        subsystem.pause().await.map_err(failed)?;
+    }
+    let changed = subsystem.set_namespace_visible(p.nsid, &p.host, visible);
+    if paused {
+        subsystem.resume().await.map_err(failed)?;
+    }
+    changed.map(|()| true).map_err(failed)
+}
+
+/// Registers `nvmf_subsystem_set_keys`, `nvmf_ns_add_host` and
+/// `nvmf_ns_remove_host`.
 pub fn serve_rpcs() -> crate::Result<()> {
-    rpc::register_typed_method(SET_KEYS, RpcStates::Runtime, set_keys)
+    rpc::register_typed_method(SET_KEYS, RpcStates::Runtime, set_keys)?;
+    rpc::register_typed_async_method("nvmf_ns_add_host", RpcStates::Runtime, |p| {
+        namespace_host("nvmf_ns_add_host", p, true)
+    })?;
+    rpc::register_typed_async_method("nvmf_ns_remove_host", RpcStates::Runtime, |p| {
+        namespace_host("nvmf_ns_remove_host", p, false)
+    })
 }
 
 #[cfg(test)]

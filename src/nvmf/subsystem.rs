@@ -147,6 +147,34 @@ impl Subsystem<'_> {
         })
     }
 
+    /// Makes namespace `nsid` (added with `no_auto_visible`) visible to
+    /// `hostnqn`'s controllers, or no longer (vendor patch 0035); connected
+    /// ones hear of it. Call while inactive or paused.
+    pub fn set_namespace_visible(&self, nsid: u32, hostnqn: &str, visible: bool) -> Result<()> {
+        let subsystem = self.as_ptr()?;
+        let c = to_c("host NQN", hostnqn)?;
+        // SAFETY: the subsystem was just looked up and `c` is a C string.
+        let rc = unsafe {
+            if visible {
+                sys::spdk_nvmf_ns_add_host(subsystem, nsid, c.as_ptr(), 0)
+            } else {
+                sys::spdk_nvmf_ns_remove_host(subsystem, nsid, c.as_ptr(), 0)
+            }
+        };
+        let what = match -rc {
+            0 => return Ok(()),
+            libc::ENOENT => format!("{} has no namespace {nsid}", self.nqn),
+            libc::EPERM => format!(
+                "namespace {nsid} of {} is visible to every host: add it with no_auto_visible \
+                 (nvmf_subsystem_add_ns --no-auto-visible) to choose its hosts",
+                self.nqn
+            ),
+            libc::EINVAL => format!("namespace ID {nsid} or host NQN {hostnqn:?} is not valid"),
+            _ => return check_rc(&format!("namespace {nsid} and host {hostnqn}"), rc),
+        };
+        Err(Error::InvalidArgument(what))
+    }
+
     /// Adds bdev `bdev_name` as a namespace (`nsid` or the next free one) and
     /// returns its NSID. Call while inactive or paused.
     pub fn add_namespace(&self, bdev_name: &str, nsid: Option<u32>) -> Result<u32> {

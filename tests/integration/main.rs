@@ -27,6 +27,7 @@ mod idle_nap;
 mod linux_host;
 mod metrics;
 mod no_huge;
+mod ns_masking;
 mod nvme_fuzz;
 mod nvme_tcp_hostile;
 mod persistence;

@@ -31,7 +31,7 @@ key() { cat "$K/$1"; }
 # The kernel host: connect host $2 (id $3) to port $1 with secret $4 and
 # controller secret $5 (either may be empty).
 hconnect() {
-  nvme connect -t tcp -a $ADDR -s "$1" -n $NQN --hostnqn="$2" --hostid="$3" \
+  timeout 90 nvme connect -t tcp -a $ADDR -s "$1" -n $NQN --hostnqn="$2" --hostid="$3" \
     ${4:+--dhchap-secret="$4"} ${5:+--dhchap-ctrl-secret="$5"} > /tmp/connect.log 2>&1
 }
 # The controller (nvme0, …) of $NQN, live.
@@ -61,7 +61,8 @@ disconnect_all() { nvme disconnect -n $NQN > /dev/null 2>&1; wait_for "no contro
 # A host that must be admitted: connect, verified I/O, disconnect.
 admitted() {
   hconnect "$@"; echo "connect=$?"
-  if wait_for "a namespace" 60 test -n "$(dev)"; then verify_io; else cat /tmp/connect.log; dmesg | tail -5; fi
+  if wait_for "a namespace" 60 test -n "$(dev)"; then verify_io; else
+    cat /tmp/connect.log; dmesg | tail -8; [ -f /tmp/tgt.log ] && tail -8 /tmp/tgt.log; fi
   disconnect_all; echo "disconnect=$?"
 }
 # A host that must be refused: its connect fails and no controller is left.
@@ -72,6 +73,8 @@ refused() {
   disconnect_all
 }
 
+# Ours, configured over RPC (spdk-rpc 26 for upstream's methods) with
+# nvmf_set_config's digests $1 and groups $2; its save_config is kept.
 start_ours() {
   rm -f /tmp/tgt.sock
   "$F/ours" -m 0x1 --no-huge -s 1024 -r /tmp/tgt.sock --wait-for-rpc > /tmp/tgt.log 2>&1 &
@@ -79,13 +82,34 @@ start_ours() {
   wait_for "the target answering" 240 rpc -t 2 spdk_get_version || { tail -20 /tmp/tgt.log; return 1; }
   rpc26 nvmf_set_config --dhchap-digests "$1" --dhchap-dhgroups "$2" > /tmp/rpc.log 2>&1 || { cat /tmp/rpc.log; return 1; }
   rpc framework_start_init && rpc nvmf_create_transport -t TCP &&
-    { [ -f /tmp/auth.pool ] || rpc bdev_pmem_create_pool /tmp/auth.pool 64 4096; } &&
-    rpc bdev_pmem_create /tmp/auth.pool -n pmem0 &&
+    rpc bdev_pmem_create_pool /tmp/auth.pool 64 4096 && rpc bdev_pmem_create /tmp/auth.pool -n pmem0 &&
     rpc nvmf_create_subsystem $NQN -s SPDK0001 && rpc nvmf_subsystem_add_ns $NQN pmem0 || return 1
   for k in k1 c1 k2 k1b; do rpc26 keyring_file_add_key $k $K/$k || return 1; done
   rpc26 nvmf_subsystem_add_host $NQN "$H1" --dhchap-key k1 --dhchap-ctrlr-key c1 &&
     rpc26 nvmf_subsystem_add_host $NQN "$H2" --dhchap-key k2 &&
-    rpc nvmf_subsystem_add_listener $NQN -t tcp -a $ADDR -s 4420
+    rpc nvmf_subsystem_add_listener $NQN -t tcp -a $ADDR -s 4420 &&
+    rpc save_config > /tmp/config.json && echo "configured=0"
+}
+# Ours again from that save_config, with digests $1 and groups $2 (a
+# restart is the only way: nvmf_set_config runs before the subsystems
+# start, upstream's too).
+restart_ours() {
+  python3 - "$1" "$2" <<'PY' || return 1
+import json, sys
+c = json.load(open("/tmp/config.json"))
+for s in c["subsystems"]:
+    for e in s["config"] or []:
+        if e["method"] == "nvmf_set_config":
+            e["params"]["dhchap_digests"] = sys.argv[1].split(",")
+            e["params"]["dhchap_dhgroups"] = sys.argv[2].split(",")
+json.dump(c, open("/tmp/config.json", "w"))
+PY
+  rm -f /tmp/tgt.sock
+  "$F/ours" -m 0x1 --no-huge -s 1024 -r /tmp/tgt.sock --json /tmp/config.json > /tmp/tgt.log 2>&1 &
+  tgt_pid=$!
+  wait_for "the target listening" 240 grep -q "Listening on $ADDR port 4420" /tmp/tgt.log ||
+    { tail -20 /tmp/tgt.log; return 1; }
+  echo "configured=0"
 }
 # Stops ours: it must still run, and exit cleanly on SIGINT.
 stop_ours() {
@@ -100,6 +124,7 @@ stop_ours() {
 # nvmet: the same subsystem on port 4421, a file as its namespace.
 N=/sys/kernel/config/nvmet
 start_nvmet() {
+  mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
   modprobe nvmet-tcp || return 1
   truncate -s 64M /tmp/nvmet.img
   mkdir $N/subsystems/$NQN && echo 0 > $N/subsystems/$NQN/attr_allow_any_host &&
@@ -121,7 +146,8 @@ MATRIX="sha256:null:0 sha256:ffdhe2048:1 sha384:null:1 sha384:ffdhe3072:0 sha512
 for m in $MATRIX; do
   IFS=: read -r hash group bi <<< "$m"
   echo "== ours: $m"
-  start_ours "$hash" "$group" || { echo "started=1"; stop_ours; continue; }
+  if [ "$m" = "${MATRIX%% *}" ]; then start_ours "$hash" "$group"; else restart_ours "$hash" "$group"; fi ||
+    { echo "started=1"; stop_ours; continue; }
   admitted 4420 "$H1" $ID1 "$(key k1)" "$([ "$bi" = 1 ] && key c1)"
   echo "negotiated=$(grep -o "authenticated to $NQN ([a-z0-9]*, [a-z0-9]*)" /tmp/tgt.log | head -1 | sed 's/.*(\(.*\))/\1/; s/, /:/')"
   [ "$m" = "${MATRIX##* }" ] || stop_ours
@@ -155,6 +181,30 @@ echo "== $T: after re-authenticating"; echo "state=$(cat /sys/class/nvme/$c/stat
 disconnect_all
 echo "== $T: the old key, after the rotation"; refused 4420 "$H1" $ID1 "$(key k1)" ""
 echo "== $T: the new key"; admitted 4420 "$H1" $ID1 "$(key k1b)" ""
+echo "== ours: namespace masking"
+# Namespace 2 for host 2 only; host 1 sees it once nvmf_ns_add_host says so.
+rpc bdev_pmem_create_pool /tmp/mask.pool 32 4096 > /dev/null && rpc bdev_pmem_create /tmp/mask.pool -n pmem1 > /dev/null &&
+  rpc26 nvmf_subsystem_add_ns $NQN pmem1 -n 2 --no-auto-visible > /dev/null && rpc26 nvmf_ns_add_host $NQN 2 "$H2"
+echo "masked_ns=$?"
+# The controller of host $1, and the NSIDs it lists.
+ctrl_of() {
+  local c
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat "$c/hostnqn" 2>/dev/null)" = "$1" ] && [ "$(cat "$c/state" 2>/dev/null)" = live ] && { basename "$c"; return; }
+  done
+}
+listed() { nvme list-ns "/dev/$(ctrl_of "$1")" 2>/dev/null | sed 's/.*://' | tr '\n' ' ' | sed 's/ $//'; }
+hconnect 4420 "$H1" $ID1 "$(key k1b)" ""; echo "connect1=$?"
+hconnect 4420 "$H2" $ID2 "$(key k2)" ""; echo "connect2=$?"
+wait_for "both controllers" 60 test -n "$(ctrl_of "$H1")" -a -n "$(ctrl_of "$H2")"
+echo "host1=$(listed "$H1")"
+echo "host2=$(listed "$H2")"
+rpc26 nvmf_ns_add_host $NQN 2 "$H1"; echo "added=$?"
+wait_for "host 1 seeing namespace 2" 30 sh -c "nvme list-ns /dev/$(ctrl_of "$H1") | grep -q 0x2"
+echo "host1_after=$(listed "$H1")"
+echo "host1_block_devices=$(ls /sys/class/nvme/$(ctrl_of "$H1")/ | grep -c 'nvme[0-9]*c[0-9]*n')"
+disconnect_all
+
 echo "== ours: stop"
 stop_ours
 

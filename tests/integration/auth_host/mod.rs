@@ -12,7 +12,13 @@
 //!   secret in it; the right key is admitted afterwards;
 //! - rotation: `nvmf_subsystem_set_keys` while the host is connected (its
 //!   I/O goes on), the host re-authenticates with the new key, the old key
-//!   is refused from then on.
+//!   is refused from then on;
+//! - namespace masking: two hosts, each lists only its namespaces, and one
+//!   given another namespace while connected sees it appear.
+//!
+//! The first round configures ours over RPC; the others restart it from
+//! that round's save_config with other digests and groups, so the Linux
+//! host also checks that save_config brings the keys back.
 //!
 //! Linux's nvmet in the same guest gets the same checks: the control.
 //! It needs the portable build (see `rdma_host`) and spdk-rpc 26
@@ -222,4 +228,22 @@ fn the_linux_host_authenticates_with_dh_hmac_chap_and_wrong_keys_are_refused() {
     );
     expect(&run, "ours: refusals logged", &[("leaked", "0")]);
     expect(&run, "ours: stop", &[("alive", "0"), ("exit", "0")]);
+
+    // Two hosts, each sees only its namespaces (nvme list-ns); a host
+    // given another namespace while connected sees it appear.
+    let s = "ours: namespace masking";
+    expect(
+        &run,
+        s,
+        &[
+            ("masked_ns", "0"),
+            ("connect1", "0"),
+            ("connect2", "0"),
+            ("host1", "0x1"),
+            ("host2", "0x1 0x2"),
+            ("added", "0"),
+            ("host1_after", "0x1 0x2"),
+            ("host1_block_devices", "2"),
+        ],
+    );
 }
