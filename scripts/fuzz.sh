@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Long fuzzing runs of the hostile-input tests (scripts/test.sh runs them
 # bounded): the NVMe/TCP protocol fuzzer (with bdevperf verifying data on the
-# same target), the JSON-RPC fuzzer, and SPDK's nvme_fuzz. All traffic goes to
+# same target), the JSON-RPC fuzzer, SPDK's nvme_fuzz and the DH-HMAC-CHAP
+# message fuzzer (tests/integration/dhchap/fuzz.rs). All traffic goes to
 # 127.0.0.1; each part stops by itself after --seconds.
 #
 # usage: scripts/fuzz.sh [--seconds N] [--seed S] [--target ours|c|PATH]
-#                        [--only tcp|rpc|nvme]
+#                        [--only tcp|rpc|nvme|auth]
 #   --seconds  length of each part (default 300)
 #   --seed     seed of the NVMe/TCP and JSON-RPC fuzzers (default: random,
 #              printed; the same seed replays the same sessions and calls)
@@ -60,4 +61,6 @@ run rpc rpc_fuzz::invalid_rpc \
   SPDK_PMEM_RPC_FUZZ_SEED="$seed" SPDK_PMEM_RPC_FUZZ_ROUNDS=$(( seconds / 2 > 8 ? seconds / 2 : 8 )) || status=1
 run nvme nvme_fuzz:: \
   SPDK_PMEM_NVME_FUZZ_SECONDS="$seconds" || status=1
+run auth dhchap::fuzz \
+  SPDK_PMEM_AUTH_FUZZ_SEED="$seed" SPDK_PMEM_AUTH_FUZZ_SECONDS="$seconds" SPDK_PMEM_AUTH_FUZZ_SESSIONS=1000000000 || status=1
 exit $status

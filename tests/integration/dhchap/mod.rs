@@ -7,6 +7,7 @@
 //! touching connected queue pairs, and `save_config` restores it all by key
 //! name without writing a secret.
 
+mod fuzz;
 mod host;
 
 use crate::common;
