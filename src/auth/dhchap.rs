@@ -330,7 +330,7 @@ impl Exchange {
         keys: impl FnOnce() -> Option<Keys>,
     ) -> Result<Sent, Failure> {
         self.expect(State::Reply, "DH-HMAC-CHAP_Reply")?;
-        let hl = self.hash.len();
+        let hl = self.hash.output_len();
         if msg.len() < HEADER_LEN {
             return Err(fail(
                 reason::INCORRECT_PAYLOAD,
@@ -509,7 +509,7 @@ impl Exchange {
         out: &mut [u8],
         seqnum: impl FnOnce() -> u32,
     ) -> Result<Received, Failure> {
-        let hl = self.hash.len();
+        let hl = self.hash.output_len();
         let dh = match self.group.openssl_nid() {
             None => None,
             Some(nid) => Some(generate_key(nid).map_err(internal)?),
@@ -543,7 +543,7 @@ impl Exchange {
     }
 
     fn success1(&mut self, out: &mut [u8]) -> Result<Received, Failure> {
-        let hl = self.hash.len();
+        let hl = self.hash.output_len();
         let len = HEADER_LEN + self.ctrlr_response.as_ref().map_or(0, |_| hl);
         Self::room(out, len)?;
         self.header(out, ID_SUCCESS1);

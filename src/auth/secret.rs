@@ -57,7 +57,7 @@ impl HashFn {
     }
 
     /// Its output length in bytes (the protocol's HL).
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         self.digest().size()
     }
 
@@ -325,8 +325,8 @@ mod tests {
             assert_eq!(HashFn::from_name(h.name()), Some(h));
             assert_eq!(HashFn::from_id(h.id()), Some(h));
         }
-        assert_eq!(HashFn::Sha256.len(), 32);
-        assert_eq!(HashFn::Sha512.len(), 64);
+        assert_eq!(HashFn::Sha256.output_len(), 32);
+        assert_eq!(HashFn::Sha512.output_len(), 64);
         for g in DhGroup::STRONGEST_FIRST {
             assert_eq!(DhGroup::from_name(g.name()), Some(g));
             assert_eq!(DhGroup::from_id(g.id()), Some(g));

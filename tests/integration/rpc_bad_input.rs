@@ -49,9 +49,9 @@ fn newer_fields_types_and_missing_fields_are_named() {
     assert!(m.contains("missing required field namespace"), "{m}");
     let m = t.jsonrpc_err(
         "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "x", "no_auto_visible": true}}),
+        json!({"nqn": NQN, "namespace": {"bdev_name": "x", "md_interleave": true}}),
     );
-    assert!(m.contains("namespace.no_auto_visible=true"), "{m}");
+    assert!(m.contains("namespace.md_interleave=true"), "{m}");
     let m = t.jsonrpc_err(
         "bdev_pmem_create_pool",
         json!({"pmem_file": "/tmp/x", "num_blocks": 8192}),
