@@ -834,6 +834,30 @@ mod tests {
     }
 
     #[test]
+    fn the_larger_groups_agree_on_a_secret_of_their_primes_length() {
+        for group in [DhGroup::Ffdhe4096, DhGroup::Ffdhe6144, DhGroup::Ffdhe8192] {
+            let nid = group.openssl_nid().unwrap();
+            let (a, b) = (generate_key(nid).unwrap(), generate_key(nid).unwrap());
+            let len = prime_len(&a);
+            let pub_b = b.public_key().to_vec_padded(len as i32).unwrap();
+            let pub_a = a.public_key().to_vec_padded(len as i32).unwrap();
+            let s1 = shared_secret(&a, group, &pub_b).unwrap();
+            let s2 = shared_secret(&b, group, &pub_a).unwrap();
+            assert_eq!(s1, s2, "{group:?}");
+            assert_eq!(s1.len(), len);
+            assert!(
+                shared_secret(&a, group, &pub_b[1..]).is_err(),
+                "a short value"
+            );
+        }
+        let (_, r) = run(5, 3, true, false);
+        assert!(
+            matches!(r, Received::Message(80)),
+            "ffdhe8192, SHA-512: {r:?}"
+        );
+    }
+
+    #[test]
     fn bidirectional_ends_with_the_hosts_success2_or_its_failure2() {
         let (mut x, r) = run(1, 1, true, false);
         assert!(matches!(r, Received::Message(48)), "{r:?}");

@@ -124,8 +124,8 @@ stop_ours() {
 # nvmet: the same subsystem on port 4421, a file as its namespace.
 N=/sys/kernel/config/nvmet
 start_nvmet() {
-  mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
   modprobe nvmet-tcp || return 1
+  mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
   truncate -s 64M /tmp/nvmet.img
   mkdir $N/subsystems/$NQN && echo 0 > $N/subsystems/$NQN/attr_allow_any_host &&
     echo SPDK0001 > $N/subsystems/$NQN/attr_serial &&
@@ -195,7 +195,7 @@ ctrl_of() {
 }
 listed() { nvme list-ns "/dev/$(ctrl_of "$1")" 2>/dev/null | sed 's/.*://' | tr '\n' ' ' | sed 's/ $//'; }
 hconnect 4420 "$H1" $ID1 "$(key k1b)" ""; echo "connect1=$?"
-hconnect 4420 "$H2" $ID2 "$(key k2)" ""; echo "connect2=$?"
+hconnect 4420 "$H2" $ID2 "$(key k2)" ""; echo "connect2=$?"; [ -s /tmp/connect.log ] && sed 's/^/connect2: /' /tmp/connect.log
 wait_for "both controllers" 60 test -n "$(ctrl_of "$H1")" -a -n "$(ctrl_of "$H2")"
 echo "host1=$(listed "$H1")"
 echo "host2=$(listed "$H2")"
