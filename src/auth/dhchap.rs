@@ -587,6 +587,15 @@ extern "C" {
     // libcrypto's RFC 7919 groups (OpenSSL >= 1.1.1); the openssl crate
     // has no constructor by name for them.
     fn DH_new_by_nid(nid: c_int) -> *mut openssl_sys::DH;
+    // The shared secret padded to the prime's length. The openssl crate's
+    // DhRef::compute_key calls DH_compute_key, which strips leading zero
+    // bytes, and returns the whole buffer regardless: one secret in 256
+    // came out shifted, with a zero at its end.
+    fn DH_compute_key_padded(
+        key: *mut u8,
+        pub_key: *const openssl_sys::BIGNUM,
+        dh: *mut openssl_sys::DH,
+    ) -> c_int;
 }
 
 /// A fresh key pair in the group of OpenSSL identifier `nid`.
@@ -624,18 +633,26 @@ fn shared_secret(dh: &Dh<Private>, group: DhGroup, peer: &[u8]) -> Result<Vec<u8
         ));
     }
     let peer = BigNum::from_slice(peer).map_err(|e| internal(e.to_string()))?;
-    let secret = dh.compute_key(&peer).map_err(|_| {
-        fail(
+    // SAFETY: DH_size bytes are what DH_compute_key_padded writes at most;
+    // both objects are valid for the call.
+    let (written, mut secret) = unsafe {
+        let size = openssl_sys::DH_size(dh.as_ptr()) as usize;
+        let mut secret = vec![0u8; size];
+        let written = DH_compute_key_padded(secret.as_mut_ptr(), peer.as_ptr(), dh.as_ptr());
+        (written, secret)
+    };
+    if written < 0 || written as usize != len {
+        // OpenSSL checks the value (1 < y < p - 1, y^q = 1) before using it.
+        secret.iter_mut().for_each(|b| *b = 0);
+        return Err(fail(
             reason::FAILED,
             format!(
                 "the host's DH value is not a valid {} public key",
                 group.name()
             ),
-        )
-    })?;
-    let mut padded = vec![0u8; len - secret.len()];
-    padded.extend_from_slice(&secret);
-    Ok(padded)
+        ));
+    }
+    Ok(secret)
 }
 
 /// A DH-HMAC-CHAP response: HMAC(key, Ca || seqnum || tid || SC_C || kind ||
@@ -855,6 +872,32 @@ mod tests {
             matches!(r, Received::Message(80)),
             "ffdhe8192, SHA-512: {r:?}"
         );
+    }
+
+    #[test]
+    fn a_secret_with_leading_zeros_is_the_same_number_padded_on_the_left() {
+        // Against the definition, peer^x mod p, until secrets have a zero
+        // first byte (one in 256): the crate's compute_key shifted those,
+        // and one Linux host in 256 was refused.
+        let nid = DhGroup::Ffdhe2048.openssl_nid().unwrap();
+        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+        let mut leading_zeros = 0;
+        for _ in 0..4000 {
+            let (a, b) = (generate_key(nid).unwrap(), generate_key(nid).unwrap());
+            let theirs = b.public_key().to_vec_padded(256).unwrap();
+            let ours = shared_secret(&a, DhGroup::Ffdhe2048, &theirs).unwrap();
+            let mut want = BigNum::new().unwrap();
+            want.mod_exp(b.public_key(), a.private_key(), a.prime_p(), &mut ctx)
+                .unwrap();
+            assert_eq!(ours, want.to_vec_padded(256).unwrap());
+            if ours[0] == 0 {
+                leading_zeros += 1;
+                if leading_zeros == 3 {
+                    return;
+                }
+            }
+        }
+        panic!("no secret with a leading zero byte in 4000 tries");
     }
 
     #[test]

@@ -31,7 +31,7 @@ key() { cat "$K/$1"; }
 # The kernel host: connect host $2 (id $3) to port $1 with secret $4 and
 # controller secret $5 (either may be empty).
 hconnect() {
-  timeout 90 nvme connect -t tcp -a $ADDR -s "$1" -n $NQN --hostnqn="$2" --hostid="$3" \
+  timeout 90 nvme connect -t tcp -a $ADDR -s "$1" -n $NQN --hostnqn="$2" --hostid="$3" $CONNECT_FLAGS \
     ${4:+--dhchap-secret="$4"} ${5:+--dhchap-ctrl-secret="$5"} > /tmp/connect.log 2>&1
 }
 # The controller (nvme0, …) of $NQN, live.
@@ -175,9 +175,10 @@ wait_for "a namespace" 60 test -n "$(dev)"
 c=$(ctrl)
 rpc26 nvmf_subsystem_set_keys $NQN "$H1" --dhchap-key k1b --dhchap-ctrlr-key c1; echo "set_keys=$?"
 echo "== $T: the connected host, after set_keys"; verify_io
+echo "== $T: after re-authenticating"
 echo "$(key k1b)" > "/sys/class/nvme/$c/dhchap_secret"; echo "reauth_write=$?"
 wait_for "re-authentication" 60 grep -q "re-authenticated to $NQN" /tmp/tgt.log; echo "reauthenticated=$?"
-echo "== $T: after re-authenticating"; echo "state=$(cat /sys/class/nvme/$c/state)"; verify_io
+echo "state=$(cat /sys/class/nvme/$c/state)"; verify_io
 disconnect_all
 echo "== $T: the old key, after the rotation"; refused 4420 "$H1" $ID1 "$(key k1)" ""
 echo "== $T: the new key"; admitted 4420 "$H1" $ID1 "$(key k1b)" ""
@@ -195,7 +196,10 @@ ctrl_of() {
 }
 listed() { nvme list-ns "/dev/$(ctrl_of "$1")" 2>/dev/null | sed 's/.*://' | tr '\n' ' ' | sed 's/ $//'; }
 hconnect 4420 "$H1" $ID1 "$(key k1b)" ""; echo "connect1=$?"
-hconnect 4420 "$H2" $ID2 "$(key k2)" ""; echo "connect2=$?"; [ -s /tmp/connect.log ] && sed 's/^/connect2: /' /tmp/connect.log
+# nvme-cli refuses a second controller of one subsystem at one address
+# ("already connected"), whatever the host NQN, unless told it is meant.
+CONNECT_FLAGS=--duplicate-connect hconnect 4420 "$H2" $ID2 "$(key k2)" ""; echo "connect2=$?"
+[ -s /tmp/connect.log ] && sed 's/^/connect2: /' /tmp/connect.log
 wait_for "both controllers" 60 test -n "$(ctrl_of "$H1")" -a -n "$(ctrl_of "$H2")"
 echo "host1=$(listed "$H1")"
 echo "host2=$(listed "$H2")"
@@ -229,9 +233,10 @@ wait_for "a namespace" 60 test -n "$(dev)"
 c=$(ctrl)
 key k1b > "$N/hosts/$H1/dhchap_key"; echo "set_keys=$?"
 echo "== $T: the connected host, after set_keys"; verify_io
+echo "== $T: after re-authenticating"
 echo "$(key k1b)" > "/sys/class/nvme/$c/dhchap_secret"; echo "reauth_write=$?"
 sleep 3
-echo "== $T: after re-authenticating"; echo "state=$(cat /sys/class/nvme/$c/state)"; verify_io
+echo "state=$(cat /sys/class/nvme/$c/state)"; verify_io
 disconnect_all
 echo "== $T: the old key, after the rotation"; refused 4421 "$H1" $ID1 "$(key k1)" ""
 echo "== $T: the new key"; admitted 4421 "$H1" $ID1 "$(key k1b)" ""

@@ -208,7 +208,11 @@ fn the_linux_host_authenticates_with_dh_hmac_chap_and_wrong_keys_are_refused() {
         );
         rotation(&run, who);
     }
-    expect(&run, "ours: rotation", &[("reauthenticated", "0")]);
+    expect(
+        &run,
+        "ours: after re-authenticating",
+        &[("reauth_write", "0"), ("reauthenticated", "0")],
+    );
     expect(&run, "nvmet: start", &[("started", "0")]);
 
     // One line per refusal, saying why, and no secret.

@@ -122,14 +122,16 @@ impl Host<'_> {
         let (public, secret) = match group {
             DhGroup::Null => (Vec::new(), None),
             g => {
+                // The secret by its definition, theirs^x mod p, padded.
                 let dh = generate_key(g.openssl_nid().unwrap()).unwrap();
                 let theirs = BigNum::from_slice(&challenge[16 + hl..16 + hl + dhvlen]).unwrap();
-                let s = dh.compute_key(&theirs).unwrap();
-                let mut padded = vec![0u8; dhvlen - s.len()];
-                padded.extend_from_slice(&s);
+                let mut s = BigNum::new().unwrap();
+                let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+                s.mod_exp(&theirs, dh.private_key(), dh.prime_p(), &mut ctx)
+                    .unwrap();
                 (
                     dh.public_key().to_vec_padded(dhvlen as i32).unwrap(),
-                    Some(padded),
+                    Some(s.to_vec_padded(dhvlen as i32).unwrap()),
                 )
             }
         };
