@@ -31,7 +31,7 @@ key() { cat "$K/$1"; }
 # The kernel host: connect host $2 (id $3) to port $1 with secret $4 and
 # controller secret $5 (either may be empty).
 hconnect() {
-  timeout 90 nvme connect -t tcp -a $ADDR -s "$1" -n $NQN --hostnqn="$2" --hostid="$3" $CONNECT_FLAGS \
+  timeout 90 nvme connect -t tcp -a $ADDR -s "$1" -n $NQN --hostnqn="$2" --hostid="$3" \
     ${4:+--dhchap-secret="$4"} ${5:+--dhchap-ctrl-secret="$5"} > /tmp/connect.log 2>&1
 }
 # The controller (nvme0, …) of $NQN, live.
@@ -196,9 +196,11 @@ ctrl_of() {
 }
 listed() { nvme list-ns "/dev/$(ctrl_of "$1")" 2>/dev/null | sed 's/.*://' | tr '\n' ' ' | sed 's/ $//'; }
 hconnect 4420 "$H1" $ID1 "$(key k1b)" ""; echo "connect1=$?"
-# nvme-cli refuses a second controller of one subsystem at one address
-# ("already connected"), whatever the host NQN, unless told it is meant.
-CONNECT_FLAGS=--duplicate-connect hconnect 4420 "$H2" $ID2 "$(key k2)" ""; echo "connect2=$?"
+# nvme-cli 2.3 refuses a second controller of one subsystem at one
+# address ("already connected") whatever the host NQN (--duplicate-connect
+# too): host 2 comes through a second listener.
+rpc nvmf_subsystem_add_listener $NQN -t tcp -a $ADDR -s 4422 > /dev/null
+hconnect 4422 "$H2" $ID2 "$(key k2)" ""; echo "connect2=$?"
 [ -s /tmp/connect.log ] && sed 's/^/connect2: /' /tmp/connect.log
 wait_for "both controllers" 60 test -n "$(ctrl_of "$H1")" -a -n "$(ctrl_of "$H2")"
 echo "host1=$(listed "$H1")"
