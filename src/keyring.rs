@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::auth::secret::Secret;
 use crate::rpc::{self, RpcError, RpcStates};
-use crate::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use crate::sys;
 
 /// A key of the keyring.

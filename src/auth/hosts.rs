@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::dhchap::{Keys, Policy};
 use crate::keyring::Key;
-use crate::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 /// A host's keys by name in the keyring (as `save_config` restores them).
 #[derive(Debug, Clone)]

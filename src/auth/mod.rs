@@ -34,7 +34,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::sync::Mutex;
+use std::sync::Mutex;
 use crate::sys;
 use crate::thread::Poller;
 use dhchap::{Exchange, Names, Received, Sent, State};
