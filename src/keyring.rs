@@ -9,8 +9,8 @@
 //! (a DH-HMAC-CHAP secret, `DHHC-1:...`), so a bad key is refused with a
 //! clear error at once rather than failing a host later; rewriting the file
 //! afterwards changes nothing until the key is removed and added again.
-//! A key removed while a host uses it stays with that host until the host's
-//! keys change.
+//! A key a host uses cannot be removed (save_config could not bring the
+//! host's keys back): give the host other keys first.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::auth::secret::Secret;
 use crate::rpc::{self, RpcError, RpcStates};
-use std::sync::{Arc, Mutex};
 use crate::sys;
+use std::sync::{Arc, Mutex};
 
 /// A key of the keyring.
 #[derive(Debug)]
@@ -113,8 +113,15 @@ pub fn add_file_key(name: &str, path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes key `name` from the keyring (hosts that use it keep it).
+/// Removes key `name` from the keyring; refused while a host uses it
+/// (save_config names a host's keys, and could not bring them back).
 pub fn remove_key(name: &str) -> Result<(), String> {
+    if let Some((sub, host)) = crate::auth::hosts::users_of(name).into_iter().next() {
+        return Err(format!(
+            "key '{name}' is host {host}'s on {sub}: give the host other keys \
+             (nvmf_subsystem_set_keys) or remove it first"
+        ));
+    }
     crate::sync::lock(keys())
         .remove(name)
         .map(drop)

@@ -34,10 +34,10 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use std::sync::Mutex;
 use crate::sys;
 use crate::thread::Poller;
 use dhchap::{Exchange, Names, Received, Sent, State};
+use std::sync::Mutex;
 
 /// How long a host may take over one step of a transaction when its
 /// controller has no keep-alive timeout (upstream SPDK's default).

@@ -130,8 +130,15 @@ pub fn take_fields(method: &str, params: Option<&Value>) -> Result<Option<Taken>
                 // 20.07's decoder says what is missing.
                 return Ok(Some((Value::Object(p), Box::new(|| ()))));
             };
+            // Only for a subsystem that exists: else 20.07 refuses the call
+            // and the keys would wait, unseen, for a host of that name.
+            let tgt_name = p
+                .get("tgt_name")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let exists = subsystem_exists(tgt_name.as_deref(), &sub);
             let commit = Box::new(move || {
-                if keys.is_some() {
+                if keys.is_some() && exists {
                     hosts::set(&sub, &host, keys);
                 }
             });
@@ -140,6 +147,13 @@ pub fn take_fields(method: &str, params: Option<&Value>) -> Result<Option<Taken>
         "nvmf_set_config" => {
             if !p.contains_key("dhchap_digests") && !p.contains_key("dhchap_dhgroups") {
                 return Ok(None);
+            }
+            // SAFETY: reads the RPC server's state, on its thread.
+            if unsafe { crate::sys::spdk_rpc_get_state() } == crate::sys::SPDK_RPC_RUNTIME {
+                return Err(RpcError::invalid_params(format!(
+                    "{method}: runs before the subsystems start only (nvmf_tgt --wait-for-rpc, \
+                     then framework_start_init), as upstream's"
+                )));
             }
             let mut p = p.clone();
             let mut policy = hosts::policy();
@@ -166,6 +180,19 @@ pub fn take_fields(method: &str, params: Option<&Value>) -> Result<Option<Taken>
         }
         _ => Ok(None),
     }
+}
+
+/// Whether subsystem `nqn` of target `tgt_name` (the only one if none)
+/// exists; false off the application thread.
+fn subsystem_exists(tgt_name: Option<&str>, nqn: &str) -> bool {
+    let Ok(app) = AppThread::here() else {
+        return false;
+    };
+    let target = match tgt_name {
+        Some(name) => Target::by_name(app, name),
+        None => Target::default_target(app),
+    };
+    target.is_ok_and(|t| t.find_subsystem(nqn).is_some())
 }
 
 /// `dhchap_digests` as upstream writes it: by name, in identifier order.

@@ -12,6 +12,7 @@
 mod common;
 mod nvme_tcp;
 
+mod aer_accounting;
 mod article_rpc;
 mod auth_host;
 mod bad_input;
