@@ -51,8 +51,9 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
     let _turn = beside_others();
     let (c_methods, c_subsystems, c_bdevs) = configure_and_describe(&c_nvmf_tgt());
     let (methods, subsystems, bdevs) = configure_and_describe(&our_nvmf_tgt());
-    // Ours serves every method of the C binary, plus the 2018 one and the
-    // pmem write-back cache's, in Rust.
+    // Ours serves every method of the C binary, plus the 2018 one, the pmem
+    // write-back cache's, and upstream's keyring, key rotation and
+    // namespace-visibility methods, in Rust.
     let missing: Vec<&String> = c_methods.iter().filter(|m| !methods.contains(m)).collect();
     // Test builds' fault hook (feature test-hooks) is not the product's.
     let extra: Vec<&String> = methods
@@ -69,7 +70,13 @@ fn same_rpc_configuration_gives_the_same_target_as_spdks_c_binary() {
             "bdev_pmem_cache_create",
             "bdev_pmem_cache_delete",
             "bdev_pmem_cache_flush",
-            spdk_pmem::construct_subsystem::CONSTRUCT_NVMF_SUBSYSTEM
+            spdk_pmem::construct_subsystem::CONSTRUCT_NVMF_SUBSYSTEM,
+            "keyring_file_add_key",
+            "keyring_file_remove_key",
+            "keyring_get_keys",
+            "nvmf_ns_add_host",
+            "nvmf_ns_remove_host",
+            "nvmf_subsystem_set_keys",
         ]
     );
     assert_eq!(subsystems, c_subsystems);
