@@ -116,16 +116,20 @@ pub fn add_file_key(name: &str, path: &str) -> Result<(), String> {
 /// Removes key `name` from the keyring; refused while a host uses it
 /// (save_config names a host's keys, and could not bring them back).
 pub fn remove_key(name: &str) -> Result<(), String> {
-    if let Some((sub, host)) = crate::auth::hosts::users_of(name).into_iter().next() {
+    let mut keys = crate::sync::lock(keys());
+    let key = keys
+        .get(name)
+        .ok_or_else(|| format!("key '{name}' does not exist (keyring_get_keys lists the keys)"))?;
+    // The keyring holds one reference; each host using the key another.
+    let users = Arc::strong_count(key) - 1;
+    if users > 0 {
         return Err(format!(
-            "key '{name}' is host {host}'s on {sub}: give the host other keys \
-             (nvmf_subsystem_set_keys) or remove it first"
+            "key '{name}' is used by {users} host(s) (keyring_get_keys: refcnt): give them \
+             other keys (nvmf_subsystem_set_keys) or remove them first"
         ));
     }
-    crate::sync::lock(keys())
-        .remove(name)
-        .map(drop)
-        .ok_or_else(|| format!("key '{name}' does not exist (keyring_get_keys lists the keys)"))
+    keys.remove(name);
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -453,7 +453,10 @@ impl Exchange {
         self.dh = None;
         self.cval.iter_mut().for_each(|b| *b = 0);
     }
+}
 
+/// The controller's messages (AUTHENTICATION_RECV).
+impl Exchange {
     /// An AUTHENTICATION_RECV: writes the controller's next message into
     /// `out` (zeroed, at most its length). `seqnum` gives a challenge's
     /// sequence number.

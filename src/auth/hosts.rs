@@ -71,14 +71,3 @@ pub fn policy() -> Policy {
 pub fn set_policy(policy: Policy) {
     *crate::sync::lock(policy_slot()) = policy;
 }
-
-/// The (subsystem, host) pairs that use key `name`.
-pub fn users_of(name: &str) -> Vec<(String, String)> {
-    crate::sync::lock(table())
-        .iter()
-        .filter(|(_, k)| {
-            k.key.name() == name || k.ctrlr_key.as_ref().is_some_and(|c| c.name() == name)
-        })
-        .map(|(id, _)| id.clone())
-        .collect()
-}

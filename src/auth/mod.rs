@@ -139,7 +139,10 @@ impl QpairAuth {
         };
         format!("{addr}:{port}")
     }
+}
 
+/// The queue pair's timer: a transaction's timeout, a refusal's linger.
+impl QpairAuth {
     /// Arms the timer (again): `expiry` after `after_us`.
     fn arm(&mut self, after_us: u64, expiry: Expiry) {
         self.timer = None;
@@ -207,7 +210,10 @@ impl QpairAuth {
         // free the context (qpair_fini), which is not used after this.
         unsafe { sys::spdk_nvmf_qpair_disconnect(qpair, None, std::ptr::null_mut()) };
     }
+}
 
+/// What the queue pair's commands do.
+impl QpairAuth {
     fn refuse(&mut self, line: u32, names: Names<'_>, qid: u16, why: &str) {
         if std::mem::replace(&mut self.logged, true) {
             return;

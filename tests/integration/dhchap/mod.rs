@@ -333,6 +333,10 @@ fn keys_rotate_without_touching_connected_queues_and_save_config_keeps_them_by_n
     );
     assert!(e.contains("is not one of"), "{e}");
 
+    // A key a host uses stays: save_config names it.
+    let e = t.jsonrpc_err("keyring_file_remove_key", json!({"name": "k1b"}));
+    assert!(e.contains("is used by 1 host(s)"), "{e}");
+
     // save_config names the keys, and the keys' files, never a secret.
     let config: serde_json::Value = serde_json::from_str(&t.rpc_ok(&["save_config"])).unwrap();
     let text = config.to_string();
